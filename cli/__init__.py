@@ -1,0 +1,1 @@
+"""The ``wsbus`` command line (installed as the ``wsbus.cli`` package)."""

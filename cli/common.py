@@ -1,0 +1,76 @@
+"""Options shared by the client commands, and turning them into settings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from wsbus.config import ConfigError, Settings, load_settings
+from wsbus.errors import ConnectionLost, HubUnreachable, SendRefused
+from wsbus.schema import NAME_RULE, valid_name
+
+from .exits import CliError, Exit
+
+__all__ = ["add_client_args", "client_errors", "need_name", "settings_from", "warn"]
+
+
+def add_client_args(p: argparse.ArgumentParser, *, channel: bool = True) -> None:
+    p.add_argument("--url", help="hub websocket URL (env WSBUS_URL; default ws://127.0.0.1:8765)")
+    if channel:
+        p.add_argument(
+            "--channel",
+            "-c",
+            help="channel (env WSBUS_CHANNEL or AGENT_BUS_CHANNEL; default default)",
+        )
+    p.add_argument(
+        "--timeout", type=float, help="seconds to wait for the hub (env WSBUS_TIMEOUT; default 10)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output, one JSON per line")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    flags = {
+        "url": getattr(args, "url", None),
+        "channel": getattr(args, "channel", None),
+        "name": getattr(args, "as_name", None),
+        "timeout": getattr(args, "timeout", None),
+        **extra,
+    }
+    try:
+        settings = load_settings(flags)
+    except ConfigError as err:
+        raise CliError(str(err), Exit.USAGE) from None
+    if settings.name is not None and not valid_name(settings.name):
+        raise CliError(f"invalid name {settings.name!r}: allowed {NAME_RULE}", Exit.USAGE)
+    if not valid_name(settings.channel):
+        raise CliError(f"invalid channel {settings.channel!r}: allowed {NAME_RULE}", Exit.USAGE)
+    return settings
+
+
+def need_name(settings: Settings, what: str) -> str:
+    if not settings.name:
+        raise CliError(
+            f"{what} needs a name: pass --as NAME or set WSBUS_NAME (or AGENT_NAME)", Exit.USAGE
+        )
+    return settings.name
+
+
+def warn(message: str) -> None:
+    print(f"wsbus: {message}", file=sys.stderr, flush=True)
+
+
+def client_errors(err: BaseException) -> CliError | None:
+    """Map a client exception to the CLI's one-line error."""
+    if isinstance(err, HubUnreachable):
+        return CliError(f"{err} (is `wsbus serve` running?)", Exit.UNREACHABLE)
+    if isinstance(err, SendRefused):
+        return CliError(f"the hub refused: {err.message} ({err.code})", Exit.REFUSED)
+    if isinstance(err, ConnectionLost) and err.code in (4001, 4002):
+        return CliError(f"the hub refused the connection: {err.reason}", Exit.REFUSED)
+    if isinstance(err, ConnectionLost):
+        return CliError(f"connection to the hub lost: {err.reason} ({err.code})", Exit.FAILURE)
+    if isinstance(err, TimeoutError):
+        return CliError("timed out waiting for the hub", Exit.FAILURE)
+    return None

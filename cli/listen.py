@@ -1,0 +1,110 @@
+"""``wsbus listen``: print messages as they arrive, in agent-bus's block format."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from wsbus.client import Client
+from wsbus.codec import encode_json
+from wsbus.schema import Event
+
+from .common import add_client_args, settings_from, warn
+from .cursor import CursorFile
+from .exits import CliError, Exit
+from .render import listener_block
+
+__all__ = ["register", "run"]
+
+EXAMPLES = """\
+examples:
+  wsbus listen bob                 # blocks: [HH:MM:SSZ] from alice: / body / ---
+  wsbus listen bob --json          # one JSON event per line
+  wsbus listen bob --from-start    # everything still retained, then live
+
+Output per message (each block is one notification in a monitor tool):
+  [14:02:11Z] from alice:
+  the build is green
+  ---
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "listen",
+        help="print messages for a name as they arrive",
+        description=(
+            "Listen for messages to NAME (and channel broadcasts). Keeps a cursor so a "
+            "restart replays what arrived while it was down; reconnects forever."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="who to listen as (env WSBUS_NAME)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-start", action="store_true", help="replay everything retained, ignoring the cursor"
+    )
+    start.add_argument("--since", type=int, metavar="SEQ", help="replay events after SEQ")
+    p.add_argument("--no-cursor", action="store_true", help="neither read nor save the cursor")
+    add_client_args(p)
+    p.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args, name=args.name)
+    if not settings.name:
+        raise CliError("listen needs a name: wsbus listen NAME (or set WSBUS_NAME)", Exit.USAGE)
+    name, channel = settings.name, settings.channel
+    cursor = CursorFile(settings.url, name, channel)
+    resume: int | None = None
+    hub_id: str | None = None
+    if args.from_start:
+        resume = 0
+    elif args.since is not None:
+        resume = args.since
+    elif not args.no_cursor:
+        saved = cursor.load()
+        resume, hub_id = saved.seq, saved.hub
+
+    def on_state(state: str, details: dict[str, Any]) -> None:
+        if args.quiet and state != "truncated":
+            return
+        if state == "reconnecting":
+            warn(f"hub unreachable ({details.get('error')}); retrying in {details['delay']:.1f}s")
+        elif state == "connected":
+            warn(f"listening as {name} on {channel} at {settings.url} (seq {details.get('seq')})")
+        elif state == "truncated":
+            warn(
+                f"history truncated: some messages for {name} are gone "
+                f"({details.get('reason')}); continuing from the oldest kept"
+            )
+
+    client = Client(
+        settings.url,
+        name,
+        channels=[channel],
+        resume=resume,
+        hub_id=hub_id,
+        on_state=on_state,
+        open_timeout=settings.timeout,
+    )
+    out = sys.stdout
+    await client.connect(wait=True)
+    try:
+        async for item in client:
+            if not isinstance(item, Event):
+                continue
+            if args.json:
+                out.write(encode_json(item).decode() + "\n")
+            else:
+                out.write(listener_block(item))
+            out.flush()
+            if not args.no_cursor:
+                cursor.save(item.seq, client.hub_id)
+            if item.to == name:
+                await client.ack(item.seq, "read")
+    finally:
+        await client.close()
+    return Exit.OK

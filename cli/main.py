@@ -1,0 +1,73 @@
+"""``wsbus``: the command line. One module per command; the parser is built here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from wsbus import __version__
+
+from . import history, listen, send, serve
+from .common import client_errors
+from .exits import CliError, Exit
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS = (serve, send, listen, history)
+
+DESCRIPTION = """\
+wsbus: a realtime event bus for AI coding agents and the people who run them.
+
+Start a hub with `wsbus serve`, then send and listen from any shell or agent.
+"""
+
+EPILOG = """\
+examples:
+  wsbus serve                              # hub on ws://127.0.0.1:8765, SQLite store
+  WSBUS_NAME=alice wsbus send bob "hi"     # durable send, prints seq and time
+  wsbus listen bob                         # agent-bus style blocks, resumes after restarts
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsbus",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"wsbus {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return Exit.USAGE
+    try:
+        result = asyncio.run(args.func(args))
+        return int(result or Exit.OK)
+    except KeyboardInterrupt:
+        return Exit.INTERRUPTED
+    except CliError as err:
+        print(f"wsbus: {err.message}", file=sys.stderr)
+        return err.status
+    except BrokenPipeError:
+        return Exit.FAILURE
+    except Exception as err:
+        mapped = client_errors(err)
+        if mapped is None:
+            raise
+        print(f"wsbus: {mapped.message}", file=sys.stderr)
+        return mapped.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Settings: flags, then environment, then the config file, then the defaults below.
+
+Every default lives in :class:`Settings`; every environment variable is listed
+in :data:`ENVIRONMENT`. The config file is TOML at
+``$XDG_CONFIG_HOME/wsbus/config.toml`` (``~/.config/wsbus/config.toml``), or the
+path in ``WSBUS_CONFIG``; its keys are the field names of :class:`Settings`::
+
+    url = "ws://hub.lan:8765"
+    name = "alice"
+    retention_days = 7
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import platformdirs
+
+from .errors import WsbusError
+
+__all__ = [
+    "ENVIRONMENT",
+    "ConfigError",
+    "Settings",
+    "config_path",
+    "data_dir",
+    "load_settings",
+    "state_dir",
+]
+
+APP = "wsbus"
+
+
+def config_path() -> Path:
+    """Where the config file is read from."""
+    override = os.environ.get("WSBUS_CONFIG")
+    if override:
+        return Path(override)
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def data_dir() -> Path:
+    """Where the hub keeps its database by default (``~/.local/share/wsbus``)."""
+    return Path(platformdirs.user_data_dir(APP))
+
+
+def state_dir() -> Path:
+    """Where clients keep their cursors (``~/.local/state/wsbus``)."""
+    return Path(platformdirs.user_state_dir(APP))
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every setting with its default. Limits are documented in docs/CONFIG.md."""
+
+    # client side
+    url: str = "ws://127.0.0.1:8765"
+    name: str | None = None
+    channel: str = "default"
+    timeout: float = 10.0
+    # hub side
+    host: str = "127.0.0.1"
+    port: int = 8765
+    db: str | None = None
+    memory: bool = False
+    fsync: bool = False
+    insecure: bool = False
+    retention_days: float = 30.0
+    retention_count: int = 0
+    max_body: int = 65536
+    max_frame: int = 1 << 20
+    max_history: int = 1000
+    max_channels: int = 64
+    send_queue: int = 8 << 20
+    hello_timeout: float = 10.0
+    max_bad_frames: int = 20
+    ping_interval: float = 20.0
+
+    def db_path(self) -> Path:
+        return Path(self.db).expanduser() if self.db else data_dir() / "wsbus.db"
+
+
+#: setting -> environment variables, first set wins
+ENVIRONMENT: dict[str, tuple[str, ...]] = {
+    "url": ("WSBUS_URL",),
+    "name": ("WSBUS_NAME", "AGENT_COMMS_SELF", "AGENT_NAME"),
+    "channel": ("WSBUS_CHANNEL", "AGENT_BUS_CHANNEL"),
+    "timeout": ("WSBUS_TIMEOUT",),
+    "host": ("WSBUS_HOST",),
+    "port": ("WSBUS_PORT",),
+    "db": ("WSBUS_DB",),
+    "fsync": ("WSBUS_FSYNC",),
+    "retention_days": ("WSBUS_RETENTION_DAYS",),
+    "retention_count": ("WSBUS_RETENTION_COUNT",),
+    "max_body": ("WSBUS_MAX_BODY",),
+    "max_frame": ("WSBUS_MAX_FRAME",),
+    "max_history": ("WSBUS_MAX_HISTORY",),
+    "max_channels": ("WSBUS_MAX_CHANNELS",),
+    "send_queue": ("WSBUS_SEND_QUEUE",),
+    "hello_timeout": ("WSBUS_HELLO_TIMEOUT",),
+}
+
+
+class ConfigError(WsbusError):
+    """A setting could not be read; the message says which and why."""
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> Settings:
+    """Resolve every setting: flags (non-None), environment, config file, defaults."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    source = config_path() if path is None else path
+    file_values = _read_file(source)
+    try:
+        msgspec.convert(file_values, Settings)
+    except msgspec.ValidationError as err:
+        raise ConfigError(f"config file {source}: {err}") from None
+    merged.update(file_values)
+    for field, names in ENVIRONMENT.items():
+        for var in names:
+            value = env.get(var)
+            if value:
+                try:
+                    kind = Settings.__annotations__[field]
+                    merged[field] = _from_env(value, kind)
+                except ValueError:
+                    raise ConfigError(
+                        f"environment variable {var}={value!r} is not valid"
+                    ) from None
+                break
+    for key, value in (flags or {}).items():
+        if value is not None:
+            merged[key] = value
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as err:
+        raise ConfigError(f"invalid setting: {err}") from None
+
+
+def _from_env(value: str, kind: str) -> Any:
+    if kind.startswith("bool"):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if kind.startswith("int"):
+        return int(value)
+    if kind.startswith("float"):
+        return float(value)
+    return value

@@ -1,0 +1,133 @@
+"""Error codes and close codes: the stable part of every failure wsbus reports.
+
+Exception tree::
+
+    WsbusError                 root of everything wsbus raises on purpose
+    +-- FrameError             a frame the hub or client could not accept (has a code)
+    +-- ClientError            client-side failures
+        +-- HubUnreachable     could not connect (after the allowed tries)
+        +-- SendRefused        the hub answered a send with an ``error`` frame
+        +-- ConnectionLost     the connection closed for good (fatal close code)
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+__all__ = [
+    "ClientError",
+    "CloseCode",
+    "ConnectionLost",
+    "ErrorCode",
+    "FrameError",
+    "HubUnreachable",
+    "SendRefused",
+    "WsbusError",
+]
+
+
+class ErrorCode(StrEnum):
+    """Codes carried by ``error`` frames. Each has a one-sentence meaning."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_MSGPACK = "invalid_msgpack"
+    INVALID_FRAME = "invalid_frame"
+    UNKNOWN_OP = "unknown_op"
+    WRONG_FRAME_TYPE = "wrong_frame_type"
+    BODY_TOO_LARGE = "body_too_large"
+    HELLO_REQUIRED = "hello_required"
+    ALREADY_HELLO = "already_hello"
+    NOT_YOUR_NAME = "not_your_name"
+    NOT_SUBSCRIBED = "not_subscribed"
+    TOO_MANY_CHANNELS = "too_many_channels"
+    UNKNOWN_EVENT = "unknown_event"
+    LIMIT_TOO_LARGE = "limit_too_large"
+    STORE_FAILED = "store_failed"
+    SHUTTING_DOWN = "shutting_down"
+
+
+ERROR_MEANINGS: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_JSON: "A text frame was not valid UTF-8 JSON.",
+    ErrorCode.INVALID_MSGPACK: "A binary frame was not valid MessagePack.",
+    ErrorCode.INVALID_FRAME: "A field is missing, has the wrong type or breaks its rule.",
+    ErrorCode.UNKNOWN_OP: "The `op` is not one this hub knows.",
+    ErrorCode.WRONG_FRAME_TYPE: "Text frame on the msgpack subprotocol, or binary on JSON.",
+    ErrorCode.BODY_TOO_LARGE: "The body is over the hub's `max_body` (UTF-8 bytes).",
+    ErrorCode.HELLO_REQUIRED: "The first frame of a connection must be `hello`.",
+    ErrorCode.ALREADY_HELLO: "A second `hello` on one connection.",
+    ErrorCode.NOT_YOUR_NAME: "`from` or `name` is not one of this connection's names.",
+    ErrorCode.NOT_SUBSCRIBED: "The channel is not subscribed on this connection.",
+    ErrorCode.TOO_MANY_CHANNELS: "More channels than `max_channels` on one connection.",
+    ErrorCode.UNKNOWN_EVENT: "`ack` for a seq that does not exist (or was pruned).",
+    ErrorCode.LIMIT_TOO_LARGE: "A history `limit` above `max_history`.",
+    ErrorCode.STORE_FAILED: "The store could not commit; the send was not accepted.",
+    ErrorCode.SHUTTING_DOWN: "The hub is stopping; retry after reconnecting.",
+}
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the hub uses (4000-4999 are wsbus's own)."""
+
+    GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    UNAUTHORIZED = 4001
+    BAD_HELLO = 4002
+    HELLO_TIMEOUT = 4003
+    SLOW_CONSUMER = 4008
+    RATE_LIMITED = 4029
+
+
+CLOSE_MEANINGS: dict[CloseCode, str] = {
+    CloseCode.GOING_AWAY: "The hub is shutting down; reconnect and resume.",
+    CloseCode.POLICY_VIOLATION: "Too many bad frames in a row; fix the client before retrying.",
+    CloseCode.MESSAGE_TOO_BIG: "A frame over `max_frame` bytes (sent by the websocket layer).",
+    CloseCode.UNAUTHORIZED: "Reserved: authentication failed.",
+    CloseCode.BAD_HELLO: "The first frame was not a valid `hello`; do not retry unchanged.",
+    CloseCode.HELLO_TIMEOUT: "No `hello` within the handshake timeout.",
+    CloseCode.SLOW_CONSUMER: "Unread frames exceeded the send queue; reconnect and resume.",
+    CloseCode.RATE_LIMITED: "Reserved: the connection exceeded its rate limit.",
+}
+
+#: close codes after which a client must not reconnect unchanged
+FATAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.BAD_HELLO})
+
+
+class WsbusError(Exception):
+    """Root of every exception wsbus raises on purpose."""
+
+
+class FrameError(WsbusError):
+    """A frame could not be accepted; ``code`` is an :class:`ErrorCode`."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+class ClientError(WsbusError):
+    """A failure seen by :mod:`wsbus.client`."""
+
+
+class HubUnreachable(ClientError):
+    """The hub could not be reached."""
+
+
+class SendRefused(ClientError):
+    """The hub refused a send; ``code`` and ``message`` come from its ``error`` frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ConnectionLost(ClientError):
+    """The hub closed the connection with a code that forbids reconnecting."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"closed by hub ({code}): {reason}")
+        self.code = code
+        self.reason = reason

@@ -1,0 +1,575 @@
+"""The hub: accepts sends, commits them in groups, fans events out, tracks presence.
+
+It knows nothing about sockets or HTTP: transports hand it :class:`Session`
+objects and decoded frames. Life of a send:
+
+1. :meth:`Hub.submit` (synchronous) validates, deduplicates by ``(sender,
+   ref)``, assigns ``seq``/``ts`` and queues the event for the writer;
+2. the writer task commits everything queued as one transaction (group
+   commit: while one batch commits, the next accumulates);
+3. after the commit it answers ``ok`` to the senders and fans the batch out:
+   each event is encoded once per subprotocol and the same bytes are written
+   to every recipient; a recipient whose unread bytes pass ``send_queue`` is
+   closed as a slow consumer (it resumes from its cursor without loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from . import __version__
+from .codec import JSON, MSGPACK
+from .errors import CloseCode, ErrorCode, FrameError
+from .routing import PresenceChange, Router
+from .schema import (
+    BROADCAST,
+    DEFAULT_CHANNEL,
+    FINAL_STATUSES,
+    Ack,
+    Error,
+    Event,
+    Hello,
+    History,
+    HistoryResult,
+    Limits,
+    Member,
+    Ok,
+    Ping,
+    Pong,
+    Presence,
+    Receipt,
+    Roster,
+    RosterResult,
+    Send,
+    Subscribe,
+    Subscribed,
+    Synced,
+    Unsubscribe,
+    Welcome,
+)
+from .session import Session
+from .store import Query, ReceiptRecord, Store
+
+__all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
+
+log = logging.getLogger("wsbus.hub")
+
+Broadcaster = Callable[[list[Session], bytes, bool], None]
+"""Writes one encoded frame to many sessions (the transport's fast path)."""
+
+
+def default_broadcast(sessions: list[Session], payload: bytes, binary: bool) -> None:
+    """Write ``payload`` to each session in turn."""
+    for s in sessions:
+        s.write(payload)
+
+
+class HubConfig(msgspec.Struct):
+    """Hub limits and policies (defaults live in :mod:`wsbus.config`)."""
+
+    max_body: int = 65536
+    max_frame: int = 1 << 20
+    max_history: int = 1000
+    max_channels: int = 64
+    send_queue: int = 8 << 20
+    max_held: int = 50_000
+    ref_window: int = 100_000
+    batch_max: int = 4096
+    max_pending_writes: int = 20_000
+    retention_days: float = 30.0
+    retention_count: int = 0
+    prune_interval: float = 3600.0
+    replay_page: int = 500
+
+
+class _Pending(msgspec.Struct):
+    event: Event
+    waiters: list[Session]
+
+
+class Hub:
+    """Routing, durability, fan-out, presence and receipts for one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: HubConfig | None = None,
+        broadcast: Broadcaster = default_broadcast,
+    ) -> None:
+        self.store = store
+        self.config = config or HubConfig()
+        self.broadcast = broadcast
+        self.router = Router()
+        self.hub_id = ""
+        self.committed_seq = 0
+        self.pruned_seq = 0
+        self._next_seq = 1
+        self._last_ts = 0.0
+        self._refs: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self._queue: list[_Pending] = []
+        self._receipt_queue: list[tuple[ReceiptRecord, str]] = []
+        self._inflight: dict[int, _Pending] = {}
+        self._recent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._writer: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.sessions: set[Session] = set()
+        self._joining: dict[Session, list[str]] = {}
+        self.stats = {"events": 0, "deliveries": 0, "batches": 0, "slow_closed": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the store, restore counters and the idempotency window, start tasks."""
+        info = await self.store.open()
+        self.hub_id = info.hub_id
+        self.committed_seq = info.last_seq
+        self._next_seq = info.last_seq + 1
+        self._last_ts = info.last_ts
+        self.pruned_seq = info.pruned_seq
+        for sender, ref, seq, ts in await self.store.recent_refs(self.config.ref_window):
+            self._refs[(sender, ref)] = (seq, ts)
+        await self.prune()
+        self._writer = asyncio.create_task(self._write_loop(), name="wsbus-writer")
+        if self.config.prune_interval > 0:
+            self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
+
+    async def stop(self) -> None:
+        """Commit what is queued, tell every client to reconnect, close the store."""
+        self._stopping = True
+        if self._pruner:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+        if self._writer:
+            self._wake.set()
+            await self._writer
+        for s in list(self.sessions):
+            s.close(CloseCode.GOING_AWAY, "hub shutting down; reconnect and resume")
+        await self.store.close()
+
+    def limits(self) -> Limits:
+        c = self.config
+        return Limits(
+            max_body=c.max_body,
+            max_frame=c.max_frame,
+            max_history=c.max_history,
+            max_channels=c.max_channels,
+        )
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(self, session: Session, hello: Hello) -> Welcome:
+        """Attach a session after its ``hello``; the caller then runs :meth:`replay`."""
+        names: list[str] = []
+        for n in ([hello.name] if hello.name else []) + hello.names:
+            if n not in names:
+                names.append(n)
+        channels = list(dict.fromkeys(hello.channels)) or [DEFAULT_CHANNEL]
+        if len(channels) > self.config.max_channels:
+            raise FrameError(
+                ErrorCode.TOO_MANY_CHANNELS,
+                f"{len(channels)} channels requested; at most {self.config.max_channels}",
+            )
+        session.names = tuple(names)
+        session.watch = hello.watch
+        session.info = {
+            "kind": hello.kind,
+            "model": hello.model,
+            "role": hello.role,
+            "host": hello.host,
+            "tmux": hello.tmux,
+        }
+        recovered = True
+        if hello.resume is not None and (
+            hello.resume < self.pruned_seq or hello.resume > self.committed_seq
+        ):
+            recovered = False
+        self.sessions.add(session)
+        session.live = False
+        session.channels = set()
+        self._joining[session] = channels
+        return Welcome(
+            hub=self.hub_id,
+            seq=self.committed_seq,
+            names=list(session.names),
+            channels=channels,
+            recovered=recovered,
+            server=f"wsbus/{__version__}",
+            limits=self.limits(),
+        )
+
+    def attach(self, session: Session) -> None:
+        """Subscribe a welcomed session to its channels and announce it (before replay)."""
+        channels = self._joining.pop(session, [])
+        self._announce(self.router.attach(session, channels), session.info)
+
+    async def replay(self, session: Session, resume: int | None) -> None:
+        """Send stored events the session missed, then what was held, then go live.
+
+        With ``resume`` every entitled event after it is replayed; without, the
+        session's names get their direct events still pending a final receipt.
+        """
+        upto = self.committed_seq
+        channels = sorted(session.channels)
+        entitled = None if session.watch else list(session.names)
+        if resume is not None or entitled:
+            cursor = resume if resume is not None else 0
+            pending_only = resume is None
+            page = self.config.replay_page
+            while not session.closed:
+                q = Query(
+                    limit=page,
+                    channels=channels,
+                    entitled=entitled,
+                    after=cursor,
+                    before=upto + 1,
+                    pending_only=pending_only,
+                )
+                events = await self.store.query(q)
+                for ev in events:
+                    if session.closed:
+                        return
+                    await session.write_async(session.codec.encode(ev))
+                if len(events) < page:
+                    break
+                cursor = events[-1].seq
+        if session.closed:
+            return
+        held, session.held = session.held, []
+        encode = session.codec.encode
+        for ev in held:
+            if ev.seq > upto:
+                session.write(encode(ev))
+        session.live = True
+        session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
+
+    def close_session(self, session: Session) -> None:
+        """Forget a session that disconnected; report names gone down."""
+        self._joining.pop(session, None)
+        if session not in self.sessions:
+            return
+        session.closed = True
+        self.sessions.discard(session)
+        self._announce(self.router.detach(session), session.info)
+
+    def subscribe(self, session: Session, frame: Subscribe) -> None:
+        """Add channels to a session, live from now on."""
+        new = [c for c in dict.fromkeys(frame.channels) if c not in session.channels]
+        if len(session.channels) + len(new) > self.config.max_channels:
+            raise FrameError(
+                ErrorCode.TOO_MANY_CHANNELS, f"at most {self.config.max_channels} channels"
+            )
+        self._announce(self.router.attach(session, new), session.info)
+        session.send(Subscribed(channels=sorted(session.channels)))
+
+    def unsubscribe(self, session: Session, frame: Unsubscribe) -> None:
+        self._announce(self.router.detach(session, frame.channels), session.info)
+        session.send(Subscribed(channels=sorted(session.channels)))
+
+    def _announce(self, changes: list[PresenceChange], info: dict[str, Any]) -> None:
+        now = time.time()
+        for ch in changes:
+            frame = Presence(
+                channel=ch.channel,
+                name=ch.name,
+                state="up" if ch.up else "down",
+                ts=now,
+                kind=info.get("kind"),
+                model=info.get("model"),
+                role=info.get("role"),
+                host=info.get("host"),
+            )
+            self._push(self.router.channel_sessions(ch.channel), frame)
+
+    def _push(self, targets: Sequence[Any], frame: Any) -> None:
+        """Write a non-event frame (presence, receipt) to sessions, encoded once per codec."""
+        encoded: dict[bool, bytes] = {}
+        for s in targets:
+            if s.closed:
+                continue
+            binary = s.codec.binary
+            if binary not in encoded:
+                encoded[binary] = s.codec.encode(frame)
+            s.write(encoded[binary])
+
+    # ------------------------------------------------------------------ sends
+
+    def has_room(self) -> bool:
+        return len(self._queue) < self.config.max_pending_writes
+
+    async def wait_room(self) -> None:
+        """Wait until the write queue has room (backpressure on publishers)."""
+        while not self.has_room():
+            self._room.clear()
+            await self._room.wait()
+
+    def submit(self, session: Session, send: Send) -> None:
+        """Accept a send for commit; ``ok`` (or ``error``) follows asynchronously."""
+        if self._stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", send.ref)
+        sender = send.from_ or session.name
+        if sender is None:
+            raise FrameError(
+                ErrorCode.NOT_YOUR_NAME, "this connection has no name; say one in hello", send.ref
+            )
+        if sender not in session.names:
+            raise FrameError(
+                ErrorCode.NOT_YOUR_NAME,
+                f"{sender!r} is not a name of this connection ({', '.join(session.names)})",
+                send.ref,
+            )
+        size = len(send.body.encode("utf-8", "surrogatepass"))
+        if size > self.config.max_body:
+            raise FrameError(
+                ErrorCode.BODY_TOO_LARGE,
+                f"body is {size} bytes; the limit is {self.config.max_body}",
+                send.ref,
+            )
+        key = (sender, send.ref)
+        seen = self._refs.get(key)
+        if seen is not None:
+            seq, ts = seen
+            pending = self._inflight.get(seq)
+            if pending is not None:
+                pending.waiters.append(session)
+            else:
+                session.send(Ok(ref=send.ref, seq=seq, ts=ts, duplicate=True))
+            return
+        channel = send.channel or (min(session.channels) if len(session.channels) == 1 else None)
+        channel = channel or DEFAULT_CHANNEL
+        seq = self._next_seq
+        self._next_seq += 1
+        ts = time.time()
+        if ts <= self._last_ts:
+            ts = self._last_ts + 1e-6
+        self._last_ts = ts
+        ev = Event(
+            seq=seq,
+            ts=ts,
+            channel=channel,
+            from_=sender,
+            to=send.to,
+            body=send.body,
+            thread=send.thread,
+            kind=send.kind or session.info.get("kind"),
+            meta=send.meta,
+            ref=send.ref,
+        )
+        pending = _Pending(ev, [session])
+        self._queue.append(pending)
+        self._inflight[seq] = pending
+        self._refs[key] = (seq, ts)
+        if len(self._refs) > self.config.ref_window:
+            self._refs.popitem(last=False)
+        session.inflight += 1
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue or self._receipt_queue:
+                await self._flush_once()
+            if self._stopping:
+                return
+
+    async def _flush_once(self) -> None:
+        batch = self._queue[: self.config.batch_max]
+        del self._queue[: len(batch)]
+        receipts = self._receipt_queue
+        self._receipt_queue = []
+        events = [p.event for p in batch]
+        try:
+            await self.store.append(events, [r for r, _ in receipts])
+        except Exception as err:  # the store refused: nothing of the batch is acknowledged
+            log.error("store commit failed: %s", err)
+            for p in batch:
+                self._inflight.pop(p.event.seq, None)
+                assert p.event.ref is not None
+                self._refs.pop((p.event.from_, p.event.ref), None)
+                for s in p.waiters:
+                    s.inflight -= 1
+                    s.send(
+                        Error(
+                            code=ErrorCode.STORE_FAILED,
+                            message=f"not stored: {err}",
+                            ref=p.event.ref,
+                        )
+                    )
+            self._room.set()
+            return
+        if events:
+            self.committed_seq = events[-1].seq
+        self.stats["batches"] += 1
+        for p in batch:
+            ev = p.event
+            self._inflight.pop(ev.seq, None)
+            assert ev.ref is not None
+            for s in p.waiters:
+                s.inflight -= 1
+                s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=s is not p.waiters[0]))
+            self._remember(ev)
+            self._fanout(ev)
+        for record, sender in receipts:
+            frame = Receipt(
+                seq=record.seq,
+                channel=record.channel,
+                by=record.name,
+                status=record.status,
+                ts=record.ts,
+                reason=record.reason,
+            )
+            self._push(self.router.sessions_of(record.channel, sender), frame)
+        self.stats["events"] += len(events)
+        if self.has_room():
+            self._room.set()
+
+    def _remember(self, ev: Event) -> None:
+        self._recent[ev.seq] = (ev.channel, ev.from_, ev.to)
+        if len(self._recent) > self.config.ref_window:
+            self._recent.popitem(last=False)
+
+    def _fanout(self, ev: Event) -> None:
+        targets = self.router.recipients(ev.channel, ev.from_, ev.to)
+        if not targets:
+            return
+        json_live: list[Session] = []
+        mp_live: list[Session] = []
+        max_held = self.config.max_held
+        for s in targets:
+            assert isinstance(s, Session)
+            if s.live:
+                (mp_live if s.codec.binary else json_live).append(s)
+            elif not s.closed:
+                s.held.append(ev)
+                if len(s.held) > max_held:
+                    self._slow(s)
+        if json_live:
+            self.broadcast(json_live, JSON.encode(ev), False)
+            self._check_slow(json_live)
+        if mp_live:
+            self.broadcast(mp_live, MSGPACK.encode(ev), True)
+            self._check_slow(mp_live)
+        self.stats["deliveries"] += len(json_live) + len(mp_live)
+
+    def _check_slow(self, sessions: list[Session]) -> None:
+        limit = self.config.send_queue
+        for s in sessions:
+            if s.buffered() > limit:
+                self._slow(s)
+
+    def _slow(self, s: Session) -> None:
+        if s.closed:
+            return
+        self.stats["slow_closed"] += 1
+        log.info("closing slow consumer %s (%s)", s.id, ",".join(s.names) or "-")
+        s.held = []
+        self.close_session(s)
+        s.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor")
+
+    # ------------------------------------------------------------------ acks
+
+    async def ack(self, session: Session, ack: Ack) -> None:
+        """Record a recipient's acknowledgement and tell the sender."""
+        if self._stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
+        name = ack.name or session.name
+        if name is None or name not in session.names:
+            raise FrameError(ErrorCode.NOT_YOUR_NAME, f"{name!r} is not a name of this connection")
+        known = self._recent.get(ack.seq)
+        if known is None:
+            ev = await self.store.get(ack.seq)
+            if ev is None:
+                raise FrameError(ErrorCode.UNKNOWN_EVENT, f"no event with seq {ack.seq}")
+            known = (ev.channel, ev.from_, ev.to)
+        channel, sender, to = known
+        if to != name and to != BROADCAST:
+            raise FrameError(
+                ErrorCode.NOT_YOUR_NAME, f"event {ack.seq} is addressed to {to!r}, not {name!r}"
+            )
+        record = ReceiptRecord(
+            seq=ack.seq,
+            channel=channel,
+            name=name,
+            status=ack.status,
+            ts=time.time(),
+            reason=ack.reason,
+            final=ack.status in FINAL_STATUSES,
+        )
+        self._receipt_queue.append((record, sender))
+        self._wake.set()
+
+    # ------------------------------------------------------------------ queries
+
+    async def history(self, session: Session, h: History) -> HistoryResult:
+        if h.limit > self.config.max_history:
+            raise FrameError(
+                ErrorCode.LIMIT_TOO_LARGE,
+                f"limit {h.limit} is over max_history {self.config.max_history}",
+                h.ref,
+            )
+        q = Query(
+            limit=h.limit,
+            channels=[h.channel] if h.channel else None,
+            to=h.to,
+            sender=h.from_,
+            thread=h.thread,
+            after=h.after,
+            before=h.before,
+            latest=h.after is None,
+        )
+        events = await self.store.query(q)
+        more = len(events) == h.limit
+        return HistoryResult(ref=h.ref, events=events, more=more)
+
+    def roster(self, session: Session, r: Roster) -> RosterResult:
+        channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
+        members = []
+        for name, sessions in sorted(self.router.online(channel).items()):
+            info = sessions[0].info if sessions else {}
+            members.append(
+                Member(
+                    name=name,
+                    connections=len(sessions),
+                    kind=info.get("kind"),
+                    model=info.get("model"),
+                    role=info.get("role"),
+                    host=info.get("host"),
+                    tmux=info.get("tmux"),
+                )
+            )
+        return RosterResult(ref=r.ref, channel=channel, members=members)
+
+    def ping(self, p: Ping) -> Pong:
+        return Pong(ts=time.time(), ref=p.ref)
+
+    # ------------------------------------------------------------------ retention
+
+    async def prune(self) -> int:
+        """Apply retention now; returns how many events were removed."""
+        c = self.config
+        cutoff = time.time() - c.retention_days * 86400 if c.retention_days > 0 else 0.0
+        removed, self.pruned_seq = await self.store.prune(cutoff, c.retention_count)
+        if removed:
+            log.info("retention removed %d events (up to seq %d)", removed, self.pruned_seq)
+        return removed
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.prune_interval)
+            try:
+                await self.prune()
+            except Exception as err:
+                log.error("retention failed: %s", err)

@@ -1,0 +1,144 @@
+"""Who receives what: subscriptions, entitlement and presence, as plain synchronous code.
+
+The router knows sessions only as objects with ``names``, ``channels`` and
+``watch``; it never touches sockets, so every routing rule is tested without
+them (``tests/test_routing.py``).
+
+Rules:
+
+- a direct event (``to`` = a name) goes to every session acting for that name
+  on the event's channel, and to the channel's watchers;
+- a broadcast (``to`` = ``*``) goes to every session on the channel except the
+  sender's own sessions (watchers see their own broadcasts too);
+- a name is *up* on a channel while at least one session acts for it there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import msgspec
+
+from .schema import BROADCAST
+
+__all__ = ["PresenceChange", "Routable", "Router", "entitled"]
+
+
+class Routable(Protocol):
+    """What the router needs to know about a session."""
+
+    names: tuple[str, ...]
+    channels: set[str]
+    watch: bool
+
+
+class PresenceChange(msgspec.Struct, frozen=True):
+    """A name went up or down on a channel."""
+
+    channel: str
+    name: str
+    up: bool
+
+
+def entitled(names: Iterable[str], watch: bool, sender: str, to: str) -> bool:
+    """Whether a session acting for ``names`` receives an event from ``sender`` to ``to``."""
+    if watch:
+        return True
+    if to == BROADCAST:
+        return sender not in names
+    return to in names
+
+
+class Router:
+    """Subscription index: channel -> sessions, (channel, name) -> sessions."""
+
+    def __init__(self) -> None:
+        self._channel: dict[str, dict[int, Routable]] = {}
+        self._direct: dict[tuple[str, str], dict[int, Routable]] = {}
+        self._watchers: dict[str, dict[int, Routable]] = {}
+
+    # -- membership
+
+    def attach(self, session: Routable, channels: Iterable[str]) -> list[PresenceChange]:
+        """Subscribe ``session`` to ``channels``; report names that came up."""
+        changes: list[PresenceChange] = []
+        key = id(session)
+        for ch in channels:
+            if ch in session.channels and key in self._channel.get(ch, {}):
+                continue
+            session.channels.add(ch)
+            self._channel.setdefault(ch, {})[key] = session
+            if session.watch:
+                self._watchers.setdefault(ch, {})[key] = session
+            for name in session.names:
+                group = self._direct.setdefault((ch, name), {})
+                if not group:
+                    changes.append(PresenceChange(ch, name, True))
+                group[key] = session
+        return changes
+
+    def detach(
+        self, session: Routable, channels: Iterable[str] | None = None
+    ) -> list[PresenceChange]:
+        """Unsubscribe ``session`` from ``channels`` (all when None); report names gone down."""
+        changes: list[PresenceChange] = []
+        key = id(session)
+        for ch in list(session.channels if channels is None else channels):
+            if ch not in session.channels:
+                continue
+            session.channels.discard(ch)
+            subs = self._channel.get(ch)
+            if subs is not None:
+                subs.pop(key, None)
+                if not subs:
+                    del self._channel[ch]
+            watchers = self._watchers.get(ch)
+            if watchers is not None:
+                watchers.pop(key, None)
+                if not watchers:
+                    del self._watchers[ch]
+            for name in session.names:
+                group = self._direct.get((ch, name))
+                if group is None:
+                    continue
+                group.pop(key, None)
+                if not group:
+                    del self._direct[(ch, name)]
+                    changes.append(PresenceChange(ch, name, False))
+        return changes
+
+    # -- queries
+
+    def recipients(self, channel: str, sender: str, to: str) -> list[Routable]:
+        """Sessions that receive an event, each once."""
+        if to == BROADCAST:
+            subs = self._channel.get(channel)
+            if not subs:
+                return []
+            return [s for s in subs.values() if s.watch or sender not in s.names]
+        direct = self._direct.get((channel, to))
+        watchers = self._watchers.get(channel)
+        if not watchers:
+            return list(direct.values()) if direct else []
+        merged = dict(direct) if direct else {}
+        merged.update(watchers)
+        return list(merged.values())
+
+    def sessions_of(self, channel: str, name: str) -> list[Routable]:
+        """Sessions acting for ``name`` on ``channel``."""
+        group = self._direct.get((channel, name))
+        return list(group.values()) if group else []
+
+    def channel_sessions(self, channel: str) -> list[Routable]:
+        """Every session subscribed to ``channel``."""
+        subs = self._channel.get(channel)
+        return list(subs.values()) if subs else []
+
+    def online(self, channel: str) -> dict[str, list[Routable]]:
+        """Names up on ``channel`` with their sessions."""
+        return {
+            name: list(group.values())
+            for (ch, name), group in self._direct.items()
+            if ch == channel
+        }

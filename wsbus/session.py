@@ -1,0 +1,64 @@
+"""A connection as the hub sees it: identity, channels, and the replay/live switch.
+
+Transports subclass :class:`Session` and supply the four I/O hooks (``write``,
+``write_async``, ``buffered`` and ``close``). While a session replays stored
+events it is not *live*: events committed meanwhile are *held* (bounded) and
+written after the replay, so the client sees every event once, in seq order.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+from typing import Any
+
+from .codec import Codec
+from .schema import Event
+
+__all__ = ["Session"]
+
+_ids = itertools.count(1)
+
+
+class Session(abc.ABC):
+    """One client connection's hub-side state."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.id = next(_ids)
+        self.codec = codec
+        self.names: tuple[str, ...] = ()
+        self.channels: set[str] = set()
+        self.watch = False
+        self.info: dict[str, Any] = {}
+        self.live = False
+        self.held: list[Event] = []
+        self.closed = False
+        self.inflight = 0
+
+    @property
+    def name(self) -> str | None:
+        """The first (default) name this session acts for."""
+        return self.names[0] if self.names else None
+
+    def send(self, frame: Any) -> None:
+        """Encode and write one frame now (no backpressure)."""
+        if not self.closed:
+            self.write(self.codec.encode(frame))
+
+    # -- transport hooks
+
+    @abc.abstractmethod
+    def write(self, payload: bytes) -> None:
+        """Write one encoded frame synchronously."""
+
+    @abc.abstractmethod
+    async def write_async(self, payload: bytes) -> None:
+        """Write one encoded frame, waiting while the peer's buffer is full."""
+
+    @abc.abstractmethod
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the peer's socket."""
+
+    @abc.abstractmethod
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection (asynchronously) with a close code."""

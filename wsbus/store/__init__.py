@@ -1,0 +1,9 @@
+"""Storage engines behind the hub (one small interface, several engines)."""
+
+from __future__ import annotations
+
+from .base import Query, ReceiptRecord, Store, StoreInfo
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = ["MemoryStore", "Query", "ReceiptRecord", "SqliteStore", "Store", "StoreInfo"]

@@ -1,0 +1,102 @@
+"""The store interface: what the hub needs from any storage engine.
+
+An engine keeps events (assigned ``seq``/``ts`` by the hub before ``append``) and
+receipts, answers queries in seq order, and prunes by age and count. ``append``
+is one durable commit: when it returns, the batch survives a crash of the
+process. Engines: :mod:`.sqlite` (embedded default), :mod:`.memory` (tests).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import msgspec
+
+from ..schema import Event
+
+__all__ = ["Query", "ReceiptRecord", "Store", "StoreInfo"]
+
+
+class StoreInfo(msgspec.Struct):
+    """What the hub learns when it opens a store."""
+
+    hub_id: str
+    last_seq: int
+    last_ts: float
+    pruned_seq: int
+    """highest seq ever removed by retention (0 when nothing was pruned)"""
+    count: int
+
+
+class ReceiptRecord(msgspec.Struct):
+    """A stored acknowledgement of event ``seq`` by ``name``."""
+
+    seq: int
+    channel: str
+    name: str
+    status: str
+    ts: float
+    reason: str | None = None
+    final: bool = True
+
+
+class Query(msgspec.Struct):
+    """A range of events, filtered; results always ascend by seq.
+
+    ``entitled`` keeps what those names may receive: events addressed to one of
+    them, and broadcasts (``to == "*"``) not sent by them. ``latest`` takes the
+    last ``limit`` events of the range instead of the first.
+    """
+
+    limit: int
+    channels: list[str] | None = None
+    entitled: list[str] | None = None
+    to: str | None = None
+    sender: str | None = None
+    thread: str | None = None
+    after: int | None = None
+    before: int | None = None
+    latest: bool = False
+    pending_only: bool = False
+    """only direct events to ``entitled`` names that lack a final receipt by them"""
+
+
+class Store(abc.ABC):
+    """One storage engine behind the hub."""
+
+    #: a human description of where data lives (printed by ``wsbus serve``)
+    location: str = ""
+
+    @abc.abstractmethod
+    async def open(self) -> StoreInfo:
+        """Open or create the store and report its state."""
+
+    @abc.abstractmethod
+    async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
+        """Durably commit a batch (one transaction); raise on failure."""
+
+    @abc.abstractmethod
+    async def query(self, q: Query) -> list[Event]:
+        """Events matching ``q`` in ascending seq order."""
+
+    @abc.abstractmethod
+    async def get(self, seq: int) -> Event | None:
+        """One event by seq, or None."""
+
+    @abc.abstractmethod
+    async def receipts(self, seq: int) -> list[ReceiptRecord]:
+        """Receipts stored for event ``seq``."""
+
+    @abc.abstractmethod
+    async def recent_refs(self, limit: int) -> list[tuple[str, str, int, float]]:
+        """``(sender, ref, seq, ts)`` of the newest ``limit`` events that carry a ref."""
+
+    @abc.abstractmethod
+    async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
+        """Remove events older than ``older_than_ts`` or beyond the newest ``keep``
+        (``keep`` 0: no count limit). Returns ``(removed, pruned_seq)``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and close."""

@@ -1,0 +1,98 @@
+"""In-memory store for tests and throwaway hubs (``wsbus serve --memory``)."""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from collections.abc import Sequence
+
+from ..schema import BROADCAST, Event
+from .base import Query, ReceiptRecord, Store, StoreInfo
+from .filters import matches
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Keeps everything in lists; nothing survives the process."""
+
+    location = "memory (nothing is kept after the hub stops)"
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._seqs: list[int] = []
+        self._receipts: dict[int, list[ReceiptRecord]] = {}
+        self._pruned_seq = 0
+        self._hub_id = uuid.uuid4().hex[:12]
+
+    async def open(self) -> StoreInfo:
+        last = self._events[-1] if self._events else None
+        return StoreInfo(
+            hub_id=self._hub_id,
+            last_seq=last.seq if last else self._pruned_seq,
+            last_ts=last.ts if last else 0.0,
+            pruned_seq=self._pruned_seq,
+            count=len(self._events),
+        )
+
+    async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
+        for ev in events:
+            self._events.append(ev)
+            self._seqs.append(ev.seq)
+        for r in receipts:
+            self._receipts.setdefault(r.seq, []).append(r)
+
+    def _acked(self, ev: Event) -> bool:
+        return any(r.final and r.name == ev.to for r in self._receipts.get(ev.seq, ()))
+
+    async def query(self, q: Query) -> list[Event]:
+        lo = bisect.bisect_right(self._seqs, q.after) if q.after is not None else 0
+        hi = bisect.bisect_left(self._seqs, q.before) if q.before is not None else len(self._seqs)
+        rng = range(hi - 1, lo - 1, -1) if q.latest else range(lo, hi)
+        out: list[Event] = []
+        for i in rng:
+            ev = self._events[i]
+            if not matches(q, ev.channel, ev.from_, ev.to, ev.thread):
+                continue
+            if q.pending_only and (ev.to == BROADCAST or self._acked(ev)):
+                continue
+            out.append(ev)
+            if len(out) >= q.limit:
+                break
+        if q.latest:
+            out.reverse()
+        return out
+
+    async def get(self, seq: int) -> Event | None:
+        i = bisect.bisect_left(self._seqs, seq)
+        if i < len(self._seqs) and self._seqs[i] == seq:
+            return self._events[i]
+        return None
+
+    async def receipts(self, seq: int) -> list[ReceiptRecord]:
+        return list(self._receipts.get(seq, ()))
+
+    async def recent_refs(self, limit: int) -> list[tuple[str, str, int, float]]:
+        out: list[tuple[str, str, int, float]] = []
+        for ev in reversed(self._events):
+            if ev.ref is not None:
+                out.append((ev.from_, ev.ref, ev.seq, ev.ts))
+                if len(out) >= limit:
+                    break
+        out.reverse()
+        return out
+
+    async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
+        cut = bisect.bisect_left([e.ts for e in self._events], older_than_ts)
+        cut = max(cut, len(self._events) - keep) if keep > 0 else cut
+        if cut <= 0:
+            return 0, self._pruned_seq
+        self._pruned_seq = max(self._pruned_seq, self._seqs[cut - 1])
+        for ev in self._events[:cut]:
+            self._receipts.pop(ev.seq, None)
+        del self._events[:cut]
+        del self._seqs[:cut]
+        return cut, self._pruned_seq
+
+    async def close(self) -> None:
+        return None

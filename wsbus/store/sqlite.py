@@ -1,0 +1,337 @@
+"""SQLite store: the embedded default.
+
+One database file in WAL mode. Writes run on one dedicated thread and arrive in
+batches (the hub's group commit), one transaction per batch; reads run on a
+second thread with their own connection, so a long history query never holds
+up a commit. ``synchronous=NORMAL`` (the default) survives a crash of the hub
+process; ``fsync=True`` selects ``synchronous=FULL``, which also survives power
+loss at the cost of one fsync per commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..schema import BROADCAST, Event
+from .base import Query, ReceiptRecord, Store, StoreInfo
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    channel TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    thread TEXT,
+    kind TEXT,
+    body TEXT NOT NULL,
+    meta BLOB,
+    ref TEXT
+);
+CREATE INDEX IF NOT EXISTS events_recipient ON events (channel, recipient, seq);
+CREATE INDEX IF NOT EXISTS events_thread ON events (channel, thread, seq)
+    WHERE thread IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE TABLE IF NOT EXISTS receipts (
+    seq INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ts REAL NOT NULL,
+    reason TEXT,
+    final INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipts_seq ON receipts (seq, name);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS = "seq, ts, channel, sender, recipient, thread, kind, body, meta, ref"
+_meta_encode = msgspec.json.Encoder().encode
+_meta_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    seq, ts, channel, sender, to, thread, kind, body, meta, ref = row
+    return Event(
+        seq=seq,
+        ts=ts,
+        channel=channel,
+        from_=sender,
+        to=to,
+        body=body,
+        thread=thread,
+        kind=kind,
+        meta=_meta_decode(meta) if meta is not None else None,
+        ref=ref,
+    )
+
+
+def _where(q: Query) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if q.after is not None:
+        clauses.append("seq > ?")
+        args.append(q.after)
+    if q.before is not None:
+        clauses.append("seq < ?")
+        args.append(q.before)
+    if q.channels is not None:
+        clauses.append(f"channel IN ({','.join('?' * len(q.channels))})")
+        args.extend(q.channels)
+    if q.to is not None:
+        clauses.append("recipient = ?")
+        args.append(q.to)
+    if q.sender is not None:
+        clauses.append("sender = ?")
+        args.append(q.sender)
+    if q.thread is not None:
+        clauses.append("thread = ?")
+        args.append(q.thread)
+    if q.entitled is not None:
+        marks = ",".join("?" * len(q.entitled))
+        if q.pending_only:
+            clauses.append(f"recipient IN ({marks})")
+            args.extend(q.entitled)
+            clauses.append(
+                "NOT EXISTS (SELECT 1 FROM receipts r WHERE r.seq = events.seq"
+                " AND r.name = events.recipient AND r.final = 1)"
+            )
+        else:
+            clauses.append(
+                f"(recipient IN ({marks}) OR (recipient = ? AND sender NOT IN ({marks})))"
+            )
+            args.extend(q.entitled)
+            args.append(BROADCAST)
+            args.extend(q.entitled)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+class SqliteStore(Store):
+    """Events and receipts in one SQLite database file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.location = f"{self.path} (SQLite, WAL, synchronous={'FULL' if fsync else 'NORMAL'})"
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-w")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-r")
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
+
+    # -- plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    def _wconn(self) -> sqlite3.Connection:
+        assert self._w is not None, "store is not open"
+        return self._w
+
+    def _rconn(self) -> sqlite3.Connection:
+        if self._r is None:
+            self._r = self._connect()
+        return self._r
+
+    # -- interface
+
+    async def open(self) -> StoreInfo:
+        def work() -> StoreInfo:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._w = conn = self._connect()
+            conn.executescript(SCHEMA)
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if "hub_id" not in meta:
+                meta["hub_id"] = uuid.uuid4().hex[:12]
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('hub_id', ?)", (meta["hub_id"],)
+                )
+            pruned = int(meta.get("pruned_seq", 0))
+            row = conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            return StoreInfo(
+                hub_id=meta["hub_id"],
+                last_seq=row[0] if row else pruned,
+                last_ts=row[1] if row else float(meta.get("pruned_ts", 0.0)),
+                pruned_seq=pruned,
+                count=count,
+            )
+
+        return await self._on(self._writer, work)
+
+    async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
+        ev_rows = [
+            (
+                e.seq,
+                e.ts,
+                e.channel,
+                e.from_,
+                e.to,
+                e.thread,
+                e.kind,
+                e.body,
+                _meta_encode(e.meta) if e.meta is not None else None,
+                e.ref,
+            )
+            for e in events
+        ]
+        rc_rows = [
+            (r.seq, r.channel, r.name, r.status, r.ts, r.reason, int(r.final)) for r in receipts
+        ]
+
+        def work() -> None:
+            conn = self._wconn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if ev_rows:
+                    conn.executemany(
+                        f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev_rows
+                    )
+                if rc_rows:
+                    conn.executemany(
+                        "INSERT INTO receipts (seq, channel, name, status, ts, reason, final)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        rc_rows,
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._on(self._writer, work)
+
+    async def query(self, q: Query) -> list[Event]:
+        where, args = _where(q)
+        order = "DESC" if q.latest else "ASC"
+        sql = f"SELECT {_COLUMNS} FROM events{where} ORDER BY seq {order} LIMIT ?"
+        args.append(q.limit)
+
+        def work() -> list[Event]:
+            rows = self._rconn().execute(sql, args).fetchall()
+            if q.latest:
+                rows.reverse()
+            return [_row_to_event(r) for r in rows]
+
+        return await self._on(self._reader, work)
+
+    async def get(self, seq: int) -> Event | None:
+        def work() -> Event | None:
+            row = (
+                self._rconn()
+                .execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?", (seq,))
+                .fetchone()
+            )
+            return _row_to_event(row) if row else None
+
+        return await self._on(self._reader, work)
+
+    async def receipts(self, seq: int) -> list[ReceiptRecord]:
+        def work() -> list[ReceiptRecord]:
+            rows = (
+                self._rconn()
+                .execute(
+                    "SELECT seq, channel, name, status, ts, reason, final FROM receipts"
+                    " WHERE seq = ? ORDER BY ts",
+                    (seq,),
+                )
+                .fetchall()
+            )
+            return [
+                ReceiptRecord(
+                    seq=r[0],
+                    channel=r[1],
+                    name=r[2],
+                    status=r[3],
+                    ts=r[4],
+                    reason=r[5],
+                    final=bool(r[6]),
+                )
+                for r in rows
+            ]
+
+        return await self._on(self._reader, work)
+
+    async def recent_refs(self, limit: int) -> list[tuple[str, str, int, float]]:
+        def work() -> list[tuple[str, str, int, float]]:
+            rows = (
+                self._rconn()
+                .execute(
+                    "SELECT sender, ref, seq, ts FROM events WHERE ref IS NOT NULL"
+                    " ORDER BY seq DESC LIMIT ?",
+                    (limit,),
+                )
+                .fetchall()
+            )
+            rows.reverse()
+            return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+        return await self._on(self._reader, work)
+
+    async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
+        def work() -> tuple[int, int]:
+            conn = self._wconn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT max(seq) FROM events WHERE ts < ?", (older_than_ts,)
+                ).fetchone()
+                cut = row[0] or 0
+                if keep > 0:
+                    row = conn.execute(
+                        "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?", (keep,)
+                    ).fetchone()
+                    if row:
+                        cut = max(cut, row[0])
+                old = conn.execute("SELECT value FROM meta WHERE key = 'pruned_seq'").fetchone()
+                if cut <= 0:
+                    conn.execute("COMMIT")
+                    return 0, int(old[0]) if old else 0
+                ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (cut,)).fetchone()
+                n = conn.execute("DELETE FROM events WHERE seq <= ?", (cut,)).rowcount
+                conn.execute("DELETE FROM receipts WHERE seq <= ?", (cut,))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("pruned_seq", str(cut)), ("pruned_ts", repr(ts[0] if ts else 0.0))],
+                )
+                conn.execute("COMMIT")
+                return n, cut
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._on(self._writer, work)
+
+    async def close(self) -> None:
+        def close_writer() -> None:
+            if self._w is not None:
+                self._w.close()
+                self._w = None
+
+        def close_reader() -> None:
+            if self._r is not None:
+                self._r.close()
+                self._r = None
+
+        await self._on(self._writer, close_writer)
+        await self._on(self._reader, close_reader)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
