@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -344,6 +345,7 @@ class Hub:
             pending = self._inflight.get(seq)
             if pending is not None:
                 pending.waiters.append(session)
+                session.inflight += 1
             else:
                 session.send(Ok(ref=send.ref, seq=seq, ts=ts, duplicate=True))
             return
@@ -417,9 +419,9 @@ class Hub:
             ev = p.event
             self._inflight.pop(ev.seq, None)
             assert ev.ref is not None
-            for s in p.waiters:
+            for i, s in enumerate(p.waiters):
                 s.inflight -= 1
-                s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=s is not p.waiters[0]))
+                s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0))
             self._remember(ev)
             self._fanout(ev)
         for record, sender in receipts:
@@ -435,6 +437,21 @@ class Hub:
         self.stats["events"] += len(events)
         if self.has_room():
             self._room.set()
+
+    def legacy_now(self) -> float:
+        """A ``now`` for the legacy long-poll contract (invariant 5).
+
+        Every event not yet visible (queued or committing) and every later one
+        has ``ts`` strictly greater than the value returned, so a client that
+        advances its cursor to it never skips an event.
+        """
+        if self._inflight:
+            first = next(iter(self._inflight.values())).event.ts
+            return math.nextafter(first, -math.inf)
+        now = time.time()
+        if now > self._last_ts:
+            self._last_ts = now
+        return now
 
     def _remember(self, ev: Event) -> None:
         self._recent[ev.seq] = (ev.channel, ev.from_, ev.to)

@@ -154,6 +154,8 @@ class WsServer:
             replay = asyncio.create_task(self._replay(session, hello.resume))
             bad = 0
             async for data in conn:
+                if session.closed:
+                    continue  # closing: drain what the peer still sends until its close frame
                 try:
                     frame = codec.decode_client(data)
                     await self._dispatch(session, frame)
@@ -163,10 +165,10 @@ class WsServer:
                     session.send(Error(code=err.code, message=err.message, ref=ref))
                     bad += 1
                     if bad >= self.max_bad_frames:
-                        await conn.close(
+                        self.hub.close_session(session)
+                        session.close(
                             CloseCode.POLICY_VIOLATION, f"{bad} bad frames in a row; closing"
                         )
-                        break
         except ConnectionClosed:
             pass
         finally:

@@ -1,0 +1,148 @@
+"""What the harness, the workers and the bare server share: frames, connections, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sys
+import time
+from typing import Any, Literal
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from wsbus.codec import JSON
+from wsbus.schema import SUBPROTOCOL_JSON, Event
+
+__all__ = [
+    "BODY_SIZE",
+    "CHANNEL",
+    "PUB_PATH",
+    "BenchError",
+    "Mode",
+    "body",
+    "child_argv",
+    "decode",
+    "event_frame",
+    "handshake",
+    "hello_frame",
+    "open_ws",
+    "raise_nofile",
+    "send_frame",
+]
+
+Mode = Literal["wsbus", "bare"]
+
+CHANNEL = "bench"
+BODY_SIZE = 100
+PUB_PATH = "/pub"
+"""Bare server path of send-only connections (publishers never receive broadcasts)."""
+
+decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
+
+class BenchError(Exception):
+    """A scenario could not run (a server or a worker misbehaved)."""
+
+
+# Runs first in every child: ask Linux to SIGTERM it when the harness dies (even by
+# SIGKILL), give up if the harness is already gone, then exec the real command.
+_SHIM = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def child_argv(*args: str) -> list[str]:
+    """``python ARGS`` for a child process that does not outlive this process."""
+    return [sys.executable, "-c", _SHIM, str(os.getpid()), *args]
+
+
+def raise_nofile() -> int:
+    """Raise this process's open-file limit to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
+def body(tag: str, size: int = BODY_SIZE) -> str:
+    """A body of about ``size`` bytes that starts with ``tag`` and a space."""
+    text = tag + " "
+    return text + "x" * max(0, size - len(text))
+
+
+def hello_frame(name: str) -> bytes:
+    return _encode({"op": "hello", "name": name, "channels": [CHANNEL]})
+
+
+def send_frame(ref: str, text: str) -> bytes:
+    """A wsbus ``send`` broadcasting ``text`` on the bench channel."""
+    return _encode({"op": "send", "ref": ref, "to": "*", "channel": CHANNEL, "body": text})
+
+
+def event_frame(seq: int, ref: str, text: str) -> bytes:
+    """The ``event`` frame the hub would deliver for that send, encoded as wsbus encodes it."""
+    ev = Event(
+        seq=seq,
+        ts=time.time(),
+        channel=CHANNEL,
+        from_="pub",
+        to="*",
+        body=text,
+        kind="agent",
+        ref=ref,
+    )
+    return JSON.encode(ev)
+
+
+async def open_ws(url: str, mode: Mode, *, publisher: bool = False) -> ClientConnection:
+    """A raw client connection (loopback, no compression, no proxy, no keepalive)."""
+    if mode == "bare" and publisher:
+        url = url.rstrip("/") + PUB_PATH
+    subprotocols = [Subprotocol(SUBPROTOCOL_JSON)] if mode == "wsbus" else None
+    return await connect(
+        url,
+        subprotocols=subprotocols,
+        compression=None,
+        proxy=None,
+        ping_interval=None,
+        open_timeout=30,
+        close_timeout=5,
+        user_agent_header=None,
+    )
+
+
+async def handshake(ws: ClientConnection, mode: Mode, name: str, timeout: float = 30.0) -> None:
+    """wsbus: ``hello``, then wait for ``welcome`` and ``synced``; bare: wait for its greeting."""
+
+    async def run() -> None:
+        if mode == "wsbus":
+            await ws.send(hello_frame(name), text=True)
+        want = "synced" if mode == "wsbus" else "welcome"
+        while True:
+            frame: Any = decode(await ws.recv(decode=False))
+            op = frame.get("op") if isinstance(frame, dict) else None
+            if op == "error":
+                raise BenchError(f"{name}: hub refused hello: {frame}")
+            if op == want:
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        raise BenchError(f"{name}: no {mode} handshake within {timeout}s") from None

@@ -1,0 +1,150 @@
+"""Machine information, the markdown table and the JSON results file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+from websockets.version import version as websockets_version
+
+import wsbus
+
+__all__ = ["Row", "machine_info", "markdown", "rows", "write_json"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MICRO = "\u00b5"
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "websockets": websockets_version,
+        "msgspec": msgspec.__version__,
+        "wsbus": wsbus.__version__,
+    }
+
+
+def machine_text(info: dict[str, Any]) -> str:
+    return (
+        f"machine: {info['cpu_count']} CPUs ({info['cpu_affinity']} usable)"
+        f" {info['cpu_model'] or '?'}, {info['memory_gib']} GiB, load {info['loadavg']}\n"
+        f"python {info['python']} ({info['platform']}), websockets {info['websockets']},"
+        f" msgspec {info['msgspec']}, wsbus {info['wsbus']}"
+    )
+
+
+@dataclass
+class Row:
+    scenario: str
+    wsbus: str
+    bare: str
+    ratio: str
+
+
+def _get(results: dict[str, Any], key: str, label: str, field: str) -> tuple[float | None, str]:
+    """A value and its cell text: the number, ``error`` or ``-``; ``*`` marks incomplete runs."""
+    entry = results.get(key, {}).get(label)
+    if entry is None:
+        return None, "-"
+    if "error" in entry:
+        return None, "error"
+    value = entry.get(field)
+    if not isinstance(value, int | float) or math.isnan(value):
+        return None, "-"
+    return float(value), _fmt(float(value)) + ("" if entry.get("complete", True) else "*")
+
+
+def _fmt(v: float) -> str:
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def rows(results: dict[str, Any], fanout_sizes: list[int]) -> list[Row]:
+    out: list[Row] = []
+
+    def pair(name: str, key: str, field: str) -> None:
+        a, at = _get(results, key, "wsbus", field)
+        b, bt = _get(results, key, "bare", field)
+        out.append(Row(name, at, bt, _ratio(a, b)))
+
+    pair("latency p50 (ms), 1 subscriber", "latency", "p50_ms")
+    pair("latency p99 (ms), 1 subscriber", "latency", "p99_ms")
+    for n in fanout_sizes:
+        pair(f"fan-out {n} subs: deliveries/s", f"fanout_{n}", "deliveries_per_s")
+        pair(
+            f"fan-out {n} subs: server CPU {MICRO}s/delivery",
+            f"fanout_{n}",
+            "cpu_us_per_delivery",
+        )
+    pair("durable publish (64 in flight): events/s", "durable", "events_per_s")
+    a, at = _get(results, "durable_fsync", "wsbus", "events_per_s")
+    d, _ = _get(results, "durable", "wsbus", "events_per_s")
+    out.append(
+        Row("durable publish --fsync: events/s (ratio vs default wsbus)", at, "n/a", _ratio(a, d))
+    )
+    if fanout_sizes:
+        n = max(fanout_sizes)
+        pair(f"RSS per idle connection at {n} conns (KiB)", f"fanout_{n}", "rss_per_conn_kib")
+        pair(f"connect + handshake {n} subs (s)", f"fanout_{n}", "connect_s")
+    return out
+
+
+def markdown(table: list[Row]) -> str:
+    head = ["scenario", "wsbus", "bare websockets", "ratio (wsbus/bare)"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {r.scenario} | {r.wsbus} | {r.bare} | {r.ratio} |" for r in table]
+    return "\n".join(lines)
+
+
+def _clean(v: Any) -> Any:
+    """NaN and infinities are not JSON: write null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_json(data: dict[str, Any], path: Path | None = None) -> Path:
+    path = path or RESULTS / "latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
+    return path

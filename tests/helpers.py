@@ -1,0 +1,156 @@
+"""Test helpers: hub subprocesses and polling with a deadline (no fixed sleeps)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+LISTEN_RE = re.compile(r"listening on (ws://\S+)")
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> object:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+async def async_wait_for(
+    cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01
+) -> object:
+    """``wait_for`` for coroutines: polls without blocking the event loop."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class HubProcess:
+    """A ``wsbus serve`` subprocess on a free loopback port."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], args: list[str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.args = args
+        self.db = tmp / "hub.db"
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.port = 0
+        self.output: list[str] = []
+
+    def start(self, port: int | None = None) -> HubProcess:
+        store = [] if "--memory" in self.args else ["--db", str(self.db)]
+        cmd = [
+            sys.executable, "-m", "wsbus", "serve",
+            "--port", str(port if port is not None else (self.port or 0)),
+            *store, *self.args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"hub exited early: {''.join(self.output)}")
+            self.output.append(line)
+            m = LISTEN_RE.search(line)
+            if m:
+                self.url = m.group(1)
+                self.port = int(self.url.rsplit(":", 1)[1])
+                return self
+        raise AssertionError("hub did not start in time")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Graceful stop; returns the exit status and the rest of its output."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=20)
+        self.output.append(out or "")
+        return self.proc.returncode, "".join(self.output)
+
+    def restart(self) -> HubProcess:
+        self.kill()
+        return self.start(self.port)
+
+
+class RawClient:
+    """A websocket client with no cleverness: records exactly what the hub sends."""
+
+    def __init__(self, url: str, **connect_kw: object) -> None:
+        self.url = url
+        self.connect_kw = connect_kw
+        self.conn: object = None
+
+    async def open(self, hello: dict[str, object]) -> dict[str, object]:
+        import json
+
+        from websockets.asyncio.client import connect
+
+        self.conn = conn = await connect(
+            self.url, subprotocols=["wsbus.v1.json"], compression=None,  # type: ignore[list-item]
+            **self.connect_kw,  # type: ignore[arg-type]
+        )
+        await conn.send(json.dumps({"op": "hello", **hello}))
+        welcome = json.loads(await conn.recv())
+        assert welcome["op"] == "welcome", welcome
+        return welcome  # type: ignore[no-any-return]
+
+    async def send(self, frame: dict[str, object] | str | bytes) -> None:
+        import json
+
+        data = frame if isinstance(frame, str | bytes) else json.dumps(frame)
+        await self.conn.send(data)  # type: ignore[attr-defined]
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, object]:
+        import asyncio
+        import json
+
+        data = await asyncio.wait_for(self.conn.recv(), timeout)  # type: ignore[attr-defined]
+        return json.loads(data)  # type: ignore[no-any-return]
+
+    async def recv_op(self, op: str, timeout: float = 10.0) -> dict[str, object]:
+        """The next frame with this op (others are skipped)."""
+        import time as _time
+
+        deadline = _time.monotonic() + timeout
+        while True:
+            frame = await self.recv(max(0.01, deadline - _time.monotonic()))
+            if frame["op"] == op:
+                return frame
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake."""
+        self.conn.transport.abort()  # type: ignore[attr-defined]

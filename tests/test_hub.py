@@ -1,0 +1,249 @@
+"""The hub core without sockets: sessions are in-memory fakes that record frames."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from wsbus.codec import JSON
+from wsbus.errors import CloseCode, ErrorCode, FrameError
+from wsbus.hub import Hub, HubConfig
+from wsbus.schema import Ack, Error, Event, Hello, History, Ok, Presence, Receipt, Send, Synced
+from wsbus.session import Session
+from wsbus.store import MemoryStore
+
+from .helpers import async_wait_for
+
+
+class FakeSession(Session):
+    def __init__(self) -> None:
+        super().__init__(JSON)
+        self.frames: list[Any] = []
+        self.closed_with: tuple[int, str] | None = None
+        self.backlog = 0
+
+    def write(self, payload: bytes) -> None:
+        self.frames.append(JSON.decode_hub(payload))
+
+    async def write_async(self, payload: bytes) -> None:
+        await asyncio.sleep(0)
+        self.write(payload)
+
+    def buffered(self) -> int:
+        return self.backlog
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = True
+        self.closed_with = (code, reason)
+
+    def of(self, kind: type) -> list[Any]:
+        return [f for f in self.frames if isinstance(f, kind)]
+
+
+async def make_hub(**config: Any) -> Hub:
+    hub = Hub(MemoryStore(), HubConfig(prune_interval=0, **config))
+    await hub.start()
+    return hub
+
+
+async def join(hub: Hub, name: str | None, resume: int | None = None, **hello: Any) -> FakeSession:
+    s = FakeSession()
+    hub.open_session(s, Hello(name=name, resume=resume, **hello))
+    hub.attach(s)
+    await hub.replay(s, resume)
+    return s
+
+
+async def test_send_ok_after_commit_and_delivery() -> None:
+    hub = await make_hub()
+    alice, bob = await join(hub, "alice"), await join(hub, "bob")
+    hub.submit(alice, Send(ref="r1", to="bob", body="hi"))
+    assert alice.of(Ok) == []  # nothing acknowledged before the commit
+    await async_wait_for(lambda: alice.of(Ok))
+    (ok,) = alice.of(Ok)
+    (ev,) = bob.of(Event)
+    assert (ok.seq, ev.seq, ev.body, ev.from_) == (1, 1, "hi", "alice")
+    assert alice.of(Event) == []
+    await hub.stop()
+
+
+async def test_store_failure_is_an_error_not_an_ok() -> None:
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+
+    async def broken(*_: Any) -> None:
+        raise OSError("disk full")
+
+    hub.store.append = broken  # type: ignore[method-assign]
+    hub.submit(alice, Send(ref="r1", to="bob", body="hi"))
+    await async_wait_for(lambda: alice.of(Error))
+    assert alice.of(Ok) == []
+    assert alice.of(Error)[0].code == ErrorCode.STORE_FAILED
+
+
+async def test_duplicate_ref_in_flight_and_after_commit() -> None:
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    hub.submit(alice, Send(ref="same", to="bob", body="1"))
+    hub.submit(alice, Send(ref="same", to="bob", body="1"))  # still in flight
+    await async_wait_for(lambda: len(alice.of(Ok)) == 2)
+    hub.submit(alice, Send(ref="same", to="bob", body="1"))  # committed already
+    oks = alice.of(Ok)
+    assert {o.seq for o in oks} == {1}
+    assert [o.duplicate for o in oks] == [False, True, True]
+    page = await hub.history(alice, History(ref="h", limit=10))
+    assert [e.seq for e in page.events] == [1]
+
+
+async def test_seq_and_ts_strictly_increase() -> None:
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    for i in range(500):
+        hub.submit(alice, Send(ref=f"r{i}", to="*", body=str(i)))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 500)
+    page = await hub.history(alice, History(ref="h", limit=1000))
+    seqs = [e.seq for e in page.events]
+    ts = [e.ts for e in page.events]
+    assert seqs == list(range(1, 501))
+    assert all(b > a for a, b in zip(ts, ts[1:], strict=False))
+
+
+async def test_legacy_now_never_skips_uncommitted_events() -> None:
+    """Invariant 5 at the hub: events not yet visible have ts > every ``now`` handed out."""
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    gate = asyncio.Event()
+    real_append = hub.store.append
+
+    async def slow_append(*a: Any) -> None:
+        await gate.wait()
+        await real_append(*a)
+
+    hub.store.append = slow_append  # type: ignore[method-assign]
+    hub.submit(alice, Send(ref="a", to="bob", body="in flight"))
+    await asyncio.sleep(0)
+    now = hub.legacy_now()  # taken while "a" is assigned but not committed
+    hub.submit(alice, Send(ref="b", to="bob", body="later"))
+    gate.set()
+    await async_wait_for(lambda: len(alice.of(Ok)) == 2)
+    page = await hub.history(alice, History(ref="h", limit=10))
+    assert all(e.ts > now for e in page.events)
+    after = hub.legacy_now()
+    hub.submit(alice, Send(ref="c", to="bob", body="after"))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 3)
+    assert alice.of(Ok)[-1].ts > after
+
+
+async def test_replay_then_held_then_live_in_order() -> None:
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    for i in range(30):
+        hub.submit(alice, Send(ref=f"r{i}", to="bob", body=str(i)))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 30)
+    bob = FakeSession()
+    hub.open_session(bob, Hello(name="bob", resume=10))
+    hub.attach(bob)
+    for i in range(30, 40):  # committed while bob replays: held, then flushed
+        hub.submit(alice, Send(ref=f"r{i}", to="bob", body=str(i)))
+    replay = asyncio.create_task(hub.replay(bob, 10))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 40)
+    await replay
+    hub.submit(alice, Send(ref="live", to="bob", body="live"))
+    await async_wait_for(lambda: len(bob.of(Event)) == 31)
+    seqs = [e.seq for e in bob.of(Event)]
+    assert seqs == list(range(11, 42))
+    synced = bob.of(Synced)
+    assert synced and synced[0].seq >= 40
+
+
+async def test_pending_direct_events_for_a_fresh_subscriber() -> None:
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    for i in range(3):
+        hub.submit(alice, Send(ref=f"r{i}", to="bob", body=str(i)))
+    hub.submit(alice, Send(ref="x", to="carol", body="not bob's"))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 4)
+    bob1 = await join(hub, "bob")
+    assert [e.body for e in bob1.of(Event)] == ["0", "1", "2"]
+    await hub.ack(bob1, Ack(seq=1, status="read"))
+    await hub.ack(bob1, Ack(seq=2, status="session_down"))  # progress, not final
+    await async_wait_for(lambda: len(alice.of(Receipt)) == 2)
+    bob2 = await join(hub, "bob")
+    assert [e.seq for e in bob2.of(Event)] == [2, 3]
+
+
+async def test_ack_checks_the_addressee() -> None:
+    hub = await make_hub()
+    alice, carol = await join(hub, "alice"), await join(hub, "carol")
+    hub.submit(alice, Send(ref="r", to="bob", body="for bob"))
+    await async_wait_for(lambda: alice.of(Ok))
+    with pytest.raises(FrameError) as err:
+        await hub.ack(carol, Ack(seq=1, status="read"))
+    assert err.value.code == ErrorCode.NOT_YOUR_NAME
+    with pytest.raises(FrameError) as err:
+        await hub.ack(carol, Ack(seq=99, status="read"))
+    assert err.value.code == ErrorCode.UNKNOWN_EVENT
+
+
+async def test_send_rules() -> None:
+    hub = await make_hub(max_body=10)
+    alice = await join(hub, "alice")
+    nameless = await join(hub, None)
+    with pytest.raises(FrameError) as err:
+        hub.submit(alice, Send(ref="r", to="bob", body="x" * 11))
+    assert err.value.code == ErrorCode.BODY_TOO_LARGE
+    with pytest.raises(FrameError) as err:
+        hub.submit(alice, Send(ref="r", to="bob", body="x", from_="mallory"))
+    assert err.value.code == ErrorCode.NOT_YOUR_NAME
+    with pytest.raises(FrameError) as err:
+        hub.submit(nameless, Send(ref="r", to="bob", body="x"))
+    assert err.value.code == ErrorCode.NOT_YOUR_NAME
+
+
+async def test_presence_up_and_down_pushed_to_channel() -> None:
+    hub = await make_hub()
+    watcher = await join(hub, "watcher")
+    bob = await join(hub, "bob")
+    bob2 = await join(hub, "bob")
+    hub.close_session(bob)
+    hub.close_session(bob2)
+    states = [(p.name, p.state) for p in watcher.of(Presence) if p.name == "bob"]
+    assert states == [("bob", "up"), ("bob", "down")]
+
+
+async def test_slow_consumer_closed_fast_one_served() -> None:
+    hub = await make_hub(send_queue=1000)
+    alice, fast, slow = await join(hub, "alice"), await join(hub, "fast"), await join(hub, "slow")
+    slow.backlog = 5000  # its socket stopped draining
+    hub.submit(alice, Send(ref="r", to="*", body="x"))
+    await async_wait_for(lambda: fast.of(Event))
+    assert slow.closed_with is not None and slow.closed_with[0] == CloseCode.SLOW_CONSUMER
+    hub.submit(alice, Send(ref="r2", to="*", body="y"))
+    await async_wait_for(lambda: len(fast.of(Event)) == 2)
+    assert len(slow.of(Event)) == 1
+
+
+async def test_held_overflow_closes_a_replaying_session() -> None:
+    hub = await make_hub(max_held=5)
+    alice = await join(hub, "alice")
+    bob = FakeSession()
+    hub.open_session(bob, Hello(name="bob", resume=0))
+    hub.attach(bob)  # replay not started: everything is held
+    for i in range(6):
+        hub.submit(alice, Send(ref=f"r{i}", to="bob", body=str(i)))
+    await async_wait_for(lambda: bob.closed_with is not None)
+    assert bob.closed_with is not None and bob.closed_with[0] == CloseCode.SLOW_CONSUMER
+
+
+async def test_stop_commits_what_is_queued() -> None:
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    for i in range(50):
+        hub.submit(alice, Send(ref=f"r{i}", to="bob", body=str(i)))
+    await hub.stop()
+    assert len(alice.of(Ok)) == 50
+    assert alice.closed_with is not None and alice.closed_with[0] == CloseCode.GOING_AWAY
+    with pytest.raises(FrameError):
+        hub.submit(alice, Send(ref="late", to="bob", body="x"))
