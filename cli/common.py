@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.errors import ConnectionLost, HubUnreachable, SendRefused
@@ -12,7 +12,12 @@ from wsbus.schema import NAME_RULE, valid_name
 
 from .exits import CliError, Exit
 
-__all__ = ["add_client_args", "client_errors", "need_name", "settings_from", "warn"]
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    Subcommands = argparse._SubParsersAction
+
+__all__ = ["Subcommands", "add_client_args", "client_errors", "need_name", "settings_from", "warn"]
 
 
 def add_client_args(p: argparse.ArgumentParser, *, channel: bool = True) -> None:

@@ -6,6 +6,7 @@ replaced atomically on every update so a crash never leaves half a file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -34,10 +35,8 @@ class CursorFile:
         self.cursor = Cursor(url=url, name=name, channel=channel)
 
     def load(self) -> Cursor:
-        try:
+        with contextlib.suppress(FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
             self.cursor = msgspec.json.decode(self.path.read_bytes(), type=Cursor)
-        except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
-            pass
         return self.cursor
 
     def save(self, seq: int, hub: str | None) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from wsbus.client import Client
 from wsbus.codec import encode_json
 from wsbus.schema import Event
 
-from .common import add_client_args, settings_from
+from .common import Subcommands, add_client_args, settings_from
 from .exits import CliError, Exit
 from .render import history_block
 
@@ -24,7 +23,7 @@ examples:
 """
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "history",
         help="print stored events",
@@ -39,6 +38,7 @@ def register(sub: Any) -> None:
     p.add_argument("--all-channels", action="store_true", help="every channel, not just one")
     add_client_args(p)
     p.set_defaults(func=run)
+    return p
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from wsbus.client import Client
 from wsbus.codec import encode_json
 from wsbus.schema import Event
 
-from .common import add_client_args, settings_from, warn
+from .common import Subcommands, add_client_args, settings_from, warn
 from .cursor import CursorFile
 from .exits import CliError, Exit
 from .render import listener_block
@@ -30,7 +30,7 @@ Output per message (each block is one notification in a monitor tool):
 """
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "listen",
         help="print messages for a name as they arrive",
@@ -50,6 +50,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-cursor", action="store_true", help="neither read nor save the cursor")
     add_client_args(p)
     p.set_defaults(func=run)
+    return p
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,10 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="wsbus",
         description=DESCRIPTION,
@@ -40,14 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wsbus {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = {}
     for module in COMMANDS:
-        module.register(sub)
-    return parser
+        p = module.register(sub)
+        commands[p.prog.split()[-1]] = p
+    return parser, commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, commands = _build()
+    words = list(sys.argv[1:] if argv is None else argv)
+    at = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    if at is not None and words[at] in commands:
+        # options may follow positional words: wsbus send bob --thread t "text"
+        args = commands[words[at]].parse_intermixed_args(words[at + 1 :])
+    else:
+        args = parser.parse_args(words)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return Exit.USAGE

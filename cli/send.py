@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import msgspec
 
 from wsbus.client import Client
 from wsbus.schema import NAME_RULE, THREAD_RULE, valid_name, valid_thread
 
-from .common import add_client_args, need_name, settings_from
+from .common import Subcommands, add_client_args, need_name, settings_from
 from .exits import CliError, Exit
 from .render import stamp
 
@@ -26,7 +25,7 @@ examples:
 """
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "send",
         help="send a message (durable; prints seq and time)",
@@ -44,6 +43,7 @@ def register(sub: Any) -> None:
     )
     add_client_args(p)
     p.set_defaults(func=run)
+    return p
 
 
 def read_body(words: list[str]) -> str:

@@ -9,13 +9,13 @@ import logging
 import resource
 import signal
 import sys
-from typing import Any
 
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
 from wsbus.server import WsServer
 from wsbus.store import MemoryStore, SqliteStore, Store
 
+from .common import Subcommands
 from .exits import CliError, Exit
 
 __all__ = ["register", "run"]
@@ -29,7 +29,7 @@ examples:
 """
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="run the hub",
@@ -69,6 +69,7 @@ def register(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     p.set_defaults(func=run)
+    return p
 
 
 def _is_loopback(host: str) -> bool:
@@ -131,7 +132,11 @@ async def run(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    say = (lambda *_: None) if args.quiet else (lambda m: print(m, flush=True))
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, flush=True)
+
     if not _is_loopback(settings.host):
         if not settings.insecure:
             raise CliError(

@@ -16,11 +16,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     """An environment with its own HOME/XDG dirs and no inherited wsbus settings."""
     home = tmp_path / "home"
     home.mkdir()
-    e = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WSBUS_", "AGENT_", "XDG_"))
-    }
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("WSBUS_", "AGENT_", "XDG_"))}
     e.update(HOME=str(home), WSBUS_CONFIG=str(home / "no-config.toml"), PYTHONUNBUFFERED="1")
     return e
 

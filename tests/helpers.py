@@ -116,7 +116,9 @@ class RawClient:
         from websockets.asyncio.client import connect
 
         self.conn = conn = await connect(
-            self.url, subprotocols=["wsbus.v1.json"], compression=None,  # type: ignore[list-item]
+            self.url,
+            subprotocols=["wsbus.v1.json"],
+            compression=None,  # type: ignore[list-item]
             **self.connect_kw,  # type: ignore[arg-type]
         )
         await conn.send(json.dumps({"op": "hello", **hello}))

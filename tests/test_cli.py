@@ -222,11 +222,6 @@ def test_send_json(cli_env: dict[str, str]) -> None:
     assert out2["to"] == "bob"
 
 
-@pytest.mark.xfail(
-    reason="options between TO and the message words break argparse (cli/send.py); "
-    "the documented example is rejected with 'unrecognized arguments'",
-    strict=True,
-)
 def test_send_documented_example_with_options_after_recipient(cli_env: dict[str, str]) -> None:
     # verbatim from `wsbus send --help`:
     #   wsbus send --as alice bob --thread parser --json "see PR 12"
@@ -293,11 +288,6 @@ def test_bad_config_file_exits_2_naming_the_file(env: dict[str, str], tmp_path: 
     assert str(path) in one_line_error(r)
 
 
-@pytest.mark.xfail(
-    reason="wsbus/config.py _read_file lets tomllib's UnicodeDecodeError escape: "
-    "the CLI prints a traceback instead of a one-line error",
-    strict=True,
-)
 def test_non_utf8_config_file_exits_2_without_traceback(
     env: dict[str, str], tmp_path: Path
 ) -> None:

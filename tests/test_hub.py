@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -107,7 +108,7 @@ async def test_seq_and_ts_strictly_increase() -> None:
     seqs = [e.seq for e in page.events]
     ts = [e.ts for e in page.events]
     assert seqs == list(range(1, 501))
-    assert all(b > a for a, b in zip(ts, ts[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(ts))
 
 
 async def test_legacy_now_never_skips_uncommitted_events() -> None:

@@ -7,6 +7,7 @@ HTTP shim that exposes it arrives with the compat issue.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from collections.abc import Callable
@@ -68,8 +69,8 @@ async def test_monotonic_seq_and_ts_across_restart(hub: HubProcess) -> None:
     seqs = [e.seq for e in page.events]
     ts = [e.ts for e in page.events]
     assert len(seqs) == 700
-    assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False))
-    assert all(b > a for a, b in zip(ts, ts[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(seqs))
+    assert all(b > a for a, b in itertools.pairwise(ts))
 
 
 async def test_resume_while_publishing_gets_everything_once_in_order(hub: HubProcess) -> None:

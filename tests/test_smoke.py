@@ -25,7 +25,13 @@ async def test_direct_broadcast_presence_receipt_history(hub: HubProcess) -> Non
         assert (up.name, up.state) in {("bob", "up"), ("alice", "up")}
         ok = await alice.send("bob", "hello bob", thread="t1")
         ev = await next_of(bob, Event)
-        assert (ev.seq, ev.from_, ev.to, ev.body, ev.thread) == (ok.seq, "alice", "bob", "hello bob", "t1")
+        assert (ev.seq, ev.from_, ev.to, ev.body, ev.thread) == (
+            ok.seq,
+            "alice",
+            "bob",
+            "hello bob",
+            "t1",
+        )
         await bob.ack(ev.seq, "read")
         receipt = await next_of(alice, Receipt)
         assert (receipt.seq, receipt.by, receipt.status) == (ok.seq, "bob", "read")

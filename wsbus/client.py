@@ -37,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .codec import JSON, MSGPACK, Codec
-from .errors import FATAL_CLOSE_CODES, ConnectionLost, HubUnreachable, SendRefused
+from .errors import FATAL_CLOSE_CODES, ConnectionLost, ErrorCode, HubUnreachable, SendRefused
 from .schema import (
     DEFAULT_CHANNEL,
     Ack,
@@ -101,6 +101,7 @@ class Client:
         host: str | None = None,
         tmux: str | None = None,
         watch: bool = False,
+        presence: bool = True,
         token: str | None = None,
         binary: bool = False,
         reconnect: bool = True,
@@ -117,6 +118,7 @@ class Client:
         self.kind = kind
         self.info = {"model": model, "role": role, "host": host, "tmux": tmux}
         self.watch = watch
+        self.presence = presence
         self.token = token
         self.codec: Codec = MSGPACK if binary else JSON
         self.reconnect = reconnect
@@ -190,7 +192,6 @@ class Client:
         kind: str | None = None,
         meta: dict[str, Any] | None = None,
         ref: str | None = None,
-        receipt: bool = False,
         from_: str | None = None,
         timeout: float | None = None,
     ) -> SendResult:
@@ -202,6 +203,11 @@ class Client:
         again with the same ``ref`` to find out without creating a duplicate).
         """
         self._check_fatal()
+        limits = self.welcome.limits if self.welcome else None
+        if limits is not None and len(body.encode("utf-8", "surrogatepass")) > limits.max_body:
+            raise SendRefused(
+                ErrorCode.BODY_TOO_LARGE, f"body is over the hub's limit of {limits.max_body} bytes"
+            )
         ref = ref or new_ref()
         frame = Send(
             ref=ref,
@@ -212,7 +218,6 @@ class Client:
             thread=thread,
             kind=kind,
             meta=meta,
-            receipt=receipt,
         )
         existing = self._unacked.get(ref)
         if existing is not None:
@@ -334,6 +339,7 @@ class Client:
             token=self.token,
             kind=self.kind,
             watch=self.watch,
+            presence=self.presence,
             client="wsbus-python",
             **self.info,
         )
@@ -393,7 +399,12 @@ class Client:
                 continue
             self.hub_id = welcome.hub
             if not welcome.recovered:
-                self._state("truncated", reason="resume point older than retention")
+                if self.last_seq is not None and self.last_seq > welcome.seq:
+                    # the hub never had our resume point: take its events from here on
+                    self.last_seq = welcome.seq
+                    self._state("truncated", reason="resume point unknown to this hub")
+                else:
+                    self._state("truncated", reason="resume point older than retention")
             attempt = 0
             ever = True
             self._conn = conn

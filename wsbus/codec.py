@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -62,7 +62,7 @@ class Codec:
             kind = "text" if isinstance(data, str) else "binary"
             raise FrameError(ErrorCode.WRONG_FRAME_TYPE, f"{kind} frame on subprotocol {self.name}")
         try:
-            return self._client.decode(data)
+            return self._client.decode(cast(bytes, data))
         except msgspec.ValidationError as err:
             raise _explain(err) from None
         except msgspec.DecodeError as err:
@@ -71,7 +71,7 @@ class Codec:
 
     def decode_hub(self, data: str | bytes) -> Any:
         """Decode one hub frame (used by the client)."""
-        return self._hub.decode(data)
+        return self._hub.decode(cast(bytes, data))
 
 
 JSON = Codec("wsbus.v1.json", binary=False)

@@ -36,9 +36,9 @@ __all__ = [
 APP = "wsbus"
 
 
-def config_path() -> Path:
-    """Where the config file is read from."""
-    override = os.environ.get("WSBUS_CONFIG")
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the config file is read from (``WSBUS_CONFIG`` overrides)."""
+    override = (os.environ if env is None else env).get("WSBUS_CONFIG")
     if override:
         return Path(override)
     return Path(platformdirs.user_config_dir(APP)) / "config.toml"
@@ -102,6 +102,9 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "max_channels": ("WSBUS_MAX_CHANNELS",),
     "send_queue": ("WSBUS_SEND_QUEUE",),
     "hello_timeout": ("WSBUS_HELLO_TIMEOUT",),
+    "max_bad_frames": ("WSBUS_MAX_BAD_FRAMES",),
+    "ping_interval": ("WSBUS_PING_INTERVAL",),
+    "memory": ("WSBUS_MEMORY",),
 }
 
 
@@ -115,7 +118,7 @@ def _read_file(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
 
 
@@ -127,7 +130,7 @@ def load_settings(
     """Resolve every setting: flags (non-None), environment, config file, defaults."""
     env = os.environ if env is None else env
     merged: dict[str, Any] = {}
-    source = config_path() if path is None else path
+    source = config_path(env) if path is None else path
     file_values = _read_file(source)
     try:
         msgspec.convert(file_values, Settings)

@@ -38,7 +38,6 @@ class ErrorCode(StrEnum):
     HELLO_REQUIRED = "hello_required"
     ALREADY_HELLO = "already_hello"
     NOT_YOUR_NAME = "not_your_name"
-    NOT_SUBSCRIBED = "not_subscribed"
     TOO_MANY_CHANNELS = "too_many_channels"
     UNKNOWN_EVENT = "unknown_event"
     LIMIT_TOO_LARGE = "limit_too_large"
@@ -56,7 +55,6 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.HELLO_REQUIRED: "The first frame of a connection must be `hello`.",
     ErrorCode.ALREADY_HELLO: "A second `hello` on one connection.",
     ErrorCode.NOT_YOUR_NAME: "`from` or `name` is not one of this connection's names.",
-    ErrorCode.NOT_SUBSCRIBED: "The channel is not subscribed on this connection.",
     ErrorCode.TOO_MANY_CHANNELS: "More channels than `max_channels` on one connection.",
     ErrorCode.UNKNOWN_EVENT: "`ack` for a seq that does not exist (or was pruned).",
     ErrorCode.LIMIT_TOO_LARGE: "A history `limit` above `max_history`.",
@@ -90,7 +88,9 @@ CLOSE_MEANINGS: dict[CloseCode, str] = {
 }
 
 #: close codes after which a client must not reconnect unchanged
-FATAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.BAD_HELLO})
+FATAL_CLOSE_CODES = frozenset(
+    {CloseCode.POLICY_VIOLATION, CloseCode.UNAUTHORIZED, CloseCode.BAD_HELLO}
+)
 
 
 class WsbusError(Exception):

@@ -22,7 +22,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -124,6 +124,7 @@ class Hub:
         self._room.set()
         self._writer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._stopping = False
         self.sessions: set[Session] = set()
         self._joining: dict[Session, list[str]] = {}
@@ -145,14 +146,16 @@ class Hub:
         self._writer = asyncio.create_task(self._write_loop(), name="wsbus-writer")
         if self.config.prune_interval > 0:
             self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="wsbus-ckpt")
 
     async def stop(self) -> None:
         """Commit what is queued, tell every client to reconnect, close the store."""
         self._stopping = True
-        if self._pruner:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+        for task in (self._pruner, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._writer:
             self._wake.set()
             await self._writer
@@ -185,6 +188,7 @@ class Hub:
             )
         session.names = tuple(names)
         session.watch = hello.watch
+        session.wants_presence = hello.presence
         session.info = {
             "kind": hello.kind,
             "model": hello.model,
@@ -292,18 +296,24 @@ class Hub:
                 role=info.get("role"),
                 host=info.get("host"),
             )
-            self._push(self.router.channel_sessions(ch.channel), frame)
+            targets = [
+                s
+                for s in self.router.channel_sessions(ch.channel)
+                if cast(Session, s).wants_presence
+            ]
+            self._push(targets, frame)
 
     def _push(self, targets: Sequence[Any], frame: Any) -> None:
         """Write a non-event frame (presence, receipt) to sessions, encoded once per codec."""
-        encoded: dict[bool, bytes] = {}
+        json_targets: list[Session] = []
+        mp_targets: list[Session] = []
         for s in targets:
-            if s.closed:
-                continue
-            binary = s.codec.binary
-            if binary not in encoded:
-                encoded[binary] = s.codec.encode(frame)
-            s.write(encoded[binary])
+            if not s.closed:
+                (mp_targets if s.codec.binary else json_targets).append(s)
+        if json_targets:
+            self.broadcast(json_targets, JSON.encode(frame), False)
+        if mp_targets:
+            self.broadcast(mp_targets, MSGPACK.encode(frame), True)
 
     # ------------------------------------------------------------------ sends
 
@@ -555,7 +565,7 @@ class Hub:
         channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
         members = []
         for name, sessions in sorted(self.router.online(channel).items()):
-            info = sessions[0].info if sessions else {}
+            info = cast(Session, sessions[0]).info if sessions else {}
             members.append(
                 Member(
                     name=name,
@@ -582,6 +592,18 @@ class Hub:
         if removed:
             log.info("retention removed %d events (up to seq %d)", removed, self.pruned_seq)
         return removed
+
+    async def _checkpoint_loop(self) -> None:
+        last = -1
+        while True:
+            await asyncio.sleep(1.0)
+            if self.committed_seq == last:
+                continue
+            last = self.committed_seq
+            try:
+                await self.store.checkpoint()
+            except Exception as err:
+                log.warning("checkpoint failed: %s", err)
 
     async def _prune_loop(self) -> None:
         while True:

@@ -187,8 +187,8 @@ RECEIPTS = """\
 A recipient reports what happened to an event with `ack` (`seq`, `status`, `reason`?,
 `name`?). The acknowledging name must be the event's `to` (or the event a broadcast).
 The receipt is stored with the next commit, then pushed as a `receipt` frame to the
-sender's connections on the event's channel, whether or not the send set `receipt`
-(that flag is accepted but not used yet).
+sender's connections on the event's channel (a sender that was offline finds it in
+the store).
 
 {statuses}
 

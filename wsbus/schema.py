@@ -112,7 +112,9 @@ class Hello(Frame, tag="hello"):
     ``resume`` is the seq of the last event the client processed: the hub replays
     every event after it that the client is entitled to, then ``synced``, then live
     events. Without ``resume`` the client gets live events only (plus, for each of
-    its names, direct events still pending a final receipt).
+    its names, direct events still pending a final receipt). ``watch``: receive
+    every event of the channels, others' direct events included. ``presence``:
+    false to receive no presence frames (the connection's names still count).
     """
 
     name: Name | None = None
@@ -127,6 +129,7 @@ class Hello(Frame, tag="hello"):
     host: Label | None = None
     client: Label | None = None
     watch: bool = False
+    presence: bool = True
 
 
 class Send(Frame, tag="send"):
@@ -146,7 +149,6 @@ class Send(Frame, tag="send"):
     thread: Thread | None = None
     kind: Kind | None = None
     meta: dict[str, Any] | None = None
-    receipt: bool = False
 
 
 class Ack(Frame, tag="ack"):
@@ -163,10 +165,13 @@ class Ack(Frame, tag="ack"):
 
 
 class Subscribe(Frame, tag="subscribe"):
-    """Add channels to this connection, optionally replaying from ``resume``."""
+    """Add channels to this connection, live from now on (answered by ``subscribed``).
+
+    Nothing is replayed, so the connection's single cursor stays monotonic; read
+    older events of a new channel with ``history``, or reconnect with ``resume``.
+    """
 
     channels: list[Channel]
-    resume: Seq | None = None
 
 
 class Unsubscribe(Frame, tag="unsubscribe"):
@@ -180,7 +185,7 @@ class History(Frame, tag="history"):
 
     With ``after`` the page runs forward from that seq; otherwise it holds the
     latest ``limit`` events before ``before`` (or the head). Events come in seq
-    order either way; ``more`` says whether the range holds more.
+    order either way.
     """
 
     ref: Ref
@@ -309,7 +314,8 @@ class Receipt(Frame, tag="receipt"):
 
 
 class HistoryResult(Frame, tag="history_result"):
-    """Answer to ``history``."""
+    """Answer to ``history``. ``more``: the page is full, so the range may hold more
+    (ask again with ``before`` = the first seq, or ``after`` = the last)."""
 
     ref: str
     events: list[Event]

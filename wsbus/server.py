@@ -44,7 +44,7 @@ _ref_msgpack = msgspec.msgpack.Decoder(_RefOnly)
 def _salvage_ref(data: str | bytes, binary: bool) -> str | None:
     """The ``ref`` of a frame that failed validation, so the error can name it."""
     try:
-        ref = (_ref_msgpack if binary else _ref_json).decode(data).ref
+        ref = (_ref_msgpack if binary else _ref_json).decode(cast(bytes, data)).ref
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return ref if isinstance(ref, str) and len(ref) <= 128 else None

@@ -29,6 +29,7 @@ class Session(abc.ABC):
         self.names: tuple[str, ...] = ()
         self.channels: set[str] = set()
         self.watch = False
+        self.wants_presence = True
         self.info: dict[str, Any] = {}
         self.live = False
         self.held: list[Event] = []

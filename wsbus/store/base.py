@@ -97,6 +97,10 @@ class Store(abc.ABC):
         """Remove events older than ``older_than_ts`` or beyond the newest ``keep``
         (``keep`` 0: no count limit). Returns ``(removed, pruned_seq)``."""
 
+    async def checkpoint(self) -> None:
+        """Housekeeping off the commit path, called about once a second (default: none)."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush and close."""

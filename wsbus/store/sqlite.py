@@ -128,8 +128,10 @@ class SqliteStore(Store):
         self.location = f"{self.path} (SQLite, WAL, synchronous={'FULL' if fsync else 'NORMAL'})"
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-w")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-r")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-c")
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
+        self._c: sqlite3.Connection | None = None
 
     # -- plumbing
 
@@ -156,8 +158,12 @@ class SqliteStore(Store):
 
     async def open(self) -> StoreInfo:
         def work() -> StoreInfo:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # the database holds every message: readable by its owner only
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._w = conn = self._connect()
+            # checkpoints run on their own thread (checkpoint()), not inside commits
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.executescript(SCHEMA)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if "hub_id" not in meta:
@@ -320,7 +326,22 @@ class SqliteStore(Store):
 
         return await self._on(self._writer, work)
 
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking writers (PASSIVE)."""
+
+        def work() -> None:
+            if self._c is None:
+                self._c = self._connect()
+            self._c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+        await self._on(self._checkpointer, work)
+
     async def close(self) -> None:
+        def close_checkpointer() -> None:
+            if self._c is not None:
+                self._c.close()
+                self._c = None
+
         def close_writer() -> None:
             if self._w is not None:
                 self._w.close()
@@ -331,7 +352,8 @@ class SqliteStore(Store):
                 self._r.close()
                 self._r = None
 
-        await self._on(self._writer, close_writer)
+        await self._on(self._checkpointer, close_checkpointer)
         await self._on(self._reader, close_reader)
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
+        await self._on(self._writer, close_writer)  # the last close checkpoints the WAL
+        for pool in (self._checkpointer, self._reader, self._writer):
+            pool.shutdown(wait=True)
