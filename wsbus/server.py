@@ -98,6 +98,7 @@ class WsServer:
         hello_timeout: float = 10.0,
         max_bad_frames: int = 20,
         ping_interval: float = 20.0,
+        shutdown_grace: float = 3.0,
     ) -> None:
         self.hub = hub
         self.host = host
@@ -105,7 +106,9 @@ class WsServer:
         self.hello_timeout = hello_timeout
         self.max_bad_frames = max_bad_frames
         self.ping_interval = ping_interval
+        self.shutdown_grace = shutdown_grace
         self._server: Server | None = None
+        self._sessions: set[WsSession] = set()
         hub.broadcast = ws_broadcast
 
     async def start(self) -> None:
@@ -131,13 +134,21 @@ class WsServer:
         self._server.close(close_connections=False)
         await self.hub.stop()
         self._server.close(close_connections=True)
-        await self._server.wait_closed()
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), self.shutdown_grace)
+        except TimeoutError:
+            # peers that do not read cannot take part in the closing handshake
+            for session in list(self._sessions):
+                if session.conn.transport is not None:
+                    session.conn.transport.abort()
+            await self._server.wait_closed()
 
     # ------------------------------------------------------------------ connections
 
     async def _handle(self, conn: ServerConnection) -> None:
         codec = codec_for(conn.subprotocol)
         session = WsSession(conn, codec)
+        self._sessions.add(session)
         replay: asyncio.Task[None] | None = None
         try:
             hello = await self._hello(conn, session)
@@ -172,6 +183,7 @@ class WsServer:
         except ConnectionClosed:
             pass
         finally:
+            self._sessions.discard(session)
             self.hub.close_session(session)
             session.closed = True
             if replay is not None:
