@@ -248,3 +248,30 @@ async def test_stop_commits_what_is_queued() -> None:
     assert alice.closed_with is not None and alice.closed_with[0] == CloseCode.GOING_AWAY
     with pytest.raises(FrameError):
         hub.submit(alice, Send(ref="late", to="bob", body="x"))
+
+
+async def test_events_committed_during_a_replay_query_come_once() -> None:
+    """The replay is bounded by the seq at attach; later commits arrive held, once."""
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    for i in range(5):
+        hub.submit(alice, Send(ref=f"a{i}", to="bob", body=str(i)))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 5)
+    gate = asyncio.Event()
+    real_query = hub.store.query
+
+    async def gated_query(q: Any) -> Any:
+        await gate.wait()
+        return await real_query(q)
+
+    hub.store.query = gated_query  # type: ignore[method-assign]
+    bob = FakeSession()
+    hub.open_session(bob, Hello(name="bob", resume=0))
+    hub.attach(bob)
+    replay = asyncio.create_task(hub.replay(bob, 0))
+    for i in range(5, 10):  # committed while the replay query is in progress
+        hub.submit(alice, Send(ref=f"a{i}", to="bob", body=str(i)))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 10)
+    gate.set()
+    await replay
+    assert [e.seq for e in bob.of(Event)] == list(range(1, 11))
