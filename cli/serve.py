@@ -173,8 +173,8 @@ async def run(args: argparse.Namespace) -> int:
             f"cannot listen on {settings.host}:{settings.port}: {err.strerror or err}"
         ) from None
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    say(f"wsbus hub {hub.hub_id} listening on ws://{host}:{server.port}")
     say(f"data: {store.location}; seq {hub.committed_seq}; open files limit {nofile}")
+    say(f"wsbus hub {hub.hub_id} listening on ws://{host}:{server.port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
