@@ -45,7 +45,13 @@ async def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.n < 1:
         raise CliError("-n must be at least 1", Exit.USAGE)
-    client = Client(settings.url, None, channels=[settings.channel], open_timeout=settings.timeout)
+    client = Client(
+        settings.url,
+        None,
+        channels=[settings.channel],
+        open_timeout=settings.timeout,
+        presence=False,
+    )
     welcome = await client.connect()
     page_max = welcome.limits.max_history if welcome.limits else 1000
     events: list[Event] = []

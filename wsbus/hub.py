@@ -63,14 +63,18 @@ __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
 log = logging.getLogger("wsbus.hub")
 
-Broadcaster = Callable[[list[Session], bytes, bool], None]
-"""Writes one encoded frame to many sessions (the transport's fast path)."""
+Broadcaster = Callable[[list[Session], bytes, bool, int], list[Session]]
+"""Writes one encoded frame to many sessions (the transport's fast path) and returns
+those whose unread bytes now exceed the limit (the slow consumers)."""
 
 
-def default_broadcast(sessions: list[Session], payload: bytes, binary: bool) -> None:
+def default_broadcast(
+    sessions: list[Session], payload: bytes, binary: bool, limit: int
+) -> list[Session]:
     """Write ``payload`` to each session in turn."""
     for s in sessions:
         s.write(payload)
+    return [s for s in sessions if s.buffered() > limit]
 
 
 class HubConfig(msgspec.Struct):
@@ -310,10 +314,14 @@ class Hub:
         for s in targets:
             if not s.closed:
                 (mp_targets if s.codec.binary else json_targets).append(s)
+        limit = self.config.send_queue
+        slow: list[Session] = []
         if json_targets:
-            self.broadcast(json_targets, JSON.encode(frame), False)
+            slow += self.broadcast(json_targets, JSON.encode(frame), False, limit)
         if mp_targets:
-            self.broadcast(mp_targets, MSGPACK.encode(frame), True)
+            slow += self.broadcast(mp_targets, MSGPACK.encode(frame), True, limit)
+        for s in slow:
+            self._slow(s)
 
     # ------------------------------------------------------------------ sends
 
@@ -475,27 +483,22 @@ class Hub:
         json_live: list[Session] = []
         mp_live: list[Session] = []
         max_held = self.config.max_held
-        for s in targets:
-            assert isinstance(s, Session)
+        for s in cast(list[Session], targets):
             if s.live:
                 (mp_live if s.codec.binary else json_live).append(s)
             elif not s.closed:
                 s.held.append(ev)
                 if len(s.held) > max_held:
                     self._slow(s)
-        if json_live:
-            self.broadcast(json_live, JSON.encode(ev), False)
-            self._check_slow(json_live)
-        if mp_live:
-            self.broadcast(mp_live, MSGPACK.encode(ev), True)
-            self._check_slow(mp_live)
-        self.stats["deliveries"] += len(json_live) + len(mp_live)
-
-    def _check_slow(self, sessions: list[Session]) -> None:
         limit = self.config.send_queue
-        for s in sessions:
-            if s.buffered() > limit:
-                self._slow(s)
+        slow: list[Session] = []
+        if json_live:
+            slow += self.broadcast(json_live, JSON.encode(ev), False, limit)
+        if mp_live:
+            slow += self.broadcast(mp_live, MSGPACK.encode(ev), True, limit)
+        for s in slow:
+            self._slow(s)
+        self.stats["deliveries"] += len(json_live) + len(mp_live)
 
     def _slow(self, s: Session) -> None:
         if s.closed:

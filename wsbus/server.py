@@ -75,9 +75,19 @@ class WsSession(Session):
             self._closing = asyncio.get_running_loop().create_task(self.conn.close(code, reason))
 
 
-def ws_broadcast(sessions: list[Session], payload: bytes, binary: bool) -> None:
-    """Write the same bytes to many websocket sessions (``websockets.broadcast``)."""
-    broadcast([cast(WsSession, s).conn for s in sessions], payload, text=not binary)
+def ws_broadcast(
+    sessions: list[Session], payload: bytes, binary: bool, limit: int
+) -> list[Session]:
+    """Write the same bytes to many websocket sessions (``websockets.broadcast``) and
+    return the sessions whose transport buffer is now over ``limit``."""
+    conns = [cast(WsSession, s).conn for s in sessions]
+    broadcast(conns, payload, text=not binary)
+    slow: list[Session] = []
+    for s, conn in zip(sessions, conns, strict=True):
+        transport = conn.transport
+        if transport is not None and transport.get_write_buffer_size() > limit:
+            slow.append(s)
+    return slow
 
 
 def _health(conn: ServerConnection, request: Request) -> Response | None:
