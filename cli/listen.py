@@ -90,6 +90,7 @@ async def run(args: argparse.Namespace) -> int:
         hub_id=hub_id,
         on_state=on_state,
         open_timeout=settings.timeout,
+        presence=False,
     )
     out = sys.stdout
     await client.connect(wait=True)

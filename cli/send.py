@@ -78,6 +78,7 @@ async def run(args: argparse.Namespace) -> int:
         channels=[settings.channel],
         kind=args.kind or "agent",
         open_timeout=settings.timeout,
+        presence=False,
     )
     await client.connect()
     try:
