@@ -128,6 +128,6 @@ class ConnectionLost(ClientError):
     """The hub closed the connection with a code that forbids reconnecting."""
 
     def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"closed by hub ({code}): {reason}")
+        super().__init__(f"connection closed ({code}): {reason}")
         self.code = code
         self.reason = reason
