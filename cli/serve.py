@@ -150,6 +150,11 @@ async def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    # handlers first: a signal that arrives while starting still stops cleanly
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     nofile = _raise_nofile()
     store = make_store(settings)
     hub = Hub(store, hub_config(settings))
@@ -175,10 +180,6 @@ async def run(args: argparse.Namespace) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     say(f"data: {store.location}; seq {hub.committed_seq}; open files limit {nofile}")
     say(f"wsbus hub {hub.hub_id} listening on ws://{host}:{server.port}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
