@@ -48,7 +48,7 @@ async def run(args: argparse.Namespace) -> int:
     client = Client(
         settings.url,
         None,
-        channels=[settings.channel],
+        channels=[],  # query-only
         open_timeout=settings.timeout,
         presence=False,
     )

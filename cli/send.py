@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace) -> int:
     client = Client(
         settings.url,
         name,
-        channels=[settings.channel],
+        channels=[],  # send-only: receives no events, only its oks
         kind=args.kind or "agent",
         open_timeout=settings.timeout,
         presence=False,

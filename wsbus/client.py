@@ -197,6 +197,10 @@ class Client:
     ) -> SendResult:
         """Publish one event; returns after the hub stored it durably.
 
+        Incoming events wait in a queue (``queue_size``) until the application
+        iterates; when it is full the client stops reading, so a client that only
+        sends should subscribe to no channels (``channels=()``).
+
         Resent with the same ``ref`` after a reconnect; raises
         :class:`SendRefused` if the hub refuses it and :class:`TimeoutError`
         after ``timeout`` seconds (the event may then be stored or not: send

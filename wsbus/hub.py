@@ -184,7 +184,7 @@ class Hub:
         for n in ([hello.name] if hello.name else []) + hello.names:
             if n not in names:
                 names.append(n)
-        channels = list(dict.fromkeys(hello.channels)) or [DEFAULT_CHANNEL]
+        channels = list(dict.fromkeys(hello.channels))  # empty: a send/query-only connection
         if len(channels) > self.config.max_channels:
             raise FrameError(
                 ErrorCode.TOO_MANY_CHANNELS,

@@ -115,6 +115,7 @@ class Hello(Frame, tag="hello"):
     its names, direct events still pending a final receipt). ``watch``: receive
     every event of the channels, others' direct events included. ``presence``:
     false to receive no presence frames (the connection's names still count).
+    An empty ``channels`` list makes a send- and query-only connection.
     """
 
     name: Name | None = None
