@@ -104,7 +104,13 @@ async def run(args: argparse.Namespace) -> int:
                 out.write(listener_block(item))
             out.flush()
             if not args.no_cursor:
-                cursor.save(item.seq, client.hub_id)
+                try:
+                    cursor.save(item.seq, client.hub_id)
+                except OSError as err:
+                    raise CliError(
+                        f"cannot save the cursor at {cursor.path}: {err.strerror or err} "
+                        "(fix the directory, or pass --no-cursor)"
+                    ) from None
             if item.to == name:
                 await client.ack(item.seq, "read")
     finally:

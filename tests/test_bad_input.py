@@ -55,6 +55,11 @@ async def test_each_kind_of_bad_frame_gets_its_code(hub_factory: Callable[..., H
     await expect_error(raw, {"op": "ack", "seq": 12345, "status": "read"}, "unknown_event")
     await expect_error(raw, {"op": "ack", "seq": 1, "status": "eaten"}, "invalid_frame")
     await expect_error(raw, {"op": "history", "ref": "h", "after": 2**70}, "invalid_frame")
+    # meta must survive both encodings (msgpack has 64-bit integers only)
+    await expect_error(
+        raw, {"op": "send", "ref": "r6", "to": "bob", "body": "x", "meta": {"n": 10**29}},
+        "invalid_frame",
+    )  # fmt: skip
     await still_serves(raw)
     await raw.send({"op": "send", "ref": "good", "to": "bob", "body": "fine"})
     assert (await raw.recv_op("ok"))["seq"] == 1

@@ -275,3 +275,17 @@ async def test_events_committed_during_a_replay_query_come_once() -> None:
     gate.set()
     await replay
     assert [e.seq for e in bob.of(Event)] == list(range(1, 11))
+
+
+async def test_events_committed_between_welcome_and_replay_are_delivered() -> None:
+    """The replay bound is the seq announced in welcome, not the seq when replay starts."""
+    hub = await make_hub()
+    alice = await join(hub, "alice")
+    bob = FakeSession()
+    welcome = hub.open_session(bob, Hello(name="bob"))
+    hub.attach(bob)
+    hub.submit(alice, Send(ref="between", to="bob", body="sent before bob's replay ran"))
+    await async_wait_for(lambda: alice.of(Ok))
+    await hub.replay(bob, None)
+    assert [e.body for e in bob.of(Event)] == ["sent before bob's replay ran"]
+    assert bob.of(Synced)[0].seq >= welcome.seq + 1

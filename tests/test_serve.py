@@ -118,3 +118,24 @@ async def test_msgpack_subprotocol_end_to_end(hub: HubProcess) -> None:
         sent = await bob.send("alice", "binary back")
         page = await alice.history(limit=5)
         assert [e.seq for e in page.events] == [ok.seq, sent.seq]
+
+
+async def test_client_iteration_ends_after_close_even_with_a_full_queue(hub: HubProcess) -> None:
+    async with Client(hub.url, "alice") as alice:
+        bob = Client(hub.url, "bob", queue_size=3, presence=False)
+        await bob.connect()
+        for i in range(6):
+            await alice.send("bob", f"m{i}")
+        await bob.close()
+        got = [item async for item in bob]
+        assert 0 < len(got) <= 3
+
+
+def test_send_with_an_invalid_url_fails_fast(env: dict[str, str]) -> None:
+    for url in ("ws://127.0.0.1:99999", "ws://[::1", "http://127.0.0.1:1/"):
+        r = subprocess.run(
+            [sys.executable, "-m", "wsbus", "send", "--as", "a", "b", "x", "--url", url],
+            env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert r.returncode == 3, (url, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

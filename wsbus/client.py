@@ -29,6 +29,7 @@ import contextlib
 import logging
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,7 +38,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .codec import JSON, MSGPACK, Codec
-from .errors import FATAL_CLOSE_CODES, ConnectionLost, ErrorCode, HubUnreachable, SendRefused
+from .errors import (
+    FATAL_CLOSE_CODES,
+    RETRYABLE_ERRORS,
+    ClientError,
+    ConnectionLost,
+    ErrorCode,
+    HubUnreachable,
+    SendRefused,
+)
 from .schema import (
     DEFAULT_CHANNEL,
     Ack,
@@ -141,6 +150,7 @@ class Client:
         self._acks: list[Ack] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._done = False
         self._fatal: Exception | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -227,11 +237,15 @@ class Client:
         if existing is not None:
             fut = existing[1]
         else:
+            self.codec.encode(frame)  # unencodable meta fails here, before it is queued
             fut = asyncio.get_running_loop().create_future()
             self._unacked[ref] = (frame, fut)
             await self._write(frame)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.CancelledError:
+            self._unacked.pop(ref, None)  # the caller gave up: stop resending it
+            raise
         finally:
             if fut.done() or timeout is not None:
                 self._unacked.pop(ref, None)
@@ -241,10 +255,8 @@ class Client:
     ) -> None:
         """Tell the sender what happened to event ``seq`` (sent when connected)."""
         frame = Ack(seq=seq, status=status, reason=reason, name=name)  # type: ignore[arg-type]
-        if self._conn is not None and self.connected:
-            await self._write(frame)
-        else:
-            self._acks.append(frame)
+        if not await self._write(frame):
+            self._acks.append(frame)  # sent after the next hello
 
     async def history(
         self,
@@ -288,6 +300,10 @@ class Client:
 
     async def _iterate(self) -> AsyncIterator[Incoming]:
         while True:
+            if self._done and self._queue.empty():
+                if self._fatal is not None and not self._closing:
+                    raise self._fatal
+                return
             item = await self._queue.get()
             if item is _CLOSED:
                 self._queue.put_nowait(_CLOSED)
@@ -317,12 +333,16 @@ class Client:
             except Exception:
                 log.exception("on_state callback failed")
 
-    async def _write(self, frame: Any) -> None:
+    async def _write(self, frame: Any) -> bool:
+        """Write now if connected; False when it must wait for the next hello."""
         conn = self._conn
         if conn is None or not self.connected:
-            return  # sent by _resend() after the next hello
-        with contextlib.suppress(ConnectionClosed):
+            return False  # sent by _resend() after the next hello
+        try:
             await conn.send(self.codec.encode(frame), text=not self.codec.binary)
+        except ConnectionClosed:
+            return False
+        return True
 
     async def _request(self, frame: Any, timeout: float | None) -> Any:
         self._check_fatal()
@@ -362,9 +382,16 @@ class Client:
             max_queue=64,
             user_agent_header="wsbus-python",
         )
-        await conn.send(self.codec.encode(self._hello()), text=not self.codec.binary)
-        data = await asyncio.wait_for(conn.recv(), self.open_timeout)
-        frame = self.codec.decode_hub(data)
+        try:
+            await conn.send(self.codec.encode(self._hello()), text=not self.codec.binary)
+            data = await asyncio.wait_for(conn.recv(), self.open_timeout)
+            try:
+                frame = self.codec.decode_hub(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as err:
+                raise ConnectionLost(4002, f"not a wsbus hub: {err}") from None
+        except BaseException:
+            conn.transport.abort()
+            raise
         if isinstance(frame, Error):
             await conn.close()
             raise ConnectionLost(4002, f"{frame.code}: {frame.message}")
@@ -374,6 +401,15 @@ class Client:
         return conn, frame
 
     async def _run(self, wait: bool) -> None:
+        try:
+            await self._loop(wait)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # never leave callers waiting on a dead task
+            log.exception("wsbus client failed")
+            self._fail(ClientError(f"client failed: {err}"))
+
+    async def _loop(self, wait: bool) -> None:
         attempt = 0
         ever = False
         while not self._closing:
@@ -384,8 +420,11 @@ class Client:
             except ConnectionLost as err:
                 self._fail(err)
                 return
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, InvalidURI) as err:
-                if isinstance(err, InvalidURI) or not (wait or (ever and self.reconnect)):
+            except (ValueError, InvalidURI) as err:  # e.g. a port out of range
+                self._fail(HubUnreachable(f"invalid hub URL {self.url!r}: {err}"))
+                return
+            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as err:
+                if not (wait or (ever and self.reconnect)):
                     self._fail(HubUnreachable(f"cannot reach the hub at {self.url}: {_why(err)}"))
                     return
                 delay = self._delay(attempt)
@@ -409,8 +448,8 @@ class Client:
                     self._state("truncated", reason="resume point unknown to this hub")
                 else:
                     self._state("truncated", reason="resume point older than retention")
-            attempt = 0
             ever = True
+            up_since = time.monotonic()
             self._conn = conn
             self._connected.set()
             self._state("connected", hub=welcome.hub, seq=welcome.seq)
@@ -431,8 +470,10 @@ class Client:
             if self._closing or not self.reconnect:
                 self._fail(ConnectionLost(code or 1006, conn.close_reason or "connection closed"))
                 return
-            delay = self._delay(0)
-            self._state("reconnecting", delay=delay, error=f"closed ({code})", attempt=1)
+            # back off harder when connections keep dropping right after they open
+            attempt = 0 if time.monotonic() - up_since > 5.0 else attempt + 1
+            delay = self._delay(attempt)
+            self._state("reconnecting", delay=delay, error=f"closed ({code})", attempt=attempt + 1)
             await asyncio.sleep(delay)
 
     async def _resend(self, conn: ClientConnection) -> None:
@@ -484,6 +525,13 @@ class Client:
         if frame.ref is not None:
             entry = self._unacked.get(frame.ref)
             if entry is not None and not entry[1].done():
+                if frame.code in RETRYABLE_ERRORS:
+                    # keep it queued: resent after the next hello, or in a moment
+                    if frame.code != ErrorCode.SHUTTING_DOWN:
+                        asyncio.get_running_loop().call_later(
+                            1.0, lambda: asyncio.ensure_future(self._retry(frame.ref or ""))
+                        )
+                    return
                 entry[1].set_exception(SendRefused(frame.code, frame.message))
                 return
             req = self._requests.get(frame.ref)
@@ -491,6 +539,11 @@ class Client:
                 req[1].set_exception(SendRefused(frame.code, frame.message))
                 return
         log.warning("hub error: %s: %s", frame.code, frame.message)
+
+    async def _retry(self, ref: str) -> None:
+        entry = self._unacked.get(ref)
+        if entry is not None and not entry[1].done():
+            await self._write(entry[0])
 
     def _fail(self, err: Exception) -> None:
         self._fatal = err
@@ -501,6 +554,7 @@ class Client:
         self._state("closed", error=str(err))
 
     def _finish(self, err: Exception) -> None:
+        self._done = True
         for _, fut in self._unacked.values():
             if not fut.done():
                 fut.set_exception(err)

@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     LIMIT_TOO_LARGE = "limit_too_large"
     STORE_FAILED = "store_failed"
     SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
 
 
 ERROR_MEANINGS: dict[ErrorCode, str] = {
@@ -60,6 +61,7 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.LIMIT_TOO_LARGE: "A history `limit` above `max_history`.",
     ErrorCode.STORE_FAILED: "The store could not commit; the send was not accepted.",
     ErrorCode.SHUTTING_DOWN: "The hub is stopping; retry after reconnecting.",
+    ErrorCode.INTERNAL: "The hub failed on this frame (a bug, logged); retrying may work.",
 }
 
 
@@ -86,6 +88,9 @@ CLOSE_MEANINGS: dict[CloseCode, str] = {
     CloseCode.SLOW_CONSUMER: "Unread frames exceeded the send queue; reconnect and resume.",
     CloseCode.RATE_LIMITED: "Reserved: the connection exceeded its rate limit.",
 }
+
+#: error codes after which a client keeps a send queued and retries it
+RETRYABLE_ERRORS = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.STORE_FAILED, ErrorCode.INTERNAL})
 
 #: close codes after which a client must not reconnect unchanged
 FATAL_CLOSE_CODES = frozenset(

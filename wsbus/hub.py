@@ -154,6 +154,11 @@ class Hub:
 
     async def stop(self) -> None:
         """Commit what is queued, tell every client to reconnect, close the store."""
+        await self.drain()
+        await self.close_store()
+
+    async def drain(self) -> None:
+        """Stop taking sends, commit what is queued, tell every client to reconnect."""
         self._stopping = True
         for task in (self._pruner, self._checkpointer):
             if task is not None:
@@ -165,6 +170,9 @@ class Hub:
             await self._writer
         for s in list(self.sessions):
             s.close(CloseCode.GOING_AWAY, "hub shutting down; reconnect and resume")
+
+    async def close_store(self) -> None:
+        """Close the store (after the transports stopped using the hub)."""
         await self.store.close()
 
     def limits(self) -> Limits:
@@ -209,6 +217,7 @@ class Hub:
         session.live = False
         session.channels = set()
         self._joining[session] = channels
+        session.upto = self.committed_seq  # replay bound; later commits arrive held
         return Welcome(
             hub=self.hub_id,
             seq=self.committed_seq,
@@ -230,7 +239,7 @@ class Hub:
         With ``resume`` every entitled event after it is replayed; without, the
         session's names get their direct events still pending a final receipt.
         """
-        upto = self.committed_seq
+        upto = session.upto
         channels = sorted(session.channels)
         entitled = None if session.watch else list(session.names)
         if resume is not None or entitled:
@@ -259,8 +268,7 @@ class Hub:
         held, session.held = session.held, []
         encode = session.codec.encode
         for ev in held:
-            if ev.seq > upto:
-                session.write(encode(ev))
+            session.write(encode(ev))
         session.live = True
         session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
 
@@ -356,6 +364,16 @@ class Hub:
                 f"body is {size} bytes; the limit is {self.config.max_body}",
                 send.ref,
             )
+        if send.meta is not None:
+            try:
+                JSON.encode(send.meta)
+                MSGPACK.encode(send.meta)
+            except (TypeError, ValueError, OverflowError) as err:
+                raise FrameError(
+                    ErrorCode.INVALID_FRAME,
+                    f"meta must be plain JSON (objects, arrays, strings, 64-bit numbers): {err}",
+                    send.ref,
+                ) from None
         key = (sender, send.ref)
         seen = self._refs.get(key)
         if seen is not None:
@@ -437,11 +455,14 @@ class Hub:
             ev = p.event
             self._inflight.pop(ev.seq, None)
             assert ev.ref is not None
-            for i, s in enumerate(p.waiters):
-                s.inflight -= 1
-                s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0))
-            self._remember(ev)
-            self._fanout(ev)
+            try:
+                for i, s in enumerate(p.waiters):
+                    s.inflight -= 1
+                    s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0))
+                self._remember(ev)
+                self._fanout(ev)
+            except Exception:  # never let one event stop the writer
+                log.exception("delivering event %d failed", ev.seq)
         for record, sender in receipts:
             frame = Receipt(
                 seq=record.seq,
@@ -544,6 +565,8 @@ class Hub:
     # ------------------------------------------------------------------ queries
 
     async def history(self, session: Session, h: History) -> HistoryResult:
+        if self._stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", h.ref)
         if h.limit > self.config.max_history:
             raise FrameError(
                 ErrorCode.LIMIT_TOO_LARGE,

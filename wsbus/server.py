@@ -142,7 +142,7 @@ class WsServer:
         if self._server is None:
             return
         self._server.close(close_connections=False)
-        await self.hub.stop()
+        await self.hub.drain()
         self._server.close(close_connections=True)
         try:
             await asyncio.wait_for(self._server.wait_closed(), self.shutdown_grace)
@@ -152,6 +152,7 @@ class WsServer:
                 if session.conn.transport is not None:
                     session.conn.transport.abort()
             await self._server.wait_closed()
+        await self.hub.close_store()
 
     # ------------------------------------------------------------------ connections
 
@@ -190,6 +191,13 @@ class WsServer:
                         session.close(
                             CloseCode.POLICY_VIOLATION, f"{bad} bad frames in a row; closing"
                         )
+                except ConnectionClosed:
+                    raise
+                except Exception:  # a hub bug must not take the connection down silently
+                    log.exception("frame from session %s failed", session.id)
+                    ref = _salvage_ref(data, codec.binary)
+                    message = "the hub failed to handle this frame; it was logged"
+                    session.send(Error(code=ErrorCode.INTERNAL, message=message, ref=ref))
         except ConnectionClosed:
             pass
         finally:

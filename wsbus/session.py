@@ -32,6 +32,7 @@ class Session(abc.ABC):
         self.wants_presence = True
         self.info: dict[str, Any] = {}
         self.live = False
+        self.upto = 0
         self.held: list[Event] = []
         self.closed = False
         self.inflight = 0
