@@ -284,7 +284,7 @@ async def test_events_committed_between_welcome_and_replay_are_delivered() -> No
     bob = FakeSession()
     welcome = hub.open_session(bob, Hello(name="bob"))
     hub.attach(bob)
-XX
+    hub.submit(alice, Send(ref="between", to="*", body="sent before bob's replay ran"))
     await async_wait_for(lambda: alice.of(Ok))
     await hub.replay(bob, None)
     assert [e.body for e in bob.of(Event)] == ["sent before bob's replay ran"]
