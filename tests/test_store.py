@@ -422,3 +422,22 @@ async def test_failed_batch_commits_nothing(tmp_path: Path) -> None:
     await s.append([ev(2, "a", "b")])
     assert await seqs(s) == [1, 2]
     await s.close()
+
+
+def test_sqlite_age_cut_finds_the_last_older_seq_across_gaps(tmp_path: Path) -> None:
+    import sqlite3
+
+    from wsbus.store.sqlite import SCHEMA, _last_seq_before
+
+    conn = sqlite3.connect(tmp_path / "gaps.db")
+    conn.executescript(SCHEMA)
+    seqs = [3, 4, 9, 10, 11, 40, 41, 100]
+    conn.executemany(
+        "INSERT INTO events (seq, ts, channel, sender, recipient, body) VALUES (?,?,?,?,?,?)",
+        [(s, 1000.0 + s, "c", "a", "b", "x") for s in seqs],
+    )
+    assert _last_seq_before(conn, 0.0) == 0
+    for cutoff_seq in range(0, 110):
+        expected = max((s for s in seqs if 1000.0 + s < 1000.0 + cutoff_seq), default=0)
+        assert _last_seq_before(conn, 1000.0 + cutoff_seq) == expected
+    conn.close()

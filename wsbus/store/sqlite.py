@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_recipient ON events (channel, recipient, seq);
 CREATE INDEX IF NOT EXISTS events_thread ON events (channel, thread, seq)
     WHERE thread IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+DROP INDEX IF EXISTS events_ts;
 CREATE TABLE IF NOT EXISTS receipts (
     seq INTEGER NOT NULL,
     channel TEXT NOT NULL,
@@ -117,6 +117,33 @@ def _where(q: Query) -> tuple[str, list[Any]]:
             args.append(BROADCAST)
             args.extend(q.entitled)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _last_seq_before(conn: sqlite3.Connection, ts: float) -> int:
+    """The highest seq whose ts is below ``ts`` (0 if none).
+
+    ``ts`` grows with ``seq``, so a binary search over the primary key finds it
+    in a few dozen point reads, without an index on ``ts`` that every commit
+    would have to update.
+    """
+    lo_hi = conn.execute("SELECT min(seq), max(seq) FROM events").fetchone()
+    if lo_hi[0] is None:
+        return 0
+    lo, hi = lo_hi
+    best = 0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(
+            "SELECT seq, ts FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+        ).fetchone()
+        if row is None or row[0] > hi:
+            hi = mid - 1
+        elif row[1] < ts:
+            best = row[0]
+            lo = row[0] + 1
+        else:
+            hi = mid - 1
+    return best
 
 
 class SqliteStore(Store):
@@ -297,10 +324,7 @@ class SqliteStore(Store):
             conn = self._wconn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute(
-                    "SELECT max(seq) FROM events WHERE ts < ?", (older_than_ts,)
-                ).fetchone()
-                cut = row[0] or 0
+                cut = _last_seq_before(conn, older_than_ts)
                 if keep > 0:
                     row = conn.execute(
                         "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?", (keep,)
