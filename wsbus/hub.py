@@ -242,7 +242,7 @@ class Hub:
         upto = session.upto
         channels = sorted(session.channels)
         entitled = None if session.watch else list(session.names)
-        if resume is not None or entitled:
+        if channels and (resume is not None or entitled):
             cursor = resume if resume is not None else 0
             pending_only = resume is None
             page = self.config.replay_page
