@@ -55,7 +55,8 @@ class ServerProcess:
     @classmethod
     def hub(cls, label: str, tmp: Path, env: dict[str, str], *extra: str) -> ServerProcess:
         db = tmp / f"{label}.db"
-        args = ["-m", "wsbus", "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db)]
+        args = ["-m", "wsbus", "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db),
+                "--http-port", "0"]  # fmt: skip
         return cls(label, "wsbus", [*args, *extra], env, tmp / f"{label}.log")
 
     @classmethod

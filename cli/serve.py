@@ -10,6 +10,8 @@ import resource
 import signal
 import sys
 
+from wsbus.compat.http import HttpShim
+
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
 from wsbus.server import WsServer
@@ -39,6 +41,20 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="websocket port (default 8765; 0 picks a free one)")
+    http = p.add_mutually_exclusive_group()
+    http.add_argument(
+        "--http-port",
+        type=int,
+        help="port of the agent-bus HTTP shim (/send, /recv, /inbox, /healthz; default 8080)",
+    )
+    http.add_argument(
+        "--no-http", action="store_true", default=None, help="do not serve the agent-bus HTTP shim"
+    )
+    p.add_argument(
+        "--poll-timeout",
+        type=float,
+        help="seconds a blocked /recv waits before answering empty (default 30)",
+    )
     store = p.add_mutually_exclusive_group()
     store.add_argument(
         "--db", metavar="PATH", help="SQLite file (default ~/.local/share/wsbus/wsbus.db)"
@@ -115,6 +131,9 @@ async def run(args: argparse.Namespace) -> int:
     flags = {
         "host": args.host,
         "port": args.port,
+        "http_port": args.http_port,
+        "no_http": args.no_http,
+        "poll_timeout": args.poll_timeout,
         "db": args.db,
         "memory": args.memory,
         "fsync": args.fsync,
@@ -170,8 +189,22 @@ async def run(args: argparse.Namespace) -> int:
         await hub.start()
     except Exception as err:
         raise CliError(f"cannot open the store at {store.location}: {err}") from None
+    shim = (
+        None
+        if settings.no_http
+        else HttpShim(hub, settings.host, settings.http_port, poll_timeout=settings.poll_timeout)
+    )
     try:
         await server.start()
+        if shim is not None:
+            try:
+                await shim.start()
+            except OSError as err:
+                await server.stop()
+                raise CliError(
+                    f"cannot listen on {settings.host}:{settings.http_port} (HTTP shim): "
+                    f"{err.strerror or err}; pick another --http-port or pass --no-http"
+                ) from None
     except OSError as err:
         await hub.stop()
         raise CliError(
@@ -179,6 +212,8 @@ async def run(args: argparse.Namespace) -> int:
         ) from None
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     say(f"data: {store.location}; seq {hub.committed_seq}; open files limit {nofile}")
+    if shim is not None:
+        say(f"agent-bus HTTP shim on http://{host}:{shim.port} (AGENT_BUS_URL)")
     say(f"wsbus hub {hub.hub_id} listening on ws://{host}:{server.port}")
     try:
         await stop.wait()
@@ -186,6 +221,8 @@ async def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         say("wsbus hub stopping: committing pending writes, asking clients to reconnect")
+        if shim is not None:
+            await shim.stop()  # answers every pending long-poll
         await server.stop()
         say("wsbus hub stopped")
     return Exit.OK

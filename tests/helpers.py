@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 LISTEN_RE = re.compile(r"listening on (ws://\S+)")
+HTTP_RE = re.compile(r"HTTP shim on (http://\S+)")
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> object:
@@ -52,14 +53,17 @@ class HubProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.port = 0
+        self.http_url = ""
+        self.http_port = 0
         self.output: list[str] = []
 
     def start(self, port: int | None = None) -> HubProcess:
         store = [] if "--memory" in self.args else ["--db", str(self.db)]
+        http = [] if "--no-http" in self.args else ["--http-port", str(self.http_port)]
         cmd = [
             sys.executable, "-m", "wsbus", "serve",
             "--port", str(port if port is not None else (self.port or 0)),
-            *store, *self.args,
+            *store, *http, *self.args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd,
@@ -75,6 +79,10 @@ class HubProcess:
             if not line:
                 raise AssertionError(f"hub exited early: {''.join(self.output)}")
             self.output.append(line)
+            h = HTTP_RE.search(line)
+            if h:
+                self.http_url = h.group(1)
+                self.http_port = int(self.http_url.rsplit(":", 1)[1])
             m = LISTEN_RE.search(line)
             if m:
                 self.url = m.group(1)

@@ -40,7 +40,8 @@ def test_serve_says_where_it_listens_and_where_data_lives(hub: HubProcess) -> No
 
 
 def test_port_in_use_is_one_clear_line(hub: HubProcess, env: dict[str, str]) -> None:
-    cmd = [sys.executable, "-m", "wsbus", "serve", "--memory", "--port", str(hub.port)]
+    cmd = [sys.executable, "-m", "wsbus", "serve", "--memory", "--port", str(hub.port),
+           "--no-http"]  # fmt: skip
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "cannot listen" in r.stderr and "Traceback" not in r.stderr

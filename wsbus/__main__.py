@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from wsbus.cli.main import main  # type: ignore[import-not-found]
+from wsbus.cli.main import main
 
 sys.exit(main())

@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # hub side
     host: str = "127.0.0.1"
     port: int = 8765
+    http_port: int = 8080
+    no_http: bool = False
+    poll_timeout: float = 30.0
     db: str | None = None
     memory: bool = False
     fsync: bool = False
@@ -92,6 +95,9 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "timeout": ("WSBUS_TIMEOUT",),
     "host": ("WSBUS_HOST",),
     "port": ("WSBUS_PORT",),
+    "http_port": ("WSBUS_HTTP_PORT",),
+    "no_http": ("WSBUS_NO_HTTP",),
+    "poll_timeout": ("WSBUS_POLL_TIMEOUT",),
     "db": ("WSBUS_DB",),
     "fsync": ("WSBUS_FSYNC",),
     "retention_days": ("WSBUS_RETENTION_DAYS",),

@@ -131,6 +131,12 @@ class Hub:
         self._checkpointer: asyncio.Task[None] | None = None
         self._stopping = False
         self.sessions: set[Session] = set()
+        #: called with each committed batch, after fan-out (e.g. the HTTP shim)
+        self.listeners: list[Callable[[list[Event]], None]] = []
+        #: retained events per (channel, recipient), for the legacy /inbox
+        self.counts: dict[tuple[str, str], int] = {}
+        #: ts of the last committed event
+        self.committed_ts = 0.0
         self._joining: dict[Session, list[str]] = {}
         self.stats = {"events": 0, "deliveries": 0, "batches": 0, "slow_closed": 0}
 
@@ -141,12 +147,14 @@ class Hub:
         info = await self.store.open()
         self.hub_id = info.hub_id
         self.committed_seq = info.last_seq
+        self.committed_ts = info.last_ts
         self._next_seq = info.last_seq + 1
         self._last_ts = info.last_ts
         self.pruned_seq = info.pruned_seq
         for sender, ref, seq, ts in await self.store.recent_refs(self.config.ref_window):
             self._refs[(sender, ref)] = (seq, ts)
         await self.prune()
+        self.counts = await self.store.counts()
         self._writer = asyncio.create_task(self._write_loop(), name="wsbus-writer")
         if self.config.prune_interval > 0:
             self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
@@ -450,11 +458,14 @@ class Hub:
             return
         if events:
             self.committed_seq = events[-1].seq
+            self.committed_ts = events[-1].ts
         self.stats["batches"] += 1
         for p in batch:
             ev = p.event
             self._inflight.pop(ev.seq, None)
             assert ev.ref is not None
+            key = (ev.channel, ev.to)
+            self.counts[key] = self.counts.get(key, 0) + 1
             try:
                 for i, s in enumerate(p.waiters):
                     s.inflight -= 1
@@ -463,6 +474,12 @@ class Hub:
                 self._fanout(ev)
             except Exception:  # never let one event stop the writer
                 log.exception("delivering event %d failed", ev.seq)
+        if events:
+            for listener in self.listeners:
+                try:
+                    listener(events)
+                except Exception:
+                    log.exception("commit listener failed")
         for record, sender in receipts:
             frame = Receipt(
                 seq=record.seq,
@@ -616,6 +633,7 @@ class Hub:
         cutoff = time.time() - c.retention_days * 86400 if c.retention_days > 0 else 0.0
         removed, self.pruned_seq = await self.store.prune(cutoff, c.retention_count)
         if removed:
+            self.counts = await self.store.counts()
             log.info("retention removed %d events (up to seq %d)", removed, self.pruned_seq)
         return removed
 

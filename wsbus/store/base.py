@@ -93,6 +93,14 @@ class Store(abc.ABC):
         """``(sender, ref, seq, ts)`` of the newest ``limit`` events that carry a ref."""
 
     @abc.abstractmethod
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """How many retained events each ``(channel, recipient)`` has (``*``: broadcasts)."""
+
+    @abc.abstractmethod
+    async def seq_at_ts(self, ts: float) -> int:
+        """The highest seq whose ``ts`` is at most ``ts`` (0 if none is retained)."""
+
+    @abc.abstractmethod
     async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
         """Remove events older than ``older_than_ts`` or beyond the newest ``keep``
         (``keep`` 0: no count limit). Returns ``(removed, pruned_seq)``."""

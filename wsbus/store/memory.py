@@ -82,6 +82,17 @@ class MemoryStore(Store):
         out.reverse()
         return out
 
+    async def counts(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for ev in self._events:
+            key = (ev.channel, ev.to)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    async def seq_at_ts(self, ts: float) -> int:
+        i = bisect.bisect_right([e.ts for e in self._events], ts)
+        return self._seqs[i - 1] if i > 0 else 0
+
     async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
         cut = bisect.bisect_left([e.ts for e in self._events], older_than_ts)
         cut = max(cut, len(self._events) - keep) if keep > 0 else cut

@@ -11,6 +11,7 @@ loss at the cost of one fsync per commit.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sqlite3
 import uuid
@@ -318,6 +319,23 @@ class SqliteStore(Store):
             return [(r[0], r[1], r[2], r[3]) for r in rows]
 
         return await self._on(self._reader, work)
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        def work() -> dict[tuple[str, str], int]:
+            rows = (
+                self._rconn()
+                .execute(
+                    "SELECT channel, recipient, count(*) FROM events GROUP BY channel, recipient"
+                )
+                .fetchall()
+            )
+            return {(r[0], r[1]): r[2] for r in rows}
+
+        return await self._on(self._reader, work)
+
+    async def seq_at_ts(self, ts: float) -> int:
+        bound = math.nextafter(ts, math.inf)  # "at most ts" = "below the next float"
+        return await self._on(self._reader, lambda: _last_seq_before(self._rconn(), bound))
 
     async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
         def work() -> tuple[int, int]:

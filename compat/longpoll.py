@@ -1,0 +1,166 @@
+"""Long-polls woken by commits, not by sleeping: the heart of the legacy ``/recv``.
+
+A blocked ``/recv`` registers a waiter for its ``(channel, name)`` *before* it
+looks for messages, so a commit that lands in between still wakes it. The hub
+calls :meth:`LongPoll.committed` with every committed batch; a direct event
+wakes its addressee's waiters, a broadcast wakes every waiter on the channel.
+
+Invariant 5 (the legacy ``now`` never skips): ``now`` is taken with
+:meth:`wsbus.hub.Hub.legacy_now` *before* the lookup, so every event with
+``ts <= now`` was committed when the lookup ran and is in the answer; when
+``max`` cuts the answer short, ``now`` is the ``ts`` of the last message
+returned, so the cursor rule ``since = max(max(ts), now)`` resumes right after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Iterable
+
+from wsbus.hub import Hub
+from wsbus.schema import BROADCAST, Event
+from wsbus.store import Query
+
+from .messages import RecvParams, RecvResponse, legacy_message
+
+__all__ = ["LongPoll", "RecentEvents", "Waiters"]
+
+
+class Waiters:
+    """Futures of blocked long-polls, by channel then name."""
+
+    def __init__(self) -> None:
+        self._by_channel: dict[str, dict[str, set[asyncio.Future[None]]]] = {}
+
+    def add(self, channel: str, name: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._by_channel.setdefault(channel, {}).setdefault(name, set()).add(fut)
+        return fut
+
+    def discard(self, channel: str, name: str, fut: asyncio.Future[None]) -> None:
+        names = self._by_channel.get(channel)
+        if names is None:
+            return
+        futs = names.get(name)
+        if futs is None:
+            return
+        futs.discard(fut)
+        if not futs:
+            del names[name]
+            if not names:
+                del self._by_channel[channel]
+
+    def wake(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            names = self._by_channel.get(ev.channel)
+            if not names:
+                continue
+            if ev.to == BROADCAST:
+                for name, futs in names.items():
+                    if name != ev.from_:
+                        _set_all(futs)
+            else:
+                direct = names.get(ev.to)
+                if direct:
+                    _set_all(direct)
+
+    def wake_all(self) -> None:
+        for names in self._by_channel.values():
+            for futs in names.values():
+                _set_all(futs)
+
+    def __len__(self) -> int:
+        return sum(len(f) for names in self._by_channel.values() for f in names.values())
+
+
+def _set_all(futs: set[asyncio.Future[None]]) -> None:
+    for fut in futs:
+        if not fut.done():
+            fut.set_result(None)
+
+
+class RecentEvents:
+    """The latest committed events in memory, so most polls never touch the store.
+
+    Holds every event with ``ts > floor_ts``; older ones are looked up in the store.
+    """
+
+    def __init__(self, floor_ts: float, size: int = 20_000) -> None:
+        self.floor_ts = floor_ts
+        self.size = size
+        self._events: list[Event] = []
+        self._ts: list[float] = []
+
+    def add(self, events: list[Event]) -> None:
+        self._events.extend(events)
+        self._ts.extend(e.ts for e in events)
+        if len(self._events) > 2 * self.size:
+            cut = len(self._events) - self.size
+            self.floor_ts = self._ts[cut - 1]
+            del self._events[:cut]
+            del self._ts[:cut]
+
+    def covers(self, since: float) -> bool:
+        return since >= self.floor_ts
+
+    def fetch(self, channel: str, name: str, since: float, limit: int, min_seq: int) -> list[Event]:
+        """Messages for ``name`` on ``channel`` with ``ts > since``, oldest first."""
+        out: list[Event] = []
+        for i in range(bisect.bisect_right(self._ts, since), len(self._events)):
+            ev = self._events[i]
+            if ev.channel != channel or ev.seq <= min_seq:
+                continue
+            if ev.to == name or (ev.to == BROADCAST and ev.from_ != name):
+                out.append(ev)
+                if len(out) >= limit:
+                    break
+        return out
+
+
+class LongPoll:
+    """Answers ``/recv`` from the hub's committed events, blocking without polling."""
+
+    def __init__(self, hub: Hub, timeout: float = 30.0) -> None:
+        self.hub = hub
+        self.timeout = timeout
+        self.waiters = Waiters()
+        self.recent = RecentEvents(hub.committed_ts)
+        self.stopping = False
+        hub.listeners.append(self.committed)
+
+    def committed(self, events: list[Event]) -> None:
+        """Called by the hub after each commit."""
+        self.recent.add(events)
+        self.waiters.wake(events)
+
+    def stop(self) -> None:
+        """Answer every pending poll now (the hub is shutting down)."""
+        self.stopping = True
+        self.waiters.wake_all()
+
+    async def fetch(self, p: RecvParams) -> list[Event]:
+        if self.recent.covers(p.since):
+            return self.recent.fetch(p.channel, p.to, p.since, p.max, self.hub.pruned_seq)
+        store = self.hub.store
+        after = await store.seq_at_ts(p.since)
+        q = Query(limit=p.max, channels=[p.channel], entitled=[p.to], after=after)
+        return await store.query(q)
+
+    async def recv(self, p: RecvParams) -> RecvResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            fut = self.waiters.add(p.channel, p.to) if p.block else None
+            try:
+                now = self.hub.legacy_now()
+                events = await self.fetch(p)
+                left = deadline - loop.time()
+                if events or fut is None or self.stopping or left <= 0:
+                    if len(events) >= p.max:
+                        now = events[-1].ts  # cut short: resume right after the last one
+                    return RecvResponse([legacy_message(e) for e in events], now)
+                await asyncio.wait([fut], timeout=left)
+            finally:
+                if fut is not None:
+                    self.waiters.discard(p.channel, p.to, fut)
