@@ -1,7 +1,7 @@
 """DESIGN.md §3 invariants against live hub processes (real sockets, SQLite on disk).
 
-Invariant 5 (the legacy ``now``) is tested at the hub in tests/test_hub.py; the
-HTTP shim that exposes it arrives with the compat issue.
+Invariant 5 (the legacy ``now``) is tested at the hub in tests/test_hub.py and through
+the HTTP shim in tests/test_compat.py (concurrent senders, legacy cursor clients).
 """
 
 from __future__ import annotations
