@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from wsbus import __version__
 
@@ -51,6 +51,17 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     return parser, commands
 
 
+def _loop_factory(args: argparse.Namespace) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the hub when it is installed (a dependency except on Windows)."""
+    if not getattr(args, "fast_loop", False):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _build()
     words = list(sys.argv[1:] if argv is None else argv)
@@ -64,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return Exit.USAGE
     try:
-        result = asyncio.run(args.func(args))
+        with asyncio.Runner(loop_factory=_loop_factory(args)) as runner:
+            result = runner.run(args.func(args))
         return int(result or Exit.OK)
     except KeyboardInterrupt:
         return Exit.INTERRUPTED

@@ -84,7 +84,7 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, fast_loop=True)
     return p
 
 

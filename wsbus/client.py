@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import random
 import secrets
 import time
@@ -78,9 +80,23 @@ StateCallback = Callable[[str, dict[str, Any]], None]
 _CLOSED = object()
 
 
+_REF_PREFIX = secrets.token_hex(8)
+_ref_counter = itertools.count(1)
+
+
 def new_ref() -> str:
-    """A fresh idempotency key for a send."""
-    return secrets.token_hex(12)
+    """A fresh idempotency key: a random per-process prefix and a counter (unique
+    across processes without a system call per send)."""
+    return f"{_REF_PREFIX}-{next(_ref_counter)}"
+
+
+def _reseed_refs() -> None:
+    global _REF_PREFIX, _ref_counter
+    _REF_PREFIX = secrets.token_hex(8)
+    _ref_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed_refs)  # a forked child must not reuse refs
 
 
 class SendResult(msgspec.Struct, frozen=True):
