@@ -1,4 +1,9 @@
-"""``python -m bench [--quick]``: run every scenario against the hub and the bare server."""
+"""``python -m bench [--quick] [--agent-bus-server PATH]``: every scenario, side by side.
+
+The websocket scenarios run against the hub and the bare websockets server; the
+legacy agent-bus HTTP scenarios against the hub's HTTP shim and, when given, the
+original agent-bus reference server (never part of this repository).
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,76 @@ import signal
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from .common import raise_nofile
+from .common import BenchError, raise_nofile
+from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
 from .servers import ServerProcess, bench_env
 from .workers import Worker
 
-NOTES = """\
-notes: both servers side by side on this machine (clients share its CPUs); each value is the
-median of {repeat} run(s) alternating which server goes first (RSS: first run only).
-latency: publisher and subscriber are two connections of one process; send -> event parsed.
-fan-out: subscribers in {workers} worker processes; paced publisher; server CPU = user+sys of
-the server process (all threads) from the first send to the last delivery.
-durable publish: {conns} connections x {window} sends in flight + 1 counting subscriber; wsbus
-time = first send .. last ok (committed); bare = first send .. last delivery (it has no ok).
-RSS: server RSS after connecting (handshaken, warm-up delivered) minus before, per connection.
-* = incomplete (deadline hit); see bench/results/latest.json for details."""
+
+def _notes(p: Params, agent_bus: bool) -> str:
+    """What each row measures and against which baseline, wrapped for a terminal."""
+    ref_runs = (
+        "The reference runs the legacy scenarios in the first repetition only (its 0.5 s polls "
+        "make them take minutes); wsbus in every repetition."
+        if agent_bus
+        else "No --agent-bus-server given: the baseline column of these rows is n/a."
+    )
+    paragraphs = [
+        "notes: every server runs side by side on this machine (clients share its CPUs); each "
+        f"value is the median of {p.repeat} run(s) alternating which server goes first (RSS: "
+        "first run only).",
+        "latency: publisher and subscriber are two connections of one process; send -> event "
+        "parsed.",
+        f"fan-out: subscribers in {p.workers} worker processes; paced publisher; server CPU = "
+        "user+sys of the server process (all threads) from the first send to the last delivery.",
+        f"durable publish: {p.durable_conns} connections x {p.durable_window} sends in flight + 1 "
+        "counting subscriber; wsbus time = first send .. last ok (committed); bare = first "
+        "send .. last delivery (it has no ok).",
+        "RSS: server RSS after connecting (handshaken, warm-up delivered) minus before, per "
+        "connection.",
+        "legacy agent-bus HTTP rows: baseline = the agent-bus reference server (stdlib "
+        "ThreadingHTTPServer, a thread per request, /recv sleep-polls every 0.5 s) for every "
+        "row. wsbus = the HTTP shim of a hub of its own (so its RSS is not read after the "
+        "websocket scenarios freed memory). Clients: aiohttp keep-alive sessions in the "
+        f"harness process (for /send also a lean HTTP/1.1 client). {ref_runs}",
+        "long-poll delivery: a receiver long-polls /recv (block=true, since = max(max(ts), "
+        "now)); a sender POSTs one message, waits until it arrived, then waits a random "
+        f"0..{p.legacy_latency_gap * 1e3:g} ms (reference: 0..500 ms, its poll interval) so "
+        "sends land anywhere in the poll cycle; send start -> /recv answer parsed.",
+        f"/send: {p.legacy_senders} connections each POSTing one after another (after a "
+        "warm-up), with a lean HTTP/1.1 client (bench/legacy.py Http1: a third of aiohttp's "
+        "CPU per request, which shares the CPUs with the server), then again with aiohttp "
+        "sessions; wsbus answers after the commit (durable); rate = answers / (first send .. "
+        "last answer); the reference answers HTTP/1.0, so each of its sends is a new "
+        "connection.",
+        f"pending polls: {p.legacy_polls} blocked /recv with distinct names, opened with at most "
+        f"{p.legacy_open_window} not yet accepted; pending = the server holds them all, went "
+        "quiet, none answered; RSS growth per poll; then woken by one send per name from "
+        f'{p.legacy_senders} senders, or by one broadcast (to "*", wsbus only: the reference '
+        "has none); first wake send -> last answer parsed.",
+        f"burst: {p.legacy_burst} long-polls start at once; once the server holds them all "
+        f"(at most {p.legacy_hold_timeout:g} s), {p.legacy_burst} POST /send start at once "
+        "(new connections); send start -> its receiver's answer parsed. The reference listens "
+        "with a backlog of 5: connects beyond its accept queue are dropped by the kernel and "
+        "retried seconds later (listen_overflows in the JSON).",
+        "targets (wsbus): delivery p50 <= 2 ms; >= 7,500 durable sends/s; burst worst < 100 "
+        "ms. Issue figures for the reference on this machine: p50 243 / p99 492 ms, ~2,500 "
+        "sends/s, burst worst 0.9-1.5 s.",
+        "* = incomplete (deadline hit); see bench/results/latest.json for details.",
+    ]
+    return "\n".join(textwrap.fill(text, 96, subsequent_indent="  ") for text in paragraphs)
 
 
-FIRST_RUN_ONLY = ("rss_per_conn_kib", "rss_before_mib", "rss_after_mib")
+FIRST_RUN_ONLY = ("rss_per_conn_kib", "rss_before_mib", "rss_after_mib", "rss_per_poll_kib")
 """Only the first run measures RSS on a server that has not freed connections before."""
 
 
@@ -83,7 +133,22 @@ async def _replace_broken(workers: list[Worker], env: dict[str, str], tmp: Path)
             workers[i] = await Worker.start(w.index, env, tmp / f"worker{w.index}.log")
 
 
-async def run(p: Params, quick: bool, out: Path | None) -> int:
+async def _legacy(runs: dict[str, Any], errors: list[str], s: ServerProcess, p: Params) -> None:
+    """The legacy HTTP scenarios against one server (wsbus shim or the reference).
+
+    The pending polls run before the send throughput, whose tens of thousands of
+    events grow the hub (its recent-events cache) and leave freed memory that the
+    pending polls' RSS reading would reuse.
+    """
+    await _step(runs, errors, "legacy_latency", s.mode, legacy_latency(s, p))
+    await _step(runs, errors, "legacy_pending", s.mode, legacy_pending(s, p, "direct"))
+    if s.mode == "wsbus":  # the reference has no broadcast
+        await _step(runs, errors, "legacy_broadcast", s.mode, legacy_pending(s, p, "broadcast"))
+    await _step(runs, errors, "legacy_burst", s.mode, legacy_burst(s, p))
+    await _step(runs, errors, "legacy_sends", s.mode, legacy_sends(s, p))
+
+
+async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None = None) -> int:
     raise_nofile()
     # SIGTERM cancels the run like Ctrl-C does, so the finally below stops every child
     main_task = asyncio.current_task()
@@ -105,6 +170,16 @@ async def run(p: Params, quick: bool, out: Path | None) -> int:
             bare = ServerProcess.bare(tmp, env)
             servers.append(bare)
             bare.start()
+            shim = ServerProcess.hub("wsbus-http", tmp, env)
+            servers.append(shim)
+            shim.start()
+            if not shim.http_url:
+                raise BenchError(f"the hub printed no HTTP shim address: {shim.output()[-500:]}")
+            ref: ServerProcess | None = None
+            if agent_bus is not None:
+                ref = ServerProcess.agent_bus(agent_bus, tmp, env)
+                servers.append(ref)
+                ref.start()
             for i in range(p.workers):
                 workers.append(await Worker.start(i, env, tmp / f"worker{i}.log"))
             for rep in range(p.repeat):
@@ -130,6 +205,10 @@ async def run(p: Params, quick: bool, out: Path | None) -> int:
                         s.mode,
                         durable_publish(s, p.durable_events, p),
                     )
+                # the reference takes minutes (0.5 s polls): it runs in the first repetition
+                legacy_pair = [shim] if ref is None or rep > 0 else [shim, ref]
+                for s in legacy_pair:
+                    await _legacy(runs, errors, s, p)
             fsync = ServerProcess.hub("wsbus-fsync", tmp, env, "--fsync")
             servers.append(fsync)
             fsync.start()
@@ -149,10 +228,15 @@ async def run(p: Params, quick: bool, out: Path | None) -> int:
             for s in reversed(servers):
                 s.stop()
     results = {k: {label: _summary(r) for label, r in v.items()} for k, v in runs.items()}
-    table = rows(results, sorted(n for n, _, _ in p.fanout))
-    notes = NOTES.format(
-        workers=p.workers, conns=p.durable_conns, window=p.durable_window, repeat=p.repeat
+    table = rows(
+        results,
+        sorted(n for n, _, _ in p.fanout),
+        agent_bus=agent_bus is not None,
+        polls=p.legacy_polls,
+        burst=p.legacy_burst,
+        senders=p.legacy_senders,
     )
+    notes = _notes(p, agent_bus is not None)
     print(machine_text(info))
     print(f"mode: {'quick' if quick else 'full'}; took {time.monotonic() - started:.0f}s\n")
     print(markdown(table))
@@ -165,6 +249,7 @@ async def run(p: Params, quick: bool, out: Path | None) -> int:
             "machine": info,
             "mode": "quick" if quick else "full",
             "params": vars(p),
+            "agent_bus_server": str(agent_bus) if agent_bus is not None else None,
             "seconds": round(time.monotonic() - started, 1),
             "table": [vars(r) for r in table],
             "results": results,
@@ -180,10 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small counts: a smoke test (< 30 s)")
     ap.add_argument("--json", type=Path, help="results file (default bench/results/latest.json)")
+    ap.add_argument(
+        "--agent-bus-server",
+        type=Path,
+        metavar="PATH",
+        help="the original agent-bus bus_server.py: run the legacy HTTP scenarios against it "
+        "too, as the baseline of those rows (it is not part of this repository)",
+    )
     args = ap.parse_args(argv)
+    ref: Path | None = args.agent_bus_server
+    if ref is not None and not ref.is_file():
+        ap.error(f"--agent-bus-server: no such file: {ref}")
     p = Params.quick() if args.quick else Params()
     try:
-        return asyncio.run(run(p, args.quick, args.json))
+        return asyncio.run(run(p, args.quick, args.json, ref.resolve() if ref else None))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted; every child process was stopped", file=sys.stderr)
         return 130

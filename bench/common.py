@@ -33,7 +33,8 @@ __all__ = [
     "send_frame",
 ]
 
-Mode = Literal["wsbus", "bare"]
+Mode = Literal["wsbus", "bare", "agent-bus"]
+"""The agent-bus reference server speaks only the legacy HTTP contract."""
 
 CHANNEL = "bench"
 BODY_SIZE = 100

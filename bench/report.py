@@ -59,7 +59,7 @@ def machine_text(info: dict[str, Any]) -> str:
 class Row:
     scenario: str
     wsbus: str
-    bare: str
+    baseline: str
     ratio: str
 
 
@@ -73,7 +73,8 @@ def _get(results: dict[str, Any], key: str, label: str, field: str) -> tuple[flo
     value = entry.get(field)
     if not isinstance(value, int | float) or math.isnan(value):
         return None, "-"
-    return float(value), _fmt(float(value)) + ("" if entry.get("complete", True) else "*")
+    text = f"{value:,}" if isinstance(value, int) else _fmt(float(value))
+    return float(value), text + ("" if entry.get("complete", True) else "*")
 
 
 def _fmt(v: float) -> str:
@@ -89,15 +90,35 @@ def _fmt(v: float) -> str:
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "-"
-    return f"{a / b:.2f}"
+    r = a / b
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
 
 
-def rows(results: dict[str, Any], fanout_sizes: list[int]) -> list[Row]:
-    out: list[Row] = []
+WS_SECTION = "**websocket** (baseline: bare websockets server, bench/bare_server.py)"
+LEGACY_SECTION = "**legacy agent-bus HTTP** /send, /recv (baseline: the agent-bus reference server)"
+NO_BASELINE = "n/a (run with --agent-bus-server)"
+ARROW = "\u2192"
 
-    def pair(name: str, key: str, field: str) -> None:
+
+def _section(title: str) -> Row:
+    return Row(title, "", "", "")
+
+
+def rows(
+    results: dict[str, Any],
+    fanout_sizes: list[int],
+    agent_bus: bool = False,
+    polls: int = 1000,
+    burst: int = 100,
+    senders: int = 8,
+) -> list[Row]:
+    """The table: the websocket rows, then the legacy HTTP rows (``agent_bus``: with
+    the reference server's figures in the baseline column)."""
+    out: list[Row] = [_section(WS_SECTION)]
+
+    def pair(name: str, key: str, field: str, base: str = "bare") -> None:
         a, at = _get(results, key, "wsbus", field)
-        b, bt = _get(results, key, "bare", field)
+        b, bt = _get(results, key, base, field)
         out.append(Row(name, at, bt, _ratio(a, b)))
 
     pair("latency p50 (ms), 1 subscriber", "latency", "p50_ms")
@@ -119,16 +140,86 @@ def rows(results: dict[str, Any], fanout_sizes: list[int]) -> list[Row]:
         n = max(fanout_sizes)
         pair(f"RSS per idle connection at {n} conns (KiB)", f"fanout_{n}", "rss_per_conn_kib")
         pair(f"connect + handshake {n} subs (s)", f"fanout_{n}", "connect_s")
+
+    out.append(_section(LEGACY_SECTION))
+
+    def legacy(name: str, key: str, field: str, na: str | None = None) -> None:
+        """``na``: the reference cannot run this one; say why instead of a number."""
+        a, at = _get(results, key, "wsbus", field)
+        if na is not None or not agent_bus:
+            out.append(Row(name, at, na or NO_BASELINE, "-"))
+            return
+        b, bt = _get(results, key, "agent-bus", field)
+        out.append(Row(name, at, bt, _ratio(a, b)))
+
+    def counted(name: str, key: str, field: str, of: str) -> None:
+        cells = []
+        for label in ("wsbus", "agent-bus"):
+            got, text = _get(results, key, label, field)
+            total, _ = _get(results, key, label, of)
+            if got is None or total is None:
+                cells.append(text)
+            else:
+                star = "*" if text.endswith("*") else ""
+                cells.append(f"{got:.0f}/{total:.0f}{star}")
+        out.append(Row(name, cells[0], cells[1] if agent_bus else NO_BASELINE, "-"))
+
+    legacy("long-poll delivery p50 (ms)", "legacy_latency", "p50_ms")
+    legacy("long-poll delivery p99 (ms)", "legacy_latency", "p99_ms")
+    legacy(
+        f"POST /send, {senders} senders: sends/s (wsbus: durable)", "legacy_sends", "sends_per_s"
+    )
+    legacy(f"POST /send: server CPU {MICRO}s/send", "legacy_sends", "cpu_us_per_send")
+    legacy(
+        f"POST /send, {senders} senders, aiohttp clients: sends/s",
+        "legacy_sends",
+        "aiohttp_sends_per_s",
+    )
+    before_after = []
+    for label in ("wsbus", "agent-bus"):
+        _, bt = _get(results, "legacy_pending", label, "rss_before_mib")
+        _, at = _get(results, "legacy_pending", label, "rss_after_mib")
+        before_after.append(at if "-" in (bt, at) else f"{bt} {ARROW} {at}")
+    a, _ = _get(results, "legacy_pending", "wsbus", "rss_after_mib")
+    b, _ = _get(results, "legacy_pending", "agent-bus", "rss_after_mib")
+    out.append(
+        Row(
+            f"{polls} pending polls: server RSS before {ARROW} while pending (MiB)",
+            before_after[0],
+            before_after[1] if agent_bus else NO_BASELINE,
+            _ratio(a, b) if agent_bus else "-",
+        )
+    )
+    legacy(
+        f"{polls} pending polls: RSS per pending poll (KiB)", "legacy_pending", "rss_per_poll_kib"
+    )
+    legacy(f"{polls} pending polls: server threads", "legacy_pending", "threads_pending")
+    legacy(
+        f"{polls} pending polls: all answered after {polls} sends from {senders} senders (ms)",
+        "legacy_pending",
+        "wake_all_ms",
+    )
+    legacy(
+        f"{polls} pending polls: all answered after 1 broadcast send (ms)",
+        "legacy_broadcast",
+        "wake_all_ms",
+        na="n/a (no broadcast)",
+    )
+    legacy(f"burst {burst} receivers: worst send {ARROW} receive (ms)", "legacy_burst", "worst_ms")
+    legacy(
+        f"burst {burst} receivers: median send {ARROW} receive (ms)", "legacy_burst", "median_ms"
+    )
+    counted(f"burst {burst} receivers: answered", "legacy_burst", "answered", "receivers")
     return out
 
 
 def markdown(table: list[Row]) -> str:
-    head = ["scenario", "wsbus", "bare websockets", "ratio (wsbus/bare)"]
+    head = ["scenario", "wsbus", "baseline", "ratio (wsbus/baseline)"]
     lines = [
         "| " + " | ".join(head) + " |",
         "|---|---:|---:|---:|",
     ]
-    lines += [f"| {r.scenario} | {r.wsbus} | {r.bare} | {r.ratio} |" for r in table]
+    lines += [f"| {r.scenario} | {r.wsbus} | {r.baseline} | {r.ratio} |" for r in table]
     return "\n".join(lines)
 
 

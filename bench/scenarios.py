@@ -19,12 +19,12 @@ from .common import BenchError, Mode, body, decode, event_frame, handshake, open
 from .servers import ServerProcess
 from .workers import Worker
 
-__all__ = ["Params", "durable_publish", "fanout", "latency"]
+__all__ = ["Params", "durable_publish", "fanout", "latency", "percentile", "run_tag"]
 
 _run = 0
 
 
-def _tag() -> str:
+def run_tag() -> str:
     """A prefix unique in this run, so refs and names never repeat across scenarios."""
     global _run
     _run += 1
@@ -50,6 +50,21 @@ class Params:
     durable_deadline: float = 60.0
     workers: int = 4
     repeat: int = 3
+    # the legacy agent-bus HTTP path (bench/legacy.py)
+    legacy_latency_samples: int = 500
+    legacy_latency_warmup: int = 20
+    legacy_latency_timeout: float = 5.0
+    legacy_latency_gap: float = 0.005
+    legacy_latency_deadline: float = 300.0
+    legacy_senders: int = 8
+    legacy_sends_per_sender: int = 2500
+    legacy_send_deadline: float = 60.0
+    legacy_polls: int = 1000
+    legacy_open_window: int = 4
+    legacy_hold_timeout: float = 20.0
+    legacy_wake_timeout: float = 20.0
+    legacy_burst: int = 100
+    legacy_burst_timeout: float = 20.0
 
     @classmethod
     def quick(cls) -> Params:
@@ -63,6 +78,11 @@ class Params:
             durable_fsync_events=1000,
             durable_deadline=30.0,
             repeat=1,
+            legacy_latency_samples=100,
+            legacy_latency_warmup=10,
+            legacy_latency_deadline=60.0,
+            legacy_sends_per_sender=250,
+            legacy_send_deadline=20.0,
         )
 
 
@@ -86,7 +106,7 @@ def _cancel(*tasks: asyncio.Task[None]) -> None:
         t.cancel()
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
         return float("nan")
@@ -105,7 +125,7 @@ def _publish_frame(mode: Mode, seq: int, ref: str, text: str) -> bytes:
 async def latency(server: ServerProcess, p: Params) -> dict[str, Any]:
     """One publisher, one subscriber, one process: send, wait for delivery, repeat."""
     mode = server.mode
-    tag = _tag()
+    tag = run_tag()
     loop = asyncio.get_running_loop()
     sub = await open_ws(server.url, mode)
     pub = await open_ws(server.url, mode, publisher=True)
@@ -158,9 +178,9 @@ async def latency(server: ServerProcess, p: Params) -> dict[str, Any]:
         return {
             "samples": len(samples),
             "lost": lost,
-            "p50_ms": _percentile(samples, 50),
-            "p90_ms": _percentile(samples, 90),
-            "p99_ms": _percentile(samples, 99),
+            "p50_ms": percentile(samples, 50),
+            "p90_ms": percentile(samples, 90),
+            "p99_ms": percentile(samples, 99),
             "max_ms": samples[-1] if samples else float("nan"),
             "mean_ms": sum(samples) / len(samples) if samples else float("nan"),
             "complete": len(samples) == p.latency_samples,
@@ -184,7 +204,7 @@ async def fanout(
     until every subscriber counted every event (or the deadline).
     """
     mode = server.mode
-    tag = _tag()
+    tag = run_tag()
     share = [
         subs // len(workers) + (1 if i < subs % len(workers) else 0) for i in range(len(workers))
     ]
@@ -299,7 +319,7 @@ async def durable_publish(server: ServerProcess, events: int, p: Params) -> dict
     subscriber received it; rate = events / (first send .. last delivery).
     """
     mode = server.mode
-    tag = _tag()
+    tag = run_tag()
     conns = p.durable_conns
     quota = [events // conns + (1 if i < events % conns else 0) for i in range(conns)]
     sub = await open_ws(server.url, mode)

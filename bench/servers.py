@@ -1,4 +1,5 @@
-"""Server subprocesses under test: the wsbus hub and the bare broadcast server."""
+"""Server subprocesses under test: the wsbus hub, the bare broadcast server and,
+when given, the agent-bus reference server."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +18,9 @@ from .common import BenchError, Mode, child_argv
 
 __all__ = ["ServerProcess", "bench_env"]
 
-LISTEN_RE = re.compile(r"listening on (ws://127\.0\.0\.1:\d+)")
+LISTEN_RE = re.compile(r"listening on ((?:ws|http)://127\.0\.0\.1:\d+)")
+HTTP_RE = re.compile(r"agent-bus HTTP shim on (http://127\.0\.0\.1:\d+)")
+"""The hub prints its HTTP shim's address before its websocket ``listening on`` line."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,6 +53,10 @@ class ServerProcess:
         self.env = env
         self.log = log
         self.url = ""
+        self.http_url = ""
+        """The agent-bus HTTP address: the hub's shim, or the reference server itself."""
+        self.poll_interval = 0.0
+        """How often a blocked ``/recv`` looks for messages (0: woken by each commit)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
 
@@ -64,6 +72,17 @@ class ServerProcess:
         args = ["-m", "bench.bare_server", "--port", "0"]
         return cls("bare", "bare", args, env, tmp / "bare.log")
 
+    @classmethod
+    def agent_bus(cls, script: Path, tmp: Path, env: dict[str, str]) -> ServerProcess:
+        """The original agent-bus reference server (kept outside the repo) on a free port."""
+        with socket.socket() as sock:  # it prints its --port, so choose one for it
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        args = [str(script), "--host", "127.0.0.1", "--port", str(port)]
+        server = cls("agent-bus", "agent-bus", args, env, tmp / "agent-bus.log")
+        server.poll_interval = 0.5  # it sleeps 0.5 s between looks
+        return server
+
     def start(self, timeout: float = 30.0) -> ServerProcess:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -76,8 +95,9 @@ class ServerProcess:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = LISTEN_RE.search(self.output())
-            if m:
+            text = self.output()
+            m = LISTEN_RE.search(text)
+            if m and self._ready(m.group(1), text):
                 self.url = m.group(1)
                 self.ps = psutil.Process(self.proc.pid)
                 return self
@@ -86,6 +106,17 @@ class ServerProcess:
             time.sleep(0.02)
         self.stop()
         raise BenchError(f"{self.label} did not start: {self.output()[-2000:]}")
+
+    def _ready(self, url: str, text: str) -> bool:
+        """Note the HTTP address; the reference prints its line before it binds: try it."""
+        if self.mode == "agent-bus":
+            self.http_url = url
+            with socket.socket() as sock:
+                sock.settimeout(1.0)
+                return sock.connect_ex(("127.0.0.1", int(url.rsplit(":", 1)[1]))) == 0
+        m = HTTP_RE.search(text)
+        self.http_url = m.group(1) if m else ""
+        return True
 
     def output(self) -> str:
         try:
@@ -102,6 +133,23 @@ class ServerProcess:
     def rss(self) -> int:
         assert self.ps is not None
         return int(self.ps.memory_info().rss)
+
+    def num_fds(self) -> int:
+        assert self.ps is not None
+        return int(self.ps.num_fds())
+
+    def threads(self) -> int:
+        assert self.ps is not None
+        return int(self.ps.num_threads())
+
+    def connections(self, port: int) -> int:
+        """Established TCP connections this server holds on its local ``port``."""
+        assert self.ps is not None
+        return sum(
+            1
+            for c in self.ps.net_connections("tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+        )
 
     def check(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -21,6 +21,24 @@ SCENARIOS = [
     "durable publish (64 in flight): events/s",
     "durable publish --fsync: events/s",
     "RSS per idle connection",
+    "long-poll delivery p50 (ms)",
+    "long-poll delivery p99 (ms)",
+    "POST /send, 8 senders: sends/s",
+    "1000 pending polls: server RSS before",
+    "1000 pending polls: RSS per pending poll (KiB)",
+    "1000 pending polls: server threads",
+    "1000 pending polls: all answered after 1000 sends",
+    "1000 pending polls: all answered after 1 broadcast send",
+    "burst 100 receivers: worst send",
+    "burst 100 receivers: median send",
+    "burst 100 receivers: answered",
+]
+LEGACY_KEYS = [
+    "legacy_latency",
+    "legacy_sends",
+    "legacy_pending",
+    "legacy_broadcast",
+    "legacy_burst",
 ]
 
 
@@ -35,7 +53,7 @@ def test_bench_quick(tmp_path: Path) -> None:
         timeout=180,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "| scenario | wsbus | bare websockets | ratio (wsbus/bare) |" in proc.stdout
+    assert "| scenario | wsbus | baseline | ratio (wsbus/baseline) |" in proc.stdout
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     for name in SCENARIOS:
         row = next((line for line in table if line.startswith(f"| {name}")), None)
@@ -44,3 +62,18 @@ def test_bench_quick(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["mode"] == "quick" and not data["errors"]
     assert data["results"]["latency"]["wsbus"]["samples"] > 0
+    # the legacy HTTP rows: measured on the hub's shim, no reference server in CI
+    results = data["results"]
+    for key in LEGACY_KEYS:
+        assert results[key]["wsbus"]["complete"] is True, (key, results[key]["wsbus"])
+    assert results["legacy_latency"]["wsbus"]["samples"] > 0
+    assert results["legacy_sends"]["wsbus"]["sends"] == results["legacy_sends"]["wsbus"]["requests"]
+    pending = results["legacy_pending"]["wsbus"]
+    assert pending["held"] == pending["polls"] and pending["answered_early"] == 0
+    assert pending["answered_with_message"] == pending["polls"]
+    assert (
+        results["legacy_burst"]["wsbus"]["answered"]
+        == results["legacy_burst"]["wsbus"]["receivers"]
+    )
+    row = next(line for line in table if line.startswith("| long-poll delivery p50"))
+    assert "n/a (run with --agent-bus-server)" in row, row
