@@ -39,7 +39,7 @@ _STATUS = {
     ErrorCode.STORE_FAILED: 503,
 }
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -86,22 +86,20 @@ class HttpShim:
         self.port = port
         self.max_body = hub.config.max_body
         self.longpoll = LongPoll(hub, poll_timeout)
-        self._runner: web.AppRunner | None = None
-
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body, middlewares=[self._errors])
-        app.add_routes(
-            [
-                web.post("/send", self.send),
-                web.get("/recv", self.recv),
-                web.get("/inbox", self.inbox),
-                web.get("/healthz", self.healthz),
-            ]
-        )
-        return app
+        self._runner: web.ServerRunner | None = None
+        #: the route table: path -> (method, handler)
+        self.routes: dict[str, tuple[str, Handler]] = {
+            "/send": ("POST", self.send),
+            "/recv": ("GET", self.recv),
+            "/inbox": ("GET", self.inbox),
+            "/healthz": ("GET", self.healthz),
+        }
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # aiohttp's low-level server: its HTTP parser and protocol, without the
+        # application layer (four fixed routes need no router or middleware chain)
+        server = web.Server(self._handle, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
         await site.start()
@@ -115,33 +113,47 @@ class HttpShim:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    # ------------------------------------------------------------------ middleware
+    # ------------------------------------------------------------------ dispatch
 
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        route = self.routes.get(request.path)
         try:
+            if route is None:
+                raise LegacyError(404, f"not found: {request.path[:100]}")
+            method, handler = route
+            if request.method != method:
+                raise LegacyError(
+                    405, f"method {request.method} not allowed on {request.path}; use {method}"
+                )
             return await handler(request)
         except LegacyError as err:
             return _error(err.status, err.message)
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"body over {self.max_body} bytes")
-        except web.HTTPException as err:
-            if err.status < 400:
-                raise
-            return _error(err.status, err.reason.lower())
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("HTTP %s %s failed", request.method, request.path)
             return _error(500, "internal error (logged by the hub)")
 
+    async def _body(self, request: web.BaseRequest) -> bytes:
+        """The request body, refused (413) as soon as it passes ``max_body``."""
+        limit = self.max_body
+        if request.content_length is not None and request.content_length > limit:
+            raise LegacyError(413, f"body over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise LegacyError(413, f"body over {limit} bytes")
+            chunks.append(chunk)
+
     # ------------------------------------------------------------------ handlers
 
-    async def send(self, request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise LegacyError(413, f"body over {self.max_body} bytes")
-        body = await request.read()
-        req = parse_send(body)
+    async def send(self, request: web.BaseRequest) -> web.Response:
+        req = parse_send(await self._body(request))
         hub = self.hub
         if not hub.has_room():
             await hub.wait_room()
@@ -157,16 +169,16 @@ class HttpShim:
         assert isinstance(answer, Ok)
         return _json(SendAck(ok=True, ts=answer.ts, channel=req.channel, seq=answer.seq))
 
-    async def recv(self, request: web.Request) -> web.Response:
+    async def recv(self, request: web.BaseRequest) -> web.Response:
         params = parse_recv(request.query, self.hub.config.max_history)
         return _json(await self.longpoll.recv(params))
 
-    async def inbox(self, request: web.Request) -> web.Response:
+    async def inbox(self, request: web.BaseRequest) -> web.Response:
         out: dict[str, dict[str, int]] = {}
         for (channel, recipient), count in self.hub.counts.items():
             if count > 0:
                 out.setdefault(channel, {})[recipient] = count
         return _json(InboxResponse(recipients=out, now=time.time()))
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def healthz(self, request: web.BaseRequest) -> web.Response:
         return _json({"ok": True, "now": time.time()})
