@@ -33,7 +33,7 @@ log = logging.getLogger("wsbus.compat")
 
 _encode = msgspec.json.Encoder().encode
 
-_STATUS = {
+_STATUS: dict[str, int] = {
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.STORE_FAILED: 503,
@@ -165,7 +165,7 @@ class HttpShim:
             raise LegacyError(_STATUS.get(err.code, 400), err.message) from None
         answer = await session.result
         if isinstance(answer, Error):
-            raise LegacyError(_STATUS.get(ErrorCode(answer.code), 400), answer.message)
+            raise LegacyError(_STATUS.get(answer.code, 400), answer.message)
         assert isinstance(answer, Ok)
         return _json(SendAck(ok=True, ts=answer.ts, channel=req.channel, seq=answer.seq))
 
