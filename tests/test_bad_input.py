@@ -160,11 +160,11 @@ def test_fuzzed_frames_never_break_the_hub_nor_lose_data(hub: HubProcess) -> Non
             await raw.recv_op("pong", timeout=10)
         except ConnectionClosed:
             assert raw.conn.close_code in (1008, 1009)  # type: ignore[attr-defined]
-        await raw.close()
-        async with Client(hub.url, "checker") as c:
-            acked.append((await c.send("fuzzer", "still serving", timeout=10)).seq)
+        raw.abort()  # it may hold unread frames: no closing handshake to wait for
+        async with Client(hub.url, "checker", channels=[]) as c:
+            acked.append((await c.send("audit", "still serving", timeout=10)).seq)
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(batch=st.lists(frames | raw_text, min_size=1, max_size=15))
     def run(batch: list[str]) -> None:
         asyncio.run(attack(batch))
@@ -173,7 +173,7 @@ def test_fuzzed_frames_never_break_the_hub_nor_lose_data(hub: HubProcess) -> Non
 
     async def stored() -> list[int]:
         async with Client(hub.url, None) as c:
-            page = await c.history(to="fuzzer", limit=1000)
+            page = await c.history(to="audit", limit=1000)
             return [e.seq for e in page.events if e.body == "still serving"]
 
     assert acked and set(acked) <= set(asyncio.run(stored()))
