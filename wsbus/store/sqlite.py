@@ -14,6 +14,7 @@ import asyncio
 import math
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE INDEX IF NOT EXISTS receipts_seq ON receipts (seq, name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+#: batches up to this many rows commit on the event loop's thread (not with --fsync)
+INLINE_ROWS = 64
 
 _COLUMNS = "seq, ts, channel, sender, recipient, thread, kind, body, meta, ref"
 _meta_encode = msgspec.json.Encoder().encode
@@ -157,6 +161,7 @@ class SqliteStore(Store):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-w")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-r")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-c")
+        self._wlock = threading.Lock()
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
         self._c: sqlite3.Connection | None = None
@@ -164,7 +169,9 @@ class SqliteStore(Store):
     # -- plumbing
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        # the writer connection is used from its thread and, for small commits, from the
+        # event loop's thread, never at once (self._wlock)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
@@ -251,7 +258,15 @@ class SqliteStore(Store):
                 conn.execute("ROLLBACK")
                 raise
 
-        await self._on(self._writer, work)
+        if not self.fsync and len(ev_rows) + len(rc_rows) <= INLINE_ROWS:
+            with self._wlock:  # small batch, no fsync: cheaper than a thread round trip
+                work()
+            return
+        await self._on(self._writer, lambda: self._locked(work))
+
+    def _locked(self, fn: Callable[[], T]) -> T:
+        with self._wlock:
+            return fn()
 
     async def query(self, q: Query) -> list[Event]:
         where, args = _where(q)
@@ -366,7 +381,7 @@ class SqliteStore(Store):
                 conn.execute("ROLLBACK")
                 raise
 
-        return await self._on(self._writer, work)
+        return await self._on(self._writer, lambda: self._locked(work))
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking writers (PASSIVE)."""
@@ -396,6 +411,7 @@ class SqliteStore(Store):
 
         await self._on(self._checkpointer, close_checkpointer)
         await self._on(self._reader, close_reader)
-        await self._on(self._writer, close_writer)  # the last close checkpoints the WAL
+        # the last connection to close checkpoints the WAL
+        await self._on(self._writer, lambda: self._locked(close_writer))
         for pool in (self._checkpointer, self._reader, self._writer):
             pool.shutdown(wait=True)
