@@ -441,3 +441,39 @@ def test_sqlite_age_cut_finds_the_last_older_seq_across_gaps(tmp_path: Path) -> 
         expected = max((s for s in seqs if 1000.0 + s < 1000.0 + cutoff_seq), default=0)
         assert _last_seq_before(conn, 1000.0 + cutoff_seq) == expected
     conn.close()
+
+
+async def test_sqlite_small_commit_never_blocks_the_loop_on_a_held_writer(tmp_path: Path) -> None:
+    """While a long prune holds the writer connection, a small append waits on the
+    writer thread, not on the event loop."""
+    import asyncio
+    import threading
+
+    from wsbus.schema import Event
+    from wsbus.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "busy.db")
+    await store.open()
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold() -> None:
+        with store._wlock:
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    ev = Event(seq=1, ts=1.0, channel="c", from_="a", to="b", body="x")
+    append = asyncio.create_task(store.append([ev]))
+    ticks = 0
+    for _ in range(5):  # the loop keeps running while the append waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 5 and not append.done()
+    release.set()
+    await asyncio.wait_for(append, 5)
+    holder.join(5)
+    assert (await store.get(1)) == ev
+    await store.close()

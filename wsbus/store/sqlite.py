@@ -258,9 +258,14 @@ class SqliteStore(Store):
                 conn.execute("ROLLBACK")
                 raise
 
-        if not self.fsync and len(ev_rows) + len(rc_rows) <= INLINE_ROWS:
-            with self._wlock:  # small batch, no fsync: cheaper than a thread round trip
+        small = not self.fsync and len(ev_rows) + len(rc_rows) <= INLINE_ROWS
+        # a small batch without fsync commits right here, cheaper than a thread round
+        # trip; never wait for the lock on the loop (a long prune may hold it)
+        if small and self._wlock.acquire(blocking=False):
+            try:
                 work()
+            finally:
+                self._wlock.release()
             return
         await self._on(self._writer, lambda: self._locked(work))
 
