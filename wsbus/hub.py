@@ -138,7 +138,6 @@ class Hub:
         #: ts of the last committed event
         self.committed_ts = 0.0
         self._joining: dict[Session, list[str]] = {}
-        self.stats = {"events": 0, "deliveries": 0, "batches": 0, "slow_closed": 0}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -324,12 +323,15 @@ class Hub:
             self._push(targets, frame)
 
     def _push(self, targets: Sequence[Any], frame: Any) -> None:
-        """Write a non-event frame (presence, receipt) to sessions, encoded once per codec."""
+        """Write a non-event frame (presence, receipt) to the open sessions."""
+        self._write_all([s for s in targets if not s.closed], frame)
+
+    def _write_all(self, sessions: list[Session], frame: Any) -> None:
+        """Encode ``frame`` once per codec, write it to every session, close slow ones."""
         json_targets: list[Session] = []
         mp_targets: list[Session] = []
-        for s in targets:
-            if not s.closed:
-                (mp_targets if s.codec.binary else json_targets).append(s)
+        for s in sessions:
+            (mp_targets if s.codec.binary else json_targets).append(s)
         limit = self.config.send_queue
         slow: list[Session] = []
         if json_targets:
@@ -389,7 +391,6 @@ class Hub:
             pending = self._inflight.get(seq)
             if pending is not None:
                 pending.waiters.append(session)
-                session.inflight += 1
             else:
                 session.send(Ok(ref=send.ref, seq=seq, ts=ts, duplicate=True))
             return
@@ -419,7 +420,6 @@ class Hub:
         self._refs[key] = (seq, ts)
         if len(self._refs) > self.config.ref_window:
             self._refs.popitem(last=False)
-        session.inflight += 1
         self._wake.set()
 
     async def _write_loop(self) -> None:
@@ -449,7 +449,6 @@ class Hub:
                 assert p.event.ref is not None
                 self._refs.pop((p.event.from_, p.event.ref), None)
                 for s in p.waiters:
-                    s.inflight -= 1
                     s.send(
                         Error(
                             code=ErrorCode.STORE_FAILED,
@@ -462,7 +461,6 @@ class Hub:
         if events:
             self.committed_seq = events[-1].seq
             self.committed_ts = events[-1].ts
-        self.stats["batches"] += 1
         for p in batch:
             ev = p.event
             self._inflight.pop(ev.seq, None)
@@ -471,7 +469,6 @@ class Hub:
             self.counts[key] = self.counts.get(key, 0) + 1
             try:
                 for i, s in enumerate(p.waiters):
-                    s.inflight -= 1
                     s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0))
                 self._remember(ev)
                 self._fanout(ev)
@@ -493,7 +490,6 @@ class Hub:
                 reason=record.reason,
             )
             self._push(self.router.sessions_of(record.channel, sender), frame)
-        self.stats["events"] += len(events)
         if self.has_room():
             self._room.set()
 
@@ -521,30 +517,21 @@ class Hub:
         targets = self.router.recipients(ev.channel, ev.from_, ev.to)
         if not targets:
             return
-        json_live: list[Session] = []
-        mp_live: list[Session] = []
+        live: list[Session] = []
         max_held = self.config.max_held
         for s in cast(list[Session], targets):
             if s.live:
-                (mp_live if s.codec.binary else json_live).append(s)
+                live.append(s)
             elif not s.closed:
-                s.held.append(ev)
+                s.held.append(ev)  # replaying: written after the replay, in order
                 if len(s.held) > max_held:
                     self._slow(s)
-        limit = self.config.send_queue
-        slow: list[Session] = []
-        if json_live:
-            slow += self.broadcast(json_live, JSON.encode(ev), False, limit)
-        if mp_live:
-            slow += self.broadcast(mp_live, MSGPACK.encode(ev), True, limit)
-        for s in slow:
-            self._slow(s)
-        self.stats["deliveries"] += len(json_live) + len(mp_live)
+        if live:
+            self._write_all(live, ev)
 
     def _slow(self, s: Session) -> None:
         if s.closed:
             return
-        self.stats["slow_closed"] += 1
         log.info("closing slow consumer %s (%s)", s.id, ",".join(s.names) or "-")
         s.held = []
         self.close_session(s)

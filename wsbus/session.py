@@ -35,7 +35,6 @@ class Session(abc.ABC):
         self.upto = 0
         self.held: list[Event] = []
         self.closed = False
-        self.inflight = 0
 
     @property
     def name(self) -> str | None:
