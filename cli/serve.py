@@ -124,6 +124,7 @@ def hub_config(settings: Settings) -> HubConfig:
         send_queue=settings.send_queue,
         retention_days=settings.retention_days,
         retention_count=settings.retention_count,
+        loop_window=settings.loop_window,
     )
 
 

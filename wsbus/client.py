@@ -62,10 +62,15 @@ from .schema import (
     Pong,
     Presence,
     Receipt,
+    Register,
+    Registered,
     Roster,
     RosterResult,
     Send,
+    Status,
     Synced,
+    Threads,
+    ThreadsResult,
     Welcome,
 )
 
@@ -106,6 +111,8 @@ class SendResult(msgspec.Struct, frozen=True):
     ts: float
     ref: str
     duplicate: bool = False
+    online: bool | None = None
+    """direct sends: whether the recipient had a connection on the channel"""
 
 
 class Client:
@@ -127,6 +134,7 @@ class Client:
         tmux: str | None = None,
         watch: bool = False,
         presence: bool = True,
+        pending: bool = False,
         token: str | None = None,
         binary: bool = False,
         reconnect: bool = True,
@@ -144,6 +152,7 @@ class Client:
         self.info = {"model": model, "role": role, "host": host, "tmux": tmux}
         self.watch = watch
         self.presence = presence
+        self.pending = pending
         self.token = token
         self.codec: Codec = MSGPACK if binary else JSON
         self.reconnect = reconnect
@@ -164,6 +173,7 @@ class Client:
         self._unacked: dict[str, tuple[Send, asyncio.Future[SendResult]]] = {}
         self._requests: dict[str, tuple[Any, asyncio.Future[Any]]] = {}
         self._acks: list[Ack] = []
+        self._status: Status | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._done = False
@@ -284,9 +294,13 @@ class Client:
         after: int | None = None,
         before: int | None = None,
         limit: int = 100,
+        pending: bool = False,
         timeout: float | None = 30.0,
     ) -> HistoryResult:
-        """Stored events: the latest ``limit`` (or, with ``after``, the next ``limit``)."""
+        """Stored events: the latest ``limit`` (or, with ``after``, the next ``limit``).
+
+        ``pending`` (with ``to``): only direct events to ``to`` without a final receipt.
+        """
         frame = History(
             ref=new_ref(),
             channel=channel,
@@ -296,16 +310,62 @@ class Client:
             after=after,
             before=before,
             limit=limit,
+            pending=pending,
         )
         result: HistoryResult = await self._request(frame, timeout)
         return result
 
     async def roster(
-        self, channel: str | None = None, timeout: float | None = 30.0
+        self, channel: str | None = None, *, all: bool = False, timeout: float | None = 30.0
     ) -> RosterResult:
-        """Names connected on ``channel`` right now."""
-        result: RosterResult = await self._request(Roster(ref=new_ref(), channel=channel), timeout)
+        """Names connected on ``channel`` right now and its registered members
+        (``all``: the registered members of every channel)."""
+        frame = Roster(ref=new_ref(), channel=channel, all=all)
+        result: RosterResult = await self._request(frame, timeout)
         return result
+
+    async def register(
+        self,
+        channel: str,
+        name: str,
+        *,
+        session: str | None = None,
+        host: str | None = None,
+        model: str | None = None,
+        role: str | None = None,
+        enter_delay: float | None = None,
+        leave: bool = False,
+        timeout: float | None = 30.0,
+    ) -> Registered:
+        """Join (or update, or ``leave``) ``channel``'s roster; the answer holds the
+        name given (``-2``... when another session holds ``name``)."""
+        frame = Register(
+            ref=new_ref(),
+            channel=channel,
+            name=name,
+            session=session,
+            host=host,
+            model=model,
+            role=role,
+            enter_delay=enter_delay,
+            leave=leave,
+        )
+        result: Registered = await self._request(frame, timeout)
+        return result
+
+    async def threads(
+        self, channel: str | None = None, timeout: float | None = 30.0
+    ) -> ThreadsResult:
+        """Threads of ``channel`` (or of every channel), most recently active first."""
+        result: ThreadsResult = await self._request(
+            Threads(ref=new_ref(), channel=channel), timeout
+        )
+        return result
+
+    async def status(self, alive: dict[str, bool]) -> None:
+        """(Bridges) report which names have a live tmux session; repeated after reconnects."""
+        self._status = Status(alive=dict(alive))
+        await self._write(self._status)
 
     async def ping(self, timeout: float | None = 10.0) -> Pong:
         result: Pong = await self._request(Ping(ref=new_ref()), timeout)
@@ -380,8 +440,12 @@ class Client:
             kind=self.kind,
             watch=self.watch,
             presence=self.presence,
+            pending=self.pending,
             client="wsbus-python",
-            **self.info,
+            model=self.info["model"],
+            role=self.info["role"],
+            host=self.info["host"],
+            tmux=self.info["tmux"],
         )
 
     def _delay(self, attempt: int) -> float:
@@ -502,6 +566,8 @@ class Client:
         acks, self._acks = self._acks, []
         for ack in acks:
             await conn.send(self.codec.encode(ack), text=not binary)
+        if self._status is not None:
+            await conn.send(self.codec.encode(self._status), text=not binary)
 
     async def _read(self, conn: ClientConnection) -> None:
         decode = self.codec.decode_hub
@@ -521,13 +587,15 @@ class Client:
                     entry = self._unacked.get(frame.ref)
                     if entry is not None and not entry[1].done():
                         entry[1].set_result(
-                            SendResult(frame.seq, frame.ts, frame.ref, frame.duplicate)
+                            SendResult(
+                                frame.seq, frame.ts, frame.ref, frame.duplicate, frame.online
+                            )
                         )
                 case Error():
                     self._on_error(frame)
                 case Presence() | Receipt():
                     await self._queue.put(frame)
-                case HistoryResult() | RosterResult() | Pong():
+                case HistoryResult() | RosterResult() | Registered() | ThreadsResult() | Pong():
                     req = self._requests.get(frame.ref or "")
                     if req is not None and not req[1].done():
                         req[1].set_result(frame)

@@ -82,6 +82,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     hello_timeout: float = 10.0
     max_bad_frames: int = 20
     ping_interval: float = 20.0
+    loop_window: float = 180.0
 
     def db_path(self) -> Path:
         return Path(self.db).expanduser() if self.db else data_dir() / "wsbus.db"
@@ -111,6 +112,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "max_bad_frames": ("WSBUS_MAX_BAD_FRAMES",),
     "ping_interval": ("WSBUS_PING_INTERVAL",),
     "memory": ("WSBUS_MEMORY",),
+    "loop_window": ("WSBUS_LOOP_WINDOW", "AGENT_COMMS_LOOP_WINDOW_SEC"),
 }
 
 

@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_CHANNELS = "too_many_channels"
     UNKNOWN_EVENT = "unknown_event"
     LIMIT_TOO_LARGE = "limit_too_large"
+    NAME_CLAIMED = "name_claimed"
+    UNKNOWN_MEMBER = "unknown_member"
     STORE_FAILED = "store_failed"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
@@ -59,6 +61,8 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.TOO_MANY_CHANNELS: "More channels than `max_channels` on one connection.",
     ErrorCode.UNKNOWN_EVENT: "`ack` for a seq that does not exist (or was pruned).",
     ErrorCode.LIMIT_TOO_LARGE: "A history `limit` above `max_history`.",
+    ErrorCode.NAME_CLAIMED: "Another connected bridge already serves this name in the channel.",
+    ErrorCode.UNKNOWN_MEMBER: "`register` with `leave` for a name not in the roster.",
     ErrorCode.STORE_FAILED: "The store could not commit; the send was not accepted.",
     ErrorCode.SHUTTING_DOWN: "The hub is stopping; retry after reconnecting.",
     ErrorCode.INTERNAL: "The hub failed on this frame (a bug, logged); retrying may work.",

@@ -29,6 +29,7 @@ import msgspec
 from . import __version__
 from .codec import JSON, MSGPACK
 from .errors import CloseCode, ErrorCode, FrameError
+from .loopguard import LoopGuard
 from .routing import PresenceChange, Router
 from .schema import (
     BROADCAST,
@@ -47,17 +48,23 @@ from .schema import (
     Pong,
     Presence,
     Receipt,
+    Register,
+    Registered,
     Roster,
+    RosterEntry,
     RosterResult,
     Send,
+    Status,
     Subscribe,
     Subscribed,
     Synced,
+    Threads,
+    ThreadsResult,
     Unsubscribe,
     Welcome,
 )
 from .session import Session
-from .store import Query, ReceiptRecord, Store
+from .store import MemberRecord, Query, ReceiptRecord, Store
 
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
@@ -93,6 +100,7 @@ class HubConfig(msgspec.Struct):
     retention_count: int = 0
     prune_interval: float = 3600.0
     replay_page: int = 500
+    loop_window: float = 180.0
 
 
 class _Pending(msgspec.Struct):
@@ -138,6 +146,13 @@ class Hub:
         #: ts of the last committed event
         self.committed_ts = 0.0
         self._joining: dict[Session, list[str]] = {}
+        #: (channel, name) -> the bridge session serving it
+        self._claims: dict[tuple[str, str], Session] = {}
+        #: name -> (bridge session, its tmux session alive at the last report)
+        self._alive: dict[str, tuple[Session, bool]] = {}
+        #: (channel, name) -> registered roster member
+        self.members: dict[tuple[str, str], MemberRecord] = {}
+        self.loops = LoopGuard(self.config.loop_window)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,6 +169,7 @@ class Hub:
             self._refs[(sender, ref)] = (seq, ts)
         await self.prune()
         self.counts = await self.store.counts()
+        self.members = {(m.channel, m.name): m for m in await self.store.members()}
         self._writer = asyncio.create_task(self._write_loop(), name="wsbus-writer")
         if self.config.prune_interval > 0:
             self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
@@ -205,6 +221,9 @@ class Hub:
                 ErrorCode.TOO_MANY_CHANNELS,
                 f"{len(channels)} channels requested; at most {self.config.max_channels}",
             )
+        refused: list[str] = []
+        if hello.kind == "bridge":
+            names, refused = self._claim(session, names, channels)
         session.names = tuple(names)
         session.watch = hello.watch
         session.wants_presence = hello.presence
@@ -233,6 +252,38 @@ class Hub:
             recovered=recovered,
             server=f"wsbus/{__version__}",
             limits=self.limits(),
+            refused=refused,
+        )
+
+    def _claim(
+        self, session: Session, names: list[str], channels: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """Claim ``names`` in ``channels`` for a bridge; returns (granted, refused)."""
+        granted: list[str] = []
+        refused: list[str] = []
+        for n in names:
+            held = [
+                self._claims[(c, n)]
+                for c in channels
+                if (c, n) in self._claims and not self._claims[(c, n)].closed
+            ]
+            if held:
+                refused.append(n)
+                continue
+            granted.append(n)
+            for c in channels:
+                self._claims[(c, n)] = session
+        return granted, refused
+
+    def refusal(self, name: str) -> Error:
+        """The error frame telling a bridge it may not serve ``name``."""
+        holder = next((s for (c, n), s in self._claims.items() if n == name), None)
+        host = holder.info.get("host") if holder is not None else None
+        where = f" on host {host}" if host else ""
+        return Error(
+            code=ErrorCode.NAME_CLAIMED,
+            message=f"{name!r} is already served by another bridge{where}; "
+            "this bridge will not deliver to it",
         )
 
     def attach(self, session: Session) -> None:
@@ -240,36 +291,24 @@ class Hub:
         channels = self._joining.pop(session, [])
         self._announce(self.router.attach(session, channels), session.info)
 
-    async def replay(self, session: Session, resume: int | None) -> None:
+    async def replay(self, session: Session, resume: int | None, pending: bool = False) -> None:
         """Send stored events the session missed, then what was held, then go live.
 
         With ``resume`` every entitled event after it is replayed; without, the
         session's names get their direct events still pending a final receipt.
+        ``pending`` with ``resume``: those pending events from before ``resume``
+        come first.
         """
         upto = session.upto
         channels = sorted(session.channels)
         entitled = None if session.watch else list(session.names)
+        if channels and session.names and pending and resume is not None:
+            await self._replay_range(
+                session, channels, list(session.names), 0, min(resume, upto) + 1, True
+            )
         if channels and (resume is not None or entitled):
             cursor = resume if resume is not None else 0
-            pending_only = resume is None
-            page = self.config.replay_page
-            while not session.closed:
-                q = Query(
-                    limit=page,
-                    channels=channels,
-                    entitled=entitled,
-                    after=cursor,
-                    before=upto + 1,
-                    pending_only=pending_only,
-                )
-                events = await self.store.query(q)
-                for ev in events:
-                    if session.closed:
-                        return
-                    await session.write_async(session.codec.encode(ev))
-                if len(events) < page:
-                    break
-                cursor = events[-1].seq
+            await self._replay_range(session, channels, entitled, cursor, upto + 1, resume is None)
         if session.closed:
             return
         held, session.held = session.held, []
@@ -279,6 +318,34 @@ class Hub:
         session.live = True
         session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
 
+    async def _replay_range(
+        self,
+        session: Session,
+        channels: list[str],
+        entitled: list[str] | None,
+        cursor: int,
+        before: int,
+        pending_only: bool,
+    ) -> None:
+        page = self.config.replay_page
+        while not session.closed:
+            q = Query(
+                limit=page,
+                channels=channels,
+                entitled=entitled,
+                after=cursor,
+                before=before,
+                pending_only=pending_only,
+            )
+            events = await self.store.query(q)
+            for ev in events:
+                if session.closed:
+                    return
+                await session.write_async(session.codec.encode(ev))
+            if len(events) < page:
+                return
+            cursor = events[-1].seq
+
     def close_session(self, session: Session) -> None:
         """Forget a session that disconnected; report names gone down."""
         self._joining.pop(session, None)
@@ -286,6 +353,11 @@ class Hub:
             return
         session.closed = True
         self.sessions.discard(session)
+        if session.info.get("kind") == "bridge":
+            for key in [k for k, s in self._claims.items() if s is session]:
+                del self._claims[key]
+            for name in [n for n, (s, _) in self._alive.items() if s is session]:
+                del self._alive[name]
         self._announce(self.router.detach(session), session.info)
 
     def subscribe(self, session: Session, frame: Subscribe) -> None:
@@ -402,6 +474,10 @@ class Hub:
         if ts <= self._last_ts:
             ts = self._last_ts + 1e-6
         self._last_ts = ts
+        loop = None
+        if send.kind != "notice":
+            recipients = [send.to] if send.to != BROADCAST else self._channel_names(channel)
+            loop = self.loops.record(ts, sender, recipients) or None
         ev = Event(
             seq=seq,
             ts=ts,
@@ -413,6 +489,7 @@ class Hub:
             kind=send.kind or session.info.get("kind"),
             meta=send.meta,
             ref=send.ref,
+            loop=loop,
         )
         pending = _Pending(ev, [session])
         self._queue.append(pending)
@@ -467,9 +544,12 @@ class Hub:
             assert ev.ref is not None
             key = (ev.channel, ev.to)
             self.counts[key] = self.counts.get(key, 0) + 1
+            online = (
+                None if ev.to == BROADCAST else bool(self.router.sessions_of(ev.channel, ev.to))
+            )
             try:
                 for i, s in enumerate(p.waiters):
-                    s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0))
+                    s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0, online=online))
                 self._remember(ev)
                 self._fanout(ev)
             except Exception:  # never let one event stop the writer
@@ -580,9 +660,13 @@ class Hub:
                 f"limit {h.limit} is over max_history {self.config.max_history}",
                 h.ref,
             )
+        if h.pending and h.to in (None, BROADCAST):
+            raise FrameError(ErrorCode.INVALID_FRAME, "pending needs a name in `to`", h.ref)
         q = Query(
             limit=h.limit,
             channels=[h.channel] if h.channel else None,
+            entitled=[h.to] if h.pending and h.to else None,
+            pending_only=h.pending,
             to=h.to,
             sender=h.from_,
             thread=h.thread,
@@ -595,6 +679,9 @@ class Hub:
         return HistoryResult(ref=h.ref, events=events, more=more)
 
     def roster(self, session: Session, r: Roster) -> RosterResult:
+        if r.all:
+            entries = [self._entry(m) for _, m in sorted(self.members.items())]
+            return RosterResult(ref=r.ref, channel="*", members=[], registered=entries)
         channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
         members = []
         for name, sessions in sorted(self.router.online(channel).items()):
@@ -610,7 +697,109 @@ class Hub:
                     tmux=info.get("tmux"),
                 )
             )
-        return RosterResult(ref=r.ref, channel=channel, members=members)
+        return RosterResult(
+            ref=r.ref, channel=channel, members=members, registered=self._registered(channel)
+        )
+
+    def _registered(self, channel: str) -> list[RosterEntry]:
+        return [self._entry(m) for (c, _), m in sorted(self.members.items()) if c == channel]
+
+    def _entry(self, m: MemberRecord) -> RosterEntry:
+        served = self._alive.get(m.name)
+        state: Any = None
+        if served is not None and not served[0].closed:
+            state = "up" if served[1] else "down"
+        return RosterEntry(
+            channel=m.channel,
+            name=m.name,
+            joined=m.joined,
+            last_active=m.last_active,
+            session=m.session,
+            host=m.host,
+            model=m.model,
+            role=m.role,
+            enter_delay=m.enter_delay,
+            state=state,
+            connected=bool(self.router.sessions_of(m.channel, m.name)),
+        )
+
+    def _channel_names(self, channel: str) -> list[str]:
+        """Registered members and connected names of a channel."""
+        names = {n for (c, n) in self.members if c == channel}
+        names.update(self.router.online(channel))
+        return sorted(names)
+
+    async def register(self, session: Session, r: Register) -> Registered:
+        """Add, update or remove a roster member (durably, before answering)."""
+        if self._stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", r.ref)
+        if r.leave:
+            if (r.channel, r.name) not in self.members:
+                raise FrameError(
+                    ErrorCode.UNKNOWN_MEMBER, f"{r.name!r} is not in {r.channel!r}'s roster", r.ref
+                )
+            await self.store.remove_member(r.channel, r.name)
+            del self.members[(r.channel, r.name)]
+            return Registered(
+                ref=r.ref,
+                channel=r.channel,
+                name=r.name,
+                existed=True,
+                left=True,
+                members=self._registered(r.channel),
+            )
+        name = self._member_name(r)
+        prior = self.members.get((r.channel, name))
+        now = time.time()
+        member = MemberRecord(
+            channel=r.channel,
+            name=name,
+            joined=prior.joined if prior else now,
+            last_active=now,
+            session=r.session if r.session is not None else (prior.session if prior else None),
+            host=r.host if r.host is not None else (prior.host if prior else None),
+            model=r.model or (prior.model if prior else None),
+            role=r.role or (prior.role if prior else None),
+            enter_delay=r.enter_delay
+            if r.enter_delay is not None
+            else (prior.enter_delay if prior else None),
+        )
+        await self.store.put_member(member)
+        self.members[(r.channel, name)] = member
+        return Registered(
+            ref=r.ref,
+            channel=r.channel,
+            name=name,
+            existed=prior is not None,
+            members=self._registered(r.channel),
+        )
+
+    def _member_name(self, r: Register) -> str:
+        """The name a registration gets: the same session keeps its name, else a free one."""
+        taken = {n: m for (c, n), m in self.members.items() if c == r.channel}
+        if r.session is not None:
+            for n, m in taken.items():
+                if m.session == r.session and m.host == r.host:
+                    return n
+        prior = taken.get(r.name)
+        if prior is None or prior.session is None or r.session is None:
+            return r.name
+        base = r.name
+        i = 2
+        while f"{base}-{i}" in taken:
+            i += 1
+        return f"{base}-{i}"[:64]
+
+    def status(self, session: Session, st: Status) -> None:
+        """A bridge's report of which of its names have a live tmux session."""
+        for name, alive in st.alive.items():
+            if name in session.names:
+                self._alive[name] = (session, alive)
+
+    async def threads(self, session: Session, t: Threads) -> ThreadsResult:
+        if self._stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", t.ref)
+        return ThreadsResult(ref=t.ref, threads=await self.store.threads(t.channel))
 
     def ping(self, p: Ping) -> Pong:
         return Pong(ts=time.time(), ref=p.ref)

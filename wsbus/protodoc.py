@@ -42,12 +42,19 @@ from .schema import (
     Pong,
     Presence,
     Receipt,
+    Register,
+    Registered,
     Roster,
+    RosterEntry,
     RosterResult,
     Send,
+    Status,
     Subscribe,
     Subscribed,
     Synced,
+    ThreadInfo,
+    Threads,
+    ThreadsResult,
     Unsubscribe,
     Welcome,
 )
@@ -268,6 +275,7 @@ LIMIT_NOTES: dict[str, str] = {
     "retention_count": "at most this many events are kept (0: no count limit)",
     "prune_interval": "seconds between retention runs (also run at start)",
     "replay_page": "events read from the store per replay query",
+    "loop_window": "seconds over which `event.loop` counts the messages between two names",
 }
 
 STATUS_NOTES: dict[str, str] = {
@@ -300,6 +308,19 @@ _EVENT = Event(
     ref="7f3a9c1e04b2",
 )
 
+_MEMBER = RosterEntry(
+    channel="acme-web",
+    name="claude",
+    joined=_TS - 86400,
+    last_active=_TS - 60,
+    session="claude",
+    host="devbox",
+    model="claude-opus-4-7",
+    role="orchestration + reasoning",
+    state="up",
+    connected=True,
+)
+
 EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     Hello: Hello(
         name="alice",
@@ -324,6 +345,17 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     Unsubscribe: Unsubscribe(channels=["deploy"]),
     History: History(ref="h-1", channel="build", thread="ci", limit=20),
     Roster: Roster(ref="r-1", channel="build"),
+    Register: Register(
+        ref="g-1",
+        channel="acme-web",
+        name="claude",
+        session="claude",
+        host="devbox",
+        model="claude-opus-4-7",
+        role="orchestration + reasoning",
+    ),
+    Status: Status(alive={"claude": True, "codex": False}),
+    Threads: Threads(ref="t-1", channel="acme-web"),
     Ping: Ping(ref="p-1"),
     Welcome: Welcome(
         hub="3f9c2a7d1b04",
@@ -359,6 +391,14 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
             Member(name="alice", connections=1, kind="agent", host="devbox", tmux="alice"),
             Member(name="bob", connections=2, kind="agent", role="builder"),
         ],
+        registered=[_MEMBER],
+    ),
+    Registered: Registered(
+        ref="g-1", channel="acme-web", name="claude", existed=False, members=[_MEMBER]
+    ),
+    ThreadsResult: ThreadsResult(
+        ref="t-1",
+        threads=[ThreadInfo("acme-web", "acme-web", 12, _TS - 3600, _TS)],
     ),
     Pong: Pong(ts=_TS, ref="p-1"),
 }
@@ -624,7 +664,7 @@ def render() -> str:
     parts += ["## Hub → client frames", FRAMES_INTRO]
     parts += [frame_section(c, HubFrame, "Hub → client") for c in hub]
     parts += ["## Nested structures"]
-    parts += [struct_section(c) for c in (Limits, Member)]
+    parts += [struct_section(c) for c in (Limits, Member, RosterEntry, ThreadInfo)]
     parts += ["## Error codes", ERRORS_INTRO, error_table()]
     parts += ["## Close codes", CLOSE_INTRO, close_table()]
     parts += [limits_section()]

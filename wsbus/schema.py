@@ -42,12 +42,19 @@ __all__ = [
     "Pong",
     "Presence",
     "Receipt",
+    "Register",
+    "Registered",
     "Roster",
+    "RosterEntry",
     "RosterResult",
     "Send",
+    "Status",
     "Subscribe",
     "Subscribed",
     "Synced",
+    "ThreadInfo",
+    "Threads",
+    "ThreadsResult",
     "Unsubscribe",
     "Welcome",
     "valid_name",
@@ -64,8 +71,13 @@ BROADCAST = "*"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 TARGET_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$"
-THREAD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
-THREAD_RULE = "1-64 characters: letters, digits, '.', '_' or '-', no '..', no '/'"
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"
+THREAD_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+THREAD_MAX = 128
+THREAD_RULE = (
+    "1-128 characters: letters, digits, '.', '_' or '-', '/' between parts"
+    " (hermes/pmxt-execution); no '..', no leading '/'"
+)
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _THREAD_RE = re.compile(THREAD_PATTERN)
@@ -78,7 +90,7 @@ def valid_name(value: str) -> bool:
 
 def valid_thread(value: str) -> bool:
     """Whether ``value`` is a valid thread name."""
-    return len(value) <= 64 and bool(_THREAD_RE.match(value))
+    return len(value) <= THREAD_MAX and bool(_THREAD_RE.match(value))
 
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description=NAME_RULE)]
@@ -87,7 +99,7 @@ Target = Annotated[
     str, msgspec.Meta(pattern=TARGET_PATTERN, description="a name, or '*' for the channel")
 ]
 Thread = Annotated[
-    str, msgspec.Meta(pattern=THREAD_PATTERN, max_length=64, description=THREAD_RULE)
+    str, msgspec.Meta(pattern=THREAD_PATTERN, max_length=THREAD_MAX, description=THREAD_RULE)
 ]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Label = Annotated[str, msgspec.Meta(max_length=128)]
@@ -112,7 +124,11 @@ class Hello(Frame, tag="hello"):
     ``resume`` is the seq of the last event the client processed: the hub replays
     every event after it that the client is entitled to, then ``synced``, then live
     events. Without ``resume`` the client gets live events only (plus, for each of
-    its names, direct events still pending a final receipt). ``watch``: receive
+    its names, direct events still pending a final receipt); ``pending`` with
+    ``resume`` replays those pending events from before ``resume`` first (a bridge
+    that starts serving a new name). ``kind: bridge`` claims the names in the
+    channels: one bridge per name and channel, names another bridge holds are
+    refused (listed in ``welcome.refused``). ``watch``: receive
     every event of the channels, others' direct events included. ``presence``:
     false to receive no presence frames (the connection's names still count).
     An empty ``channels`` list makes a send- and query-only connection.
@@ -131,6 +147,7 @@ class Hello(Frame, tag="hello"):
     client: Label | None = None
     watch: bool = False
     presence: bool = True
+    pending: bool = False
 
 
 class Send(Frame, tag="send"):
@@ -186,7 +203,8 @@ class History(Frame, tag="history"):
 
     With ``after`` the page runs forward from that seq; otherwise it holds the
     latest ``limit`` events before ``before`` (or the head). Events come in seq
-    order either way.
+    order either way. ``pending`` (needs ``to``): only direct events to ``to``
+    that have no final receipt by it yet (its unread inbox).
     """
 
     ref: Ref
@@ -197,10 +215,51 @@ class History(Frame, tag="history"):
     after: Seq | None = None
     before: Seq | None = None
     limit: Annotated[int, msgspec.Meta(ge=1)] = 100
+    pending: bool = False
 
 
 class Roster(Frame, tag="roster"):
-    """Who is connected on a channel; answered by ``roster_result``."""
+    """Who is on a channel: connected names and registered members (``roster_result``).
+
+    ``all``: every channel's registered members (and no connected list).
+    """
+
+    ref: Ref
+    channel: Channel | None = None
+    all: bool = False
+
+
+class Register(Frame, tag="register"):
+    """Join (or update, or with ``leave`` quit) a channel's roster; answered by ``registered``.
+
+    Members are keyed by name. A member with the same ``host`` and ``session``
+    keeps its name; a name taken by another session gets ``-2``, ``-3``... (the
+    answer carries the name given). ``leave`` removes ``name`` from the roster.
+    """
+
+    ref: Ref
+    channel: Channel
+    name: Name
+    session: Label | None = None
+    host: Label | None = None
+    model: Label | None = None
+    role: Label | None = None
+    enter_delay: Annotated[float, msgspec.Meta(ge=0, le=60)] | None = None
+    leave: bool = False
+
+
+class Status(Frame, tag="status"):
+    """A bridge reports whether the tmux session of each of its names is alive.
+
+    ``roster`` shows a registered member *up* only while a bridge serving it is
+    connected and its last report said alive.
+    """
+
+    alive: dict[Name, bool]
+
+
+class Threads(Frame, tag="threads"):
+    """List the threads of a channel (or of every channel); answered by ``threads_result``."""
 
     ref: Ref
     channel: Channel | None = None
@@ -212,7 +271,19 @@ class Ping(Frame, tag="ping"):
     ref: Ref | None = None
 
 
-ClientFrame = Hello | Send | Ack | Subscribe | Unsubscribe | History | Roster | Ping
+ClientFrame = (
+    Hello
+    | Send
+    | Ack
+    | Subscribe
+    | Unsubscribe
+    | History
+    | Roster
+    | Register
+    | Status
+    | Threads
+    | Ping
+)
 
 # --------------------------------------------------------------------------- hub -> client
 
@@ -243,10 +314,17 @@ class Welcome(Frame, tag="welcome"):
     protocol: int = 1
     server: str = ""
     limits: Limits | None = None
+    refused: list[str] = []
 
 
 class Event(Frame, tag="event"):
-    """One stored event. ``seq`` and ``ts`` strictly increase together."""
+    """One stored event. ``seq`` and ``ts`` strictly increase together.
+
+    ``loop`` (live events only, not stored): for each recipient that has exchanged
+    messages with the sender recently, how many events went between the two, in
+    either direction, within the hub's loop window, this one included. Recipients
+    use it to warn agents caught in a reply loop.
+    """
 
     seq: int
     ts: float
@@ -258,6 +336,7 @@ class Event(Frame, tag="event"):
     kind: str | None = None
     meta: dict[str, Any] | None = None
     ref: str | None = None
+    loop: dict[str, int] | None = None
 
 
 class Synced(Frame, tag="synced"):
@@ -274,12 +353,18 @@ class Subscribed(Frame, tag="subscribed"):
 
 
 class Ok(Frame, tag="ok"):
-    """A ``send`` is durably stored as event ``seq``. ``duplicate``: ref seen before."""
+    """A ``send`` is durably stored as event ``seq``. ``duplicate``: ref seen before.
+
+    ``online`` (direct events): whether a connection for the recipient was
+    subscribed to the channel when the event was committed (false: it waits,
+    pending, until one connects).
+    """
 
     ref: str
     seq: int
     ts: float
     duplicate: bool = False
+    online: bool | None = None
 
 
 class Error(Frame, tag="error"):
@@ -335,12 +420,61 @@ class Member(msgspec.Struct, omit_defaults=True):
     tmux: str | None = None
 
 
+class RosterEntry(msgspec.Struct, omit_defaults=True):
+    """One registered member of a channel's roster.
+
+    ``state``: ``up`` or ``down`` as last reported by the bridge serving the name
+    (its tmux session alive or not); absent when no bridge serves it now.
+    """
+
+    channel: str
+    name: str
+    joined: float
+    last_active: float
+    session: str | None = None
+    host: str | None = None
+    model: str | None = None
+    role: str | None = None
+    enter_delay: float | None = None
+    state: Literal["up", "down"] | None = None
+    connected: bool = False
+
+
 class RosterResult(Frame, tag="roster_result"):
-    """Answer to ``roster``."""
+    """Answer to ``roster``: ``members`` are connected names, ``registered`` the roster."""
 
     ref: str
     channel: str
     members: list[Member]
+    registered: list[RosterEntry] = []
+
+
+class Registered(Frame, tag="registered"):
+    """Answer to ``register``: the name given, whether it was already a member, the roster."""
+
+    ref: str
+    channel: str
+    name: str
+    existed: bool
+    members: list[RosterEntry]
+    left: bool = False
+
+
+class ThreadInfo(msgspec.Struct, omit_defaults=True):
+    """One thread: its channel, name, number of entries and first/last times."""
+
+    channel: str
+    thread: str
+    entries: int
+    first_ts: float
+    last_ts: float
+
+
+class ThreadsResult(Frame, tag="threads_result"):
+    """Answer to ``threads``, most recently active first."""
+
+    ref: str
+    threads: list[ThreadInfo]
 
 
 class Pong(Frame, tag="pong"):
@@ -361,5 +495,7 @@ HubFrame = (
     | Receipt
     | HistoryResult
     | RosterResult
+    | Registered
+    | ThreadsResult
     | Pong
 )

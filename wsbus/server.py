@@ -21,9 +21,12 @@ from .schema import (
     Hello,
     History,
     Ping,
+    Register,
     Roster,
     Send,
+    Status,
     Subscribe,
+    Threads,
     Unsubscribe,
 )
 from .session import Session
@@ -172,8 +175,10 @@ class WsServer:
                 await conn.close(CloseCode.BAD_HELLO, err.message[:120])
                 return
             session.send(welcome)
+            for name in welcome.refused:
+                session.send(self.hub.refusal(name))
             self.hub.attach(session)
-            replay = asyncio.create_task(self._replay(session, hello.resume))
+            replay = asyncio.create_task(self._replay(session, hello.resume, hello.pending))
             bad = 0
             async for data in conn:
                 if session.closed:
@@ -207,9 +212,9 @@ class WsServer:
             if replay is not None:
                 replay.cancel()
 
-    async def _replay(self, session: WsSession, resume: int | None) -> None:
+    async def _replay(self, session: WsSession, resume: int | None, pending: bool) -> None:
         try:
-            await self.hub.replay(session, resume)
+            await self.hub.replay(session, resume, pending)
         except ConnectionClosed:
             pass
         except Exception:
@@ -248,6 +253,12 @@ class WsServer:
                 session.send(await hub.history(session, frame))
             case Roster():
                 session.send(hub.roster(session, frame))
+            case Register():
+                session.send(await hub.register(session, frame))
+            case Status():
+                hub.status(session, frame)
+            case Threads():
+                session.send(await hub.threads(session, frame))
             case Ping():
                 session.send(hub.ping(frame))
             case Subscribe():

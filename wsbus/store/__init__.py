@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from .base import Query, ReceiptRecord, Store, StoreInfo
+from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
 from .memory import MemoryStore
 from .sqlite import SqliteStore
 
-__all__ = ["MemoryStore", "Query", "ReceiptRecord", "SqliteStore", "Store", "StoreInfo"]
+__all__ = [
+    "MemberRecord",
+    "MemoryStore",
+    "Query",
+    "ReceiptRecord",
+    "SqliteStore",
+    "Store",
+    "StoreInfo",
+]

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from ..schema import Event
+from ..schema import Event, ThreadInfo
 
-__all__ = ["Query", "ReceiptRecord", "Store", "StoreInfo"]
+__all__ = ["MemberRecord", "Query", "ReceiptRecord", "Store", "StoreInfo"]
 
 
 class StoreInfo(msgspec.Struct):
@@ -39,6 +39,20 @@ class ReceiptRecord(msgspec.Struct):
     ts: float
     reason: str | None = None
     final: bool = True
+
+
+class MemberRecord(msgspec.Struct, omit_defaults=True):
+    """A registered member of a channel's roster (kept until it leaves)."""
+
+    channel: str
+    name: str
+    joined: float
+    last_active: float
+    session: str | None = None
+    host: str | None = None
+    model: str | None = None
+    role: str | None = None
+    enter_delay: float | None = None
 
 
 class Query(msgspec.Struct):
@@ -104,6 +118,22 @@ class Store(abc.ABC):
     async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
         """Remove events older than ``older_than_ts`` or beyond the newest ``keep``
         (``keep`` 0: no count limit). Returns ``(removed, pruned_seq)``."""
+
+    @abc.abstractmethod
+    async def threads(self, channel: str | None) -> list[ThreadInfo]:
+        """Threads with retained events (of ``channel``, or all), most recent first."""
+
+    @abc.abstractmethod
+    async def members(self) -> list[MemberRecord]:
+        """Every registered roster member."""
+
+    @abc.abstractmethod
+    async def put_member(self, member: MemberRecord) -> None:
+        """Durably add or replace a roster member (keyed by channel and name)."""
+
+    @abc.abstractmethod
+    async def remove_member(self, channel: str, name: str) -> None:
+        """Durably remove a roster member."""
 
     async def checkpoint(self) -> None:
         """Housekeeping off the commit path, called about once a second (default: none)."""

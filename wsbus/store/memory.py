@@ -6,8 +6,8 @@ import bisect
 import uuid
 from collections.abc import Sequence
 
-from ..schema import BROADCAST, Event
-from .base import Query, ReceiptRecord, Store, StoreInfo
+from ..schema import BROADCAST, Event, ThreadInfo
+from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
 from .filters import matches
 
 __all__ = ["MemoryStore"]
@@ -23,6 +23,7 @@ class MemoryStore(Store):
         self._seqs: list[int] = []
         self._receipts: dict[int, list[ReceiptRecord]] = {}
         self._pruned_seq = 0
+        self._members: dict[tuple[str, str], MemberRecord] = {}
         self._hub_id = uuid.uuid4().hex[:12]
 
     async def open(self) -> StoreInfo:
@@ -104,6 +105,29 @@ class MemoryStore(Store):
         del self._events[:cut]
         del self._seqs[:cut]
         return cut, self._pruned_seq
+
+    async def threads(self, channel: str | None) -> list[ThreadInfo]:
+        found: dict[tuple[str, str], ThreadInfo] = {}
+        for ev in self._events:
+            if ev.thread is None or (channel is not None and ev.channel != channel):
+                continue
+            key = (ev.channel, ev.thread)
+            info = found.get(key)
+            if info is None:
+                found[key] = ThreadInfo(ev.channel, ev.thread, 1, ev.ts, ev.ts)
+            else:
+                info.entries += 1
+                info.last_ts = ev.ts
+        return sorted(found.values(), key=lambda t: t.last_ts, reverse=True)
+
+    async def members(self) -> list[MemberRecord]:
+        return list(self._members.values())
+
+    async def put_member(self, member: MemberRecord) -> None:
+        self._members[(member.channel, member.name)] = member
+
+    async def remove_member(self, channel: str, name: str) -> None:
+        self._members.pop((channel, name), None)
 
     async def close(self) -> None:
         return None

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..schema import BROADCAST, Event
-from .base import Query, ReceiptRecord, Store, StoreInfo
+from ..schema import BROADCAST, Event, ThreadInfo
+from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
 
 __all__ = ["SqliteStore"]
 
@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 CREATE INDEX IF NOT EXISTS receipts_seq ON receipts (seq, name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    channel TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (channel, name)
+);
 """
 
 #: batches up to this many rows commit on the event loop's thread (not with --fsync)
@@ -66,6 +72,7 @@ INLINE_ROWS = 64
 _COLUMNS = "seq, ts, channel, sender, recipient, thread, kind, body, meta, ref"
 _meta_encode = msgspec.json.Encoder().encode
 _meta_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_member_decode = msgspec.json.Decoder(MemberRecord).decode
 
 
 def _row_to_event(row: tuple[Any, ...]) -> Event:
@@ -387,6 +394,46 @@ class SqliteStore(Store):
                 raise
 
         return await self._on(self._writer, lambda: self._locked(work))
+
+    async def threads(self, channel: str | None) -> list[ThreadInfo]:
+        where = "WHERE thread IS NOT NULL" + (" AND channel = ?" if channel is not None else "")
+        sql = (
+            "SELECT channel, thread, count(*), min(ts), max(ts) FROM events "
+            f"{where} GROUP BY channel, thread ORDER BY max(ts) DESC"
+        )
+        args = (channel,) if channel is not None else ()
+
+        def work() -> list[ThreadInfo]:
+            rows = self._rconn().execute(sql, args).fetchall()
+            return [ThreadInfo(c, t, n, first, last) for c, t, n, first, last in rows]
+
+        return await self._on(self._reader, work)
+
+    async def members(self) -> list[MemberRecord]:
+        def work() -> list[MemberRecord]:
+            rows = self._rconn().execute("SELECT data FROM members").fetchall()
+            return [_member_decode(r[0]) for r in rows]
+
+        return await self._on(self._reader, work)
+
+    async def put_member(self, member: MemberRecord) -> None:
+        data = _meta_encode(member)
+
+        def work() -> None:
+            self._wconn().execute(
+                "INSERT OR REPLACE INTO members (channel, name, data) VALUES (?, ?, ?)",
+                (member.channel, member.name, data),
+            )
+
+        await self._on(self._writer, lambda: self._locked(work))
+
+    async def remove_member(self, channel: str, name: str) -> None:
+        def work() -> None:
+            self._wconn().execute(
+                "DELETE FROM members WHERE channel = ? AND name = ?", (channel, name)
+            )
+
+        await self._on(self._writer, lambda: self._locked(work))
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking writers (PASSIVE)."""

@@ -1,0 +1,70 @@
+"""Loop guard: how often two names exchanged messages within a recent window.
+
+Two agents that answer every message loop forever. The hub counts the events
+between each pair (either direction) over a sliding window; recipients of a new
+event learn the count for their pair (``Event.loop``) and can warn the agent.
+Plain synchronous code, tested without sockets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+__all__ = ["LoopGuard"]
+
+
+class LoopGuard:
+    """Sliding-window counts of events per unordered pair of names."""
+
+    def __init__(self, window: float = 180.0, max_pairs: int = 100_000) -> None:
+        self.window = window
+        self.max_pairs = max_pairs
+        self._pairs: dict[tuple[str, str], deque[float]] = {}
+
+    @staticmethod
+    def _key(a: str, b: str) -> tuple[str, str]:
+        return (a, b) if a <= b else (b, a)
+
+    def record(self, now: float, sender: str, recipients: Iterable[str]) -> dict[str, int]:
+        """Count one event from ``sender`` to each recipient; return the counts >= 2.
+
+        A count of 1 (the first message in the window) is left out: only pairs
+        already in conversation are reported.
+        """
+        if self.window <= 0:
+            return {}
+        cutoff = now - self.window
+        out: dict[str, int] = {}
+        for r in recipients:
+            if r == sender:
+                continue
+            key = self._key(sender, r)
+            times = self._pairs.get(key)
+            if times is None:
+                if len(self._pairs) >= self.max_pairs:
+                    self._evict(cutoff)
+                times = self._pairs[key] = deque()
+            while times and times[0] <= cutoff:
+                times.popleft()
+            times.append(now)
+            if len(times) >= 2:
+                out[r] = len(times)
+        return out
+
+    def count(self, now: float, a: str, b: str) -> int:
+        """Events between ``a`` and ``b`` within the window ending at ``now``."""
+        times = self._pairs.get(self._key(a, b))
+        if not times:
+            return 0
+        cutoff = now - self.window
+        return sum(1 for t in times if t > cutoff)
+
+    def _evict(self, cutoff: float) -> None:
+        stale = [k for k, t in self._pairs.items() if not t or t[-1] <= cutoff]
+        for k in stale:
+            del self._pairs[k]
+        if len(self._pairs) >= self.max_pairs:  # still full: drop the oldest half
+            by_age = sorted(self._pairs, key=lambda k: self._pairs[k][-1])
+            for k in by_age[: len(by_age) // 2]:
+                del self._pairs[k]
