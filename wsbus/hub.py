@@ -146,6 +146,8 @@ class Hub:
         #: ts of the last committed event
         self.committed_ts = 0.0
         self._joining: dict[Session, list[str]] = {}
+        #: name -> every open session acting for it (any channels, or none)
+        self._by_name: dict[str, set[Session]] = {}
         #: (channel, name) -> the bridge session serving it
         self._claims: dict[tuple[str, str], Session] = {}
         #: name -> (bridge session, its tmux session alive at the last report)
@@ -225,6 +227,8 @@ class Hub:
         if hello.kind == "bridge":
             names, refused = self._claim(session, names, channels)
         session.names = tuple(names)
+        for n in names:
+            self._by_name.setdefault(n, set()).add(session)
         session.watch = hello.watch
         session.wants_presence = hello.presence
         session.info = {
@@ -353,6 +357,12 @@ class Hub:
             return
         session.closed = True
         self.sessions.discard(session)
+        for n in session.names:
+            owners = self._by_name.get(n)
+            if owners is not None:
+                owners.discard(session)
+                if not owners:
+                    del self._by_name[n]
         if session.info.get("kind") == "bridge":
             for key in [k for k, s in self._claims.items() if s is session]:
                 del self._claims[key]
@@ -569,7 +579,7 @@ class Hub:
                 ts=record.ts,
                 reason=record.reason,
             )
-            self._push(self.router.sessions_of(record.channel, sender), frame)
+            self._push(list(self._by_name.get(sender, ())), frame)
         if self.has_room():
             self._room.set()
 

@@ -193,9 +193,9 @@ RECEIPTS = """\
 
 A recipient reports what happened to an event with `ack` (`seq`, `status`, `reason`?,
 `name`?). The acknowledging name must be the event's `to` (or the event a broadcast).
-The receipt is stored with the next commit, then pushed as a `receipt` frame to the
-sender's connections on the event's channel (a sender that was offline finds it in
-the store).
+The receipt is stored with the next commit, then pushed as a `receipt` frame to every
+connection of the sender, whatever its channels (a send-only connection can wait for
+the receipt of what it sent).
 
 {statuses}
 
@@ -213,6 +213,29 @@ unsubscribe), every connection on that channel, the name's own included, gets a
 `presence` frame with `state` `up` or `down` and the client info from `hello`. Presence
 is not stored: `roster` answers who is up now, with a connection count per name (on the
 given channel, else the connection's first channel in sort order).
+
+## Rosters, bridges and threads
+
+A channel is also a *project* (tmux-agent-comms): besides who is connected, it has a
+durable roster of registered members. `register` adds or updates a member (name, tmux
+session, host, model, role, enter delay) and answers `registered` with the name given:
+the same host and session keep their name, a name held by another session gets `-2`,
+`-3`... `register` with `leave` removes a member. `roster` answers both lists:
+`members` (connected now) and `registered` (the roster, each entry with `state` `up` or
+`down` while a bridge serves the name, and `connected`).
+
+A *bridge* (`hello.kind = "bridge"`) delivers events into tmux panes for several names.
+One bridge serves a name in a channel: names another connected bridge already holds
+are refused (listed in `welcome.refused`, each with a `name_claimed` error frame); the
+rest are served. A bridge reports with `status` which of its names have a live tmux
+session; that is the `state` of their roster entries. `hello.pending` with `resume`
+replays the direct events still pending for the names from before `resume` (a bridge
+taking over a new name gets what waited for it).
+
+Threads are events with a `thread` (`a/b` names are allowed); `threads` lists them with
+their entry counts. Each live event carries `loop`: for each recipient already in
+conversation with the sender, the number of events between the two (either direction,
+notices excluded) within `loop_window` seconds. Recipients warn agents caught in a loop.
 """
 
 QUERIES = """\

@@ -389,7 +389,8 @@ class Presence(Frame, tag="presence"):
 
 
 class Receipt(Frame, tag="receipt"):
-    """A recipient acknowledged event ``seq`` (pushed to the sender, and stored)."""
+    """A recipient acknowledged event ``seq`` (stored, and pushed to every connection
+    of the sender, whatever its channels: a send-only connection can wait for it)."""
 
     seq: int
     channel: str
