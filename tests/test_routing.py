@@ -90,13 +90,17 @@ def test_broadcast_reaches_everyone_but_the_senders_own_sessions() -> None:
     assert r.recipients("empty", "alice", BROADCAST) == []
 
 
-def test_broadcast_skips_a_bridge_acting_for_the_sender() -> None:
+def test_broadcast_reaches_a_bridge_for_its_other_names() -> None:
+    # a bridge acting for alice and bot must deliver bot's broadcast to alice
     r = Router()
-    bridge, bob = make("alice", "bot"), make("bob")
+    bridge, bob, carol = make("alice", "bot"), make("bob"), make("carol")
     r.attach(bridge, ["default"])
     r.attach(bob, ["default"])
-    assert same(r.recipients("default", "bot", BROADCAST), bob)
-    assert same(r.recipients("default", "bob", BROADCAST), bridge)
+    r.attach(carol, ["default"])
+    assert same(r.recipients("default", "bot", BROADCAST), bob, carol, bridge)
+    assert same(r.recipients("default", "bob", BROADCAST), bridge, carol)
+    assert entitled(("alice", "bot"), False, "bot", BROADCAST)
+    assert not entitled(("bob",), False, "bob", BROADCAST)
 
 
 # ------------------------------------------------------------------ watchers
@@ -249,10 +253,10 @@ def test_entitled() -> None:
     assert entitled(["bob"], False, "alice", "bob")
     assert not entitled(["bob"], False, "alice", "carol")
     assert entitled(("alice", "bot"), False, "carol", "bot")
-    # broadcasts: everyone but the sender
+    # broadcasts: everyone but a session acting for the sender alone
     assert entitled(["bob"], False, "alice", BROADCAST)
     assert not entitled(["alice"], False, "alice", BROADCAST)
-    assert not entitled(("alice", "bot"), False, "bot", BROADCAST)
+    assert entitled(("alice", "bot"), False, "bot", BROADCAST)
     # watchers: everything, their own broadcasts included
     assert entitled(["ops"], True, "alice", "bob")
     assert entitled(["ops"], True, "ops", BROADCAST)

@@ -141,8 +141,9 @@ async def test_query_entitled(filled: Store) -> None:
     assert await seqs(filled, entitled=["bob"]) == [1, 3, 4, 6, 8]
     assert await seqs(filled, entitled=["alice"]) == [2, 5, 6]
     assert await seqs(filled, entitled=["carol"]) == [3, 5, 7]
-    # several names (a bridge): direct to either; broadcasts by neither
-    assert await seqs(filled, entitled=["alice", "carol"]) == [2, 5, 7]
+    # several names (a bridge): direct to either, and every broadcast (one name's
+    # broadcast is for the others)
+    assert await seqs(filled, entitled=["alice", "carol"]) == [2, 3, 5, 6, 7]
     assert await seqs(filled, entitled=["bob"], channels=["default"]) == [1, 3, 8]
     assert await seqs(filled, entitled=["bob"], limit=2, latest=True) == [6, 8]
     assert await seqs(filled, entitled=["nobody"]) == [3, 5, 6]

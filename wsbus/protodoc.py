@@ -127,7 +127,8 @@ LIFECYCLE = f"""\
 5. **live.** Events as they are committed, plus `presence`, `receipt` and answers.
 
 Entitlement: on its channels, a connection receives the direct events addressed to one
-of its names and the broadcasts (`to` = `*`) not sent by one of its names. A `watch`
+of its names and the broadcasts (`to` = `*`), except the broadcasts of its only name (a
+connection acting for several names gets one's broadcasts for the others). A `watch`
 connection gets every event on its channels, its own broadcasts too. A connection may
 have no name (it then only listens) or several (a bridge acting for many agents;
 `send.from` and `ack.name` pick one, the first is the default). Presence and receipt

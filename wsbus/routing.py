@@ -9,7 +9,8 @@ Rules:
 - a direct event (``to`` = a name) goes to every session acting for that name
   on the event's channel, and to the channel's watchers;
 - a broadcast (``to`` = ``*``) goes to every session on the channel except the
-  sender's own sessions (watchers see their own broadcasts too);
+  sessions acting for the sender alone (watchers see their own broadcasts too; a
+  bridge acting for several names gets one name's broadcasts for the others);
 - a name is *up* on a channel while at least one session acts for it there.
 """
 
@@ -46,7 +47,7 @@ def entitled(names: Iterable[str], watch: bool, sender: str, to: str) -> bool:
     if watch:
         return True
     if to == BROADCAST:
-        return sender not in names
+        return set(names) != {sender}
     return to in names
 
 
@@ -116,7 +117,8 @@ class Router:
             subs = self._channel.get(channel)
             if not subs:
                 return []
-            return [s for s in subs.values() if s.watch or sender not in s.names]
+            alone = (sender,)
+            return [s for s in subs.values() if s.watch or s.names != alone]
         direct = self._direct.get((channel, to))
         watchers = self._watchers.get(channel)
         if not watchers:

@@ -19,7 +19,7 @@ def matches(q: Query, channel: str, sender: str, to: str, thread: str | None) ->
     if q.thread is not None and thread != q.thread:
         return False
     if q.entitled is not None:
-        if to == BROADCAST:
-            return sender not in q.entitled
+        if to == BROADCAST:  # not back to a session acting for the sender alone
+            return set(q.entitled) != {sender}
         return to in q.entitled
     return True

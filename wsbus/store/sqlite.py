@@ -121,13 +121,16 @@ def _where(q: Query) -> tuple[str, list[Any]]:
                 "NOT EXISTS (SELECT 1 FROM receipts r WHERE r.seq = events.seq"
                 " AND r.name = events.recipient AND r.final = 1)"
             )
-        else:
-            clauses.append(
-                f"(recipient IN ({marks}) OR (recipient = ? AND sender NOT IN ({marks})))"
-            )
+        elif len(set(q.entitled)) == 1:
+            # broadcasts, except back to a session acting for their sender alone
+            clauses.append(f"(recipient IN ({marks}) OR (recipient = ? AND sender != ?))")
             args.extend(q.entitled)
             args.append(BROADCAST)
+            args.append(q.entitled[0])
+        else:
+            clauses.append(f"(recipient IN ({marks}) OR recipient = ?)")
             args.extend(q.entitled)
+            args.append(BROADCAST)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
