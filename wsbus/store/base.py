@@ -59,8 +59,8 @@ class Query(msgspec.Struct):
     """A range of events, filtered; results always ascend by seq.
 
     ``entitled`` keeps what those names may receive: events addressed to one of
-    them, and broadcasts (``to == "*"``), except a single name's own broadcasts. ``latest`` takes the
-    last ``limit`` events of the range instead of the first.
+    them, and broadcasts (``to == "*"``), except a single name's own broadcasts.
+    ``latest`` takes the last ``limit`` events of the range instead of the first.
     """
 
     limit: int
