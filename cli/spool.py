@@ -119,10 +119,11 @@ class Spool:
             except FileNotFoundError:
                 continue  # taken by a concurrent relay
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as err:
-                self._set_aside(path, err)
+                self.set_aside(path, err)
         return out
 
-    def _set_aside(self, path: Path, err: Exception) -> None:
+    def set_aside(self, path: Path, err: Exception) -> None:
+        """Move a record that cannot be read or was refused to ``bad/`` (kept, not sent)."""
         bad = self.directory / "bad"
         log.warning("spool: cannot read %s (%s); moving it to %s", path, err, bad)
         try:

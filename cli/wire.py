@@ -1,0 +1,85 @@
+"""Conventions shared by the tmux-agent-comms commands, the bridge and the relay.
+
+The hub only knows events; these are the few agreements on top of them that let
+an ``agent_comms post`` on one machine become a doorbell on another:
+
+- a direct message is an event to a name on the ``default`` channel (or the
+  one given); a broadcast is ``to = "*"``;
+- a thread entry is an event with ``thread``; a *project* is a channel with a
+  registered roster, and ``post P`` to a project posts to thread ``P`` of channel
+  ``P``; the sender's model rides in ``meta.model``;
+- a join announcement is ``kind = "notice"`` (typed as ``MARKER body``);
+- an event first delivered without the hub (the no-hub fallback) carries
+  ``meta.local`` (name -> receipt status), ``meta.host`` and ``meta.sent_at``,
+  so the bridge on that host does not type it a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+from wsbus.client import Client
+from wsbus.schema import Receipt
+
+__all__ = [
+    "KIND_NOTICE",
+    "META_HOST",
+    "META_LOCAL",
+    "META_MODEL",
+    "META_SENT_AT",
+    "NO_REPLY",
+    "hostname",
+    "sent_at",
+    "wait_receipt",
+]
+
+KIND_NOTICE = "notice"
+META_MODEL = "model"
+META_LOCAL = "local"
+META_HOST = "host"
+META_SENT_AT = "sent_at"
+NO_REPLY = "[no-reply]"
+
+
+def hostname() -> str:
+    """This machine's name as the roster and the bridge record it."""
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+def sent_at(meta: dict[str, Any] | None, ts: float) -> float:
+    """When a message was written: ``meta.sent_at`` for a spooled one, else ``ts``."""
+    if meta:
+        value = meta.get(META_SENT_AT)
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+    return ts
+
+
+async def wait_receipt(
+    client: Client, seq: int, names: set[str], timeout: float, *, final_only: bool = True
+) -> dict[str, Receipt]:
+    """Wait for receipts of event ``seq`` from ``names``; returns what arrived.
+
+    Returns when every name has a final receipt (or, with ``final_only`` false,
+    any receipt), or after ``timeout`` seconds. The client should listen to no
+    channels: receipts reach every connection of the sender.
+    """
+    got: dict[str, Receipt] = {}
+    finals = {"read", "submitted", "unsubmitted", "failed"}
+
+    async def collect() -> None:
+        async for item in client:
+            if not isinstance(item, Receipt) or item.seq != seq or item.by not in names:
+                continue
+            prior = got.get(item.by)
+            if prior is None or prior.status not in finals:
+                got[item.by] = item
+            if all(n in got and (not final_only or got[n].status in finals) for n in names):
+                return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(collect(), timeout)
+    return got
