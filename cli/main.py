@@ -9,13 +9,13 @@ from collections.abc import Callable, Sequence
 
 from wsbus import __version__
 
-from . import history, listen, send, serve
+from . import bridge, history, inbox, listen, relay, send, serve, show
 from .common import client_errors
 from .exits import CliError, Exit
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (serve, send, listen, history)
+COMMANDS = (serve, send, listen, history, show, inbox, bridge, relay)
 
 DESCRIPTION = """\
 wsbus: a realtime event bus for AI coding agents and the people who run them.

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import msgspec
 
-from wsbus.client import Client
-from wsbus.schema import NAME_RULE, THREAD_RULE, valid_name, valid_thread
+from wsbus.client import Client, new_ref
+from wsbus.errors import HubUnreachable
+from wsbus.schema import NAME_RULE, THREAD_RULE, Receipt, valid_name, valid_thread
 
 from .common import Subcommands, add_client_args, need_name, settings_from
+from .comms_paths import CommsPaths
 from .exits import CliError, Exit
 from .render import stamp
+from .spool import Spool, SpoolRecord
+from .wire import wait_receipt
 
-__all__ = ["read_body", "register", "run"]
+__all__ = ["delivery_line", "read_body", "register", "run"]
 
 EXAMPLES = """\
 examples:
@@ -22,6 +27,8 @@ examples:
   echo "deploy done" | WSBUS_NAME=alice wsbus send bob      # body from stdin
   wsbus send --as alice '*' "standup in 5"                   # whole channel
   wsbus send --as alice bob --thread parser --json "see PR 12"
+  wsbus send --as alice codex --confirm "run the tests"      # wait for the delivery receipt
+  wsbus send --as alice codex --spool "ping"                 # hub down: spool it for the relay
 """
 
 
@@ -40,6 +47,22 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     p.add_argument("--kind", help="event kind (default: agent)")
     p.add_argument(
         "--ref", help="idempotency key (default: random); resending it stores nothing new"
+    )
+    p.add_argument(
+        "--confirm",
+        action="store_true",
+        help="wait for the recipient's receipt (submitted into its pane, or read)",
+    )
+    p.add_argument(
+        "--confirm-timeout",
+        type=float,
+        default=30.0,
+        help="seconds --confirm waits for the receipt (default 30)",
+    )
+    p.add_argument(
+        "--spool",
+        action="store_true",
+        help="if the hub is unreachable, spool the message for `wsbus relay` instead of failing",
     )
     add_client_args(p)
     p.set_defaults(func=run)
@@ -72,15 +95,38 @@ async def run(args: argparse.Namespace) -> int:
     body = read_body(args.message)
     if not body.strip():
         raise CliError("empty message: nothing to send", Exit.USAGE)
+    if args.confirm and args.to == "*":
+        raise CliError("--confirm needs one recipient, not '*'", Exit.USAGE)
     client = Client(
         settings.url,
         name,
-        channels=[],  # send-only: receives no events, only its oks
+        channels=[],  # send-only: receives no events, only its oks (and receipts)
         kind=args.kind or "agent",
         open_timeout=settings.timeout,
         presence=False,
     )
-    await client.connect()
+    ref = args.ref or new_ref()
+    try:
+        await client.connect()
+    except HubUnreachable as err:
+        if not args.spool:
+            raise
+        path = Spool(CommsPaths.from_env().spool).put(
+            SpoolRecord(
+                ref=ref,
+                sender=name,
+                to=args.to,
+                body=body,
+                channel=settings.channel,
+                thread=args.thread,
+                kind=args.kind,
+                spooled_at=time.time(),
+            )
+        )
+        if not args.quiet:
+            print(f"spooled: {err}; `wsbus relay` or the bridge forwards it ({path.name})")
+        return Exit.OK
+    receipt: Receipt | None = None
     try:
         result = await client.send(
             args.to,
@@ -88,9 +134,12 @@ async def run(args: argparse.Namespace) -> int:
             channel=settings.channel,
             thread=args.thread,
             kind=args.kind,
-            ref=args.ref,
+            ref=ref,
             timeout=settings.timeout,
         )
+        if args.confirm and result.online is not False:
+            got = await wait_receipt(client, result.seq, {args.to}, args.confirm_timeout)
+            receipt = got.get(args.to)
     finally:
         await client.close()
     if args.json:
@@ -104,8 +153,25 @@ async def run(args: argparse.Namespace) -> int:
             "to": args.to,
             "duplicate": result.duplicate,
         }
+        if args.confirm:
+            out["delivery"] = receipt.status if receipt else "queued"
+            out["reason"] = receipt.reason if receipt else None
         sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
     elif not args.quiet:
         again = " (already stored)" if result.duplicate else ""
         print(f"sent #{result.seq} at {stamp(result.ts)} to {args.to} on {settings.channel}{again}")
+        if args.confirm:
+            print(delivery_line(args.to, receipt))
+    if receipt is not None and receipt.status in ("unsubmitted", "failed"):
+        return Exit.FAILURE
     return Exit.OK
+
+
+def delivery_line(to: str, receipt: Receipt | None) -> str:
+    """What became of a confirmed send, in one line."""
+    if receipt is None or receipt.status == "session_down":
+        return f"queued: {to} is offline; it gets the message when it is back"
+    if receipt.status in ("submitted", "read"):
+        return f"delivered: {to} ({receipt.status})"
+    why = f" — {receipt.reason}" if receipt.reason else ""
+    return f"{receipt.status.upper()}: {to}{why}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from typing import Any
 
@@ -45,7 +46,11 @@ NO_REPLY = "[no-reply]"
 
 
 def hostname() -> str:
-    """This machine's name as the roster and the bridge record it."""
+    """This machine's name as rosters and bridges record it (``WSBUS_HOSTNAME`` overrides:
+    two bridges on one machine, or a container whose hostname changes)."""
+    override = os.environ.get("WSBUS_HOSTNAME", "").strip()
+    if override:
+        return override
     return socket.gethostname().split(".")[0] or "localhost"
 
 
@@ -59,25 +64,24 @@ def sent_at(meta: dict[str, Any] | None, ts: float) -> float:
 
 
 async def wait_receipt(
-    client: Client, seq: int, names: set[str], timeout: float, *, final_only: bool = True
+    client: Client, seq: int, names: set[str], timeout: float
 ) -> dict[str, Receipt]:
-    """Wait for receipts of event ``seq`` from ``names``; returns what arrived.
+    """Wait for receipts of event ``seq`` from ``names``; returns the latest of each.
 
-    Returns when every name has a final receipt (or, with ``final_only`` false,
-    any receipt), or after ``timeout`` seconds. The client should listen to no
-    channels: receipts reach every connection of the sender.
+    Returns once every name has a final receipt or ``session_down`` (the message
+    is queued until the pane is back: no need to keep the sender waiting), or
+    after ``timeout`` seconds. The client should listen to no channels: receipts
+    reach every connection of the sender.
     """
     got: dict[str, Receipt] = {}
-    finals = {"read", "submitted", "unsubmitted", "failed"}
+    settled = {"read", "submitted", "unsubmitted", "failed", "session_down"}
 
     async def collect() -> None:
         async for item in client:
             if not isinstance(item, Receipt) or item.seq != seq or item.by not in names:
                 continue
-            prior = got.get(item.by)
-            if prior is None or prior.status not in finals:
-                got[item.by] = item
-            if all(n in got and (not final_only or got[n].status in finals) for n in names):
+            got[item.by] = item
+            if all(n in got and got[n].status in settled for n in names):
                 return
 
     with contextlib.suppress(TimeoutError):

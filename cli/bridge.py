@@ -1,0 +1,481 @@
+"""``wsbus bridge``: deliver the bus into the tmux panes of this machine's agents.
+
+One process per machine, one hub connection acting for every local agent (see
+:func:`.bridge_core.local_agents`). Each event becomes one line typed into the
+right pane by a per-pane worker (one injection at a time per pane, in seq
+order), then a receipt goes back to the sender: ``submitted``, ``unsubmitted``,
+``failed``, or ``session_down`` while the pane is gone — the message then waits
+and is typed when the session is back (after the registry's ``revive_cmd``, if
+any). Thread entries are mirrored to markdown files first, so the doorbell
+points at a file that exists here. Every few seconds the bridge re-reads the
+registry and the hub's rosters, reports which panes are alive (the roster's
+up/down) and forwards the spool of senders that could not reach the hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from wsbus.client import Client
+from wsbus.errors import ClientError, HubUnreachable
+from wsbus.schema import BROADCAST, Event, RosterEntry
+
+from .audit import audit
+from .bridge_core import (
+    LocalAgent,
+    Progress,
+    already_delivered,
+    local_agents,
+    long_copy,
+    pane_text,
+    targets,
+)
+from .common import Subcommands, add_client_args, settings_from, warn
+from .comms_paths import CommsPaths, CommsTunables, private_dir, write_atomic
+from .exits import CliError, Exit
+from .inject import Injector, is_one_line
+from .registry import Registry, RegistryError
+from .relay import forward
+from .spool import Spool
+from .threadfiles import render, thread_file, write_mirror
+from .tmux import Tmux
+from .wire import META_MODEL, hostname, sent_at
+
+__all__ = ["Bridge", "register", "run"]
+
+log = logging.getLogger("wsbus.bridge")
+
+EXAMPLES = """\
+examples:
+  wsbus bridge                          # serve this machine's agents on the local hub
+  wsbus bridge --url ws://hub.lan:8765  # a hub on another machine
+  wsbus up                              # hub + bridge in the background
+"""
+
+STATUS_WORDS = {
+    "submitted": "DELIVERED",
+    "unsubmitted": "UNSUBMITTED",
+    "failed": "INJECT_FAIL",
+    "session_down": "SESSION_DOWN",
+}
+
+
+class _Job:
+    __slots__ = ("agent", "event", "text")
+
+    def __init__(self, agent: LocalAgent, event: Event, text: str) -> None:
+        self.agent = agent
+        self.event = event
+        self.text = text
+
+
+class Bridge:
+    """The bridge's state and tasks (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        paths: CommsPaths,
+        tunables: CommsTunables,
+        tmux: Tmux | None = None,
+        host: str | None = None,
+        scan_interval: float = 2.0,
+        timeout: float = 10.0,
+        verbose: bool = False,
+    ) -> None:
+        self.url = url
+        self.paths = paths
+        self.tun = tunables
+        self.tmux = tmux or Tmux()
+        self.injector = Injector(self.tmux, verify_delay=tunables.verify_delay)
+        self.host = host or hostname()
+        self.scan_interval = scan_interval
+        self.timeout = timeout
+        self.verbose = verbose
+        state = paths.state / "bridge"
+        private_dir(state)
+        self.progress = Progress(state / f"{self.host}.json")
+        self.spool = Spool(paths.spool)
+        self.agents: dict[str, LocalAgent] = {}
+        self.client: Client | None = None
+        self._queues: dict[str, asyncio.Queue[_Job]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._alive: dict[str, bool] = {}
+        self._alive_sent = 0.0
+        self._mirror_lock = asyncio.Lock()
+        self._refused: set[str] = set()
+        self._last_roster: list[RosterEntry] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve until cancelled: connect, deliver, rescan, reconnect when names change."""
+        self.agents = local_agents(self._registry(), [], self.host)
+        while True:
+            client = self._connect_client()
+            self.client = client
+            try:
+                welcome = await client.connect(wait=True)
+            except ClientError as err:
+                warn(f"bridge: {err}")
+                await asyncio.sleep(self.scan_interval)
+                continue
+            if self.progress.hub not in (None, welcome.hub):
+                self.progress.reset(welcome.hub)
+            self.progress.hub = welcome.hub
+            self._note_refused(welcome.refused)
+            self._say(
+                f"bridge: serving {', '.join(sorted(self.agents)) or '(no agents yet)'} "
+                f"for host {self.host} on {self.url}"
+            )
+            reader = asyncio.create_task(self._read(client))
+            try:
+                await self._watch(client)  # returns when the served names change
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                await client.close()
+
+    def _connect_client(self) -> Client:
+        channels = sorted({c for a in self.agents.values() for c in a.channels} | {"default"})
+        return Client(
+            self.url,
+            names=sorted(self.agents),
+            channels=channels,
+            kind="bridge",
+            host=self.host,
+            presence=False,
+            pending=True,
+            resume=self.progress.cursor,
+            hub_id=self.progress.hub,
+            open_timeout=self.timeout,
+            on_state=self._on_state,
+        )
+
+    def _on_state(self, state: str, details: dict[str, object]) -> None:
+        if state == "reconnecting":
+            warn(f"bridge: hub connection lost ({details.get('error', '')}); reconnecting")
+        elif state == "truncated":
+            warn("bridge: the hub's history was truncated; some messages may be gone")
+
+    def _note_refused(self, refused: list[str]) -> None:
+        for name in refused:
+            if name not in self._refused:
+                warn(f"bridge: {name!r} is served by another bridge; not delivering to it here")
+        self._refused = set(refused)
+
+    def _registry(self) -> Registry:
+        try:
+            return Registry.load(self.paths.registry)
+        except RegistryError as err:
+            warn(f"bridge: {err}; using no registry agents")
+            return Registry(self.paths.registry, {"agents": {}})
+
+    # ------------------------------------------------------------------ periodic work
+
+    async def _watch(self, client: Client) -> None:
+        while True:
+            roster = await self._roster(client)
+            agents = local_agents(self._registry(), roster, self.host)
+            if set(agents) != set(self.agents) or any(
+                agents[n].channels != self.agents[n].channels for n in agents
+            ):
+                self.agents = agents
+                self._say("bridge: the local agents changed; reconnecting to serve them")
+                return
+            self.agents = agents  # sessions, delays and revive commands may change
+            await self._report_alive(client)
+            await self._forward_spool()
+            await asyncio.sleep(self.scan_interval)
+
+    async def _roster(self, client: Client) -> list[RosterEntry]:
+        try:
+            result = await client.roster(all=True, timeout=self.timeout)
+        except (ClientError, TimeoutError):
+            return self._last_roster  # keep serving what we knew
+        self._last_roster = list(result.registered)
+        return self._last_roster
+
+    async def _report_alive(self, client: Client) -> None:
+        sessions = {a.name: a.session for a in self.agents.values()}
+        alive_sessions = set(await asyncio.to_thread(self.tmux.list_sessions))
+        alive = {n: s in alive_sessions for n, s in sessions.items() if n not in self._refused}
+        now = time.monotonic()
+        if alive != self._alive or now - self._alive_sent > 30:
+            self._alive = alive
+            self._alive_sent = now
+            with contextlib.suppress(ClientError):
+                await client.status(alive)
+
+    async def _forward_spool(self) -> None:
+        if not len(self.spool):
+            return
+        try:
+            result = await forward(self.spool, self.url, timeout=self.timeout)
+        except (HubUnreachable, ClientError, TimeoutError) as err:
+            log.info("spool forward failed: %s", err)
+            return
+        if result.forwarded or result.rejected:
+            self._say(
+                f"bridge: forwarded {result.forwarded} spooled message(s)"
+                + (f", {result.rejected} refused" if result.rejected else "")
+            )
+
+    # ------------------------------------------------------------------ events
+
+    async def _read(self, client: Client) -> None:
+        async for item in client:
+            if isinstance(item, Event):
+                await self._dispatch(item)
+
+    async def _dispatch(self, ev: Event) -> None:
+        chosen = [a for a in targets(ev, self.agents) if a.name not in self._refused]
+        todo = self.progress.receive(ev.seq, [a.name for a in chosen])
+        if not todo:
+            self.progress.save()
+            return
+        mirror = await self._mirror(ev) if ev.thread else None
+        copy = None
+        for agent in chosen:
+            if agent.name not in todo:
+                continue
+            status = already_delivered(ev, agent.name, self.host)
+            if status is not None:
+                await self._ack(ev, agent.name, status, "delivered without the hub")
+                self.progress.finish(ev.seq, agent.name)
+                continue
+            if copy is None and not ev.thread and ev.kind != "notice":
+                copy = await self._long_copy(ev)
+            text = pane_text(ev, agent.name, self.tun, mirror=mirror, copy=copy)
+            self._queue(agent.session).put_nowait(_Job(agent, ev, text))
+        self.progress.save()
+
+    async def _long_copy(self, ev: Event) -> Path | None:
+        if is_one_line(ev.body, self.tun.one_line_max):
+            return None
+        path = self.paths.state / "messages" / f"{ev.seq}.md"
+        try:
+            private_dir(path.parent)
+            await asyncio.to_thread(write_atomic, path, long_copy(ev).encode())
+        except OSError as err:
+            warn(f"bridge: cannot write {path}: {err}")
+            return None
+        return path
+
+    async def _mirror(self, ev: Event) -> Path | None:
+        """Rewrite the local markdown mirror of ``ev``'s thread from the hub's history."""
+        assert ev.thread is not None
+        try:
+            path = thread_file(self.paths.threads, ev.channel, ev.thread)
+        except ValueError as err:
+            warn(f"bridge: not mirroring thread {ev.thread!r}: {err}")
+            return None
+        client = self.client
+        if client is None:
+            return path
+        async with self._mirror_lock:
+            events: list[Event] = []
+            before = ev.seq + 1
+            try:
+                while True:
+                    page = await client.history(
+                        channel=ev.channel, thread=ev.thread, before=before, limit=500
+                    )
+                    events[:0] = page.events
+                    if not page.more or not page.events:
+                        break
+                    before = page.events[0].seq
+            except (ClientError, TimeoutError) as err:
+                warn(f"bridge: cannot read thread {ev.thread!r} for its mirror: {err}")
+                events = [ev]
+            text = render(
+                (
+                    e.from_,
+                    None if e.to == BROADCAST else e.to,
+                    str((e.meta or {}).get(META_MODEL) or "") or None,
+                    sent_at(e.meta, e.ts),
+                    self.tun.clip(e.body),
+                )
+                for e in events
+            )
+            try:
+                await asyncio.to_thread(
+                    write_mirror, path, text, lock_timeout=self.tun.lock_timeout
+                )
+            except OSError as err:
+                warn(f"bridge: cannot write {path}: {err}")
+        return path
+
+    # ------------------------------------------------------------------ panes
+
+    def _queue(self, session: str) -> asyncio.Queue[_Job]:
+        q = self._queues.get(session)
+        if q is None:
+            q = self._queues[session] = asyncio.Queue()
+            self._workers[session] = asyncio.create_task(self._worker(session, q))
+        return q
+
+    async def _worker(self, session: str, q: asyncio.Queue[_Job]) -> None:
+        while True:
+            job = await q.get()
+            try:
+                await self._deliver(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery of event %d failed", job.event.seq)
+                await self._ack(job.event, job.agent.name, "failed", "bridge error (logged)")
+                self.progress.finish(job.event.seq, job.agent.name)
+                self.progress.save()
+
+    async def _deliver(self, job: _Job) -> None:
+        agent, ev = job.agent, job.event
+        current = self.agents.get(agent.name, agent)
+        delay = current.enter_delay if current.enter_delay is not None else self.tun.enter_delay
+        down_reported = False
+        revived = False
+        while True:
+            outcome = await self.injector.deliver_async(
+                current.session, job.text, delay, paste=current.paste
+            )
+            if outcome.status != "session_down":
+                break
+            if current.revive_cmd and not revived:
+                revived = True
+                await self._revive(current)
+                continue
+            if not down_reported:
+                down_reported = True
+                await self._ack(ev, agent.name, "session_down", f"tmux session {current.session!r}")
+                self._audit(ev, agent.name, "session_down")
+            await self._wait_for_session(current)
+            current = self.agents.get(agent.name, current)
+        await self._ack(ev, agent.name, outcome.status, outcome.reason)
+        self._audit(ev, agent.name, outcome.status)
+        if self.verbose:
+            self._say(f"bridge: #{ev.seq} {ev.from_} -> {agent.name}: {outcome.status}")
+        self.progress.finish(ev.seq, agent.name)
+        self.progress.save()
+
+    async def _wait_for_session(self, agent: LocalAgent) -> None:
+        while not await asyncio.to_thread(self.tmux.has_session, agent.session):
+            await asyncio.sleep(min(self.scan_interval, 1.0))
+            agent = self.agents.get(agent.name, agent)
+
+    async def _revive(self, agent: LocalAgent) -> None:
+        """Run the registry's revive command (local config only, never from a message)."""
+        assert agent.revive_cmd is not None
+        self._say(f"bridge: session {agent.session!r} is down; running its revive_cmd")
+
+        def work() -> None:
+            try:
+                r = subprocess.run(
+                    agent.revive_cmd or "",
+                    shell=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.tun.revive_timeout,
+                )
+                if r.returncode != 0:
+                    warn(f"bridge: revive {agent.name!r} failed rc={r.returncode}")
+            except (OSError, subprocess.TimeoutExpired) as err:
+                warn(f"bridge: revive {agent.name!r} failed: {err}")
+
+        await asyncio.to_thread(work)
+        deadline = time.monotonic() + self.tun.revive_grace
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(self.tmux.has_session, agent.session):
+                return
+            await asyncio.sleep(0.2)
+
+    async def _ack(self, ev: Event, name: str, status: str, reason: str | None) -> None:
+        client = self.client
+        if client is None:
+            return
+        with contextlib.suppress(ClientError):
+            await client.ack(ev.seq, status, reason=reason, name=name)
+
+    def _audit(self, ev: Event, name: str, status: str) -> None:
+        word = STATUS_WORDS.get(status, status.upper())
+        if ev.thread:
+            word = ("DOORBELL" if status == "submitted" else f"DOORBELL_{word}") + f":{ev.thread}"
+        audit(self.paths.log, ev.from_, name, word, ev.body)
+
+    def _say(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    async def close(self) -> None:
+        for task in self._workers.values():
+            task.cancel()
+        for task in self._workers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.progress.save()
+        if self.client is not None:
+            await self.client.close()
+
+
+def register(sub: Subcommands) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "bridge",
+        help="type bus messages into this machine's tmux agents",
+        description=(
+            "Deliver events into the tmux panes of this machine's agents (the enabled "
+            "agents of the tmux-agent-comms registry and the roster members registered "
+            "from this host), one injection at a time per pane, and send receipts back."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--host", help="this machine's name in rosters (env WSBUS_HOSTNAME; default hostname)"
+    )
+    p.add_argument(
+        "--scan-interval",
+        type=float,
+        default=2.0,
+        help="seconds between registry/roster rescans and pane checks (default 2)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="print every delivery")
+    add_client_args(p, channel=False)
+    p.set_defaults(func=run)
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    try:
+        tunables = CommsTunables.from_env()
+    except ValueError as err:
+        raise CliError(str(err), Exit.USAGE) from None
+    bridge = Bridge(
+        settings.url,
+        paths=CommsPaths.from_env(),
+        tunables=tunables,
+        host=args.host,
+        scan_interval=args.scan_interval,
+        timeout=settings.timeout,
+        verbose=args.verbose,
+    )
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        await bridge.run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await bridge.close()
+    return Exit.OK
