@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from wsbus.cli.inject import stamp_hm
 from wsbus.cli.wire import wait_receipt
 from wsbus.client import Client
 
-from .helpers import HubProcess, async_wait_for, wait_for
+from .helpers import HubProcess, wait_for
 from .tmuxkit import TMUX, Machine
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
@@ -41,6 +41,15 @@ def machines(
     yield make
     for m in made:
         m.close()
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    """Poll an async condition with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
 
 
 async def sender(hub: HubProcess, name: str) -> Client:
@@ -65,3 +74,238 @@ async def test_short_message_is_one_submitted_line_with_a_receipt(
         await c.close()
     line = f"{MARKER} from=claude {stamp_hm(ok.ts)} | build the parser"
     assert codex.submitted() == [line]
+
+
+async def test_multiline_body_arrives_as_one_doorbell_line_pointing_at_a_copy(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex")
+    m.start_bridge()
+    body = "step 1: parse\nstep 2: build\nstep 3: ship"
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("codex", body)
+        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
+        assert got["codex"].status == "submitted"
+    finally:
+        await c.close()
+    lines = codex.submitted()
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith(f"{MARKER} from=claude {stamp_hm(ok.ts)} | long message (3 lines")
+    assert f"wsbus show {ok.seq}" in line
+    copy = Path(line.split("read it: ")[1].split(" or ")[0])
+    assert copy.read_text().endswith(body + "\n")
+    shown = m.wsbus("show", str(ok.seq), "--body")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == body + "\n"
+
+
+async def test_control_characters_neither_interrupt_nor_corrupt(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex")
+    m.start_bridge()
+    evil = "stop\x03 now\x1b[2J\x1b]0;pwned\x07 \x7fdone\u202e!"
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("codex", evil)
+        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
+        assert got["codex"].status == "submitted"
+    finally:
+        await c.close()
+    assert codex.submitted() == [f"{MARKER} from=claude {stamp_hm(ok.ts)} | stop now done!"]
+    assert "<interrupt>" not in codex.records()
+
+
+async def test_fast_enter_is_retried_until_the_message_is_submitted(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    # this TUI takes an Enter within 200 ms of typing as nothing; the agent's
+    # enter_delay (0.05 s) is shorter, so only the submission check saves it
+    m = machines("alpha")
+    codex = m.agent("codex", "--ignore-fast-enter-ms", "200", enter_delay=0.05)
+    m.start_bridge()
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("codex", "submit me once")
+        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
+        assert got["codex"].status == "submitted", got
+    finally:
+        await c.close()
+    assert codex.submitted() == [f"{MARKER} from=claude {stamp_hm(ok.ts)} | submit me once"]
+
+
+async def test_a_message_for_a_down_session_is_delivered_when_it_starts(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex")
+    codex.stop()
+    m.start_bridge()
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("codex", "are you there?")
+        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
+        assert got["codex"].status == "session_down", got
+        codex.start()
+        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
+        assert got["codex"].status == "submitted", got
+    finally:
+        await c.close()
+    assert codex.submitted() == [f"{MARKER} from=claude {stamp_hm(ok.ts)} | are you there?"]
+
+
+async def test_concurrent_senders_never_interleave_in_one_pane(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex", enter_delay=0.05)
+    m.start_bridge()
+    a, b = await sender(hub, "alice"), await sender(hub, "bob")
+    n = 6
+    try:
+        sends = [a.send("codex", f"alice message {i} " + "a" * 60) for i in range(n)]
+        sends += [b.send("codex", f"bob message {i} " + "b" * 60) for i in range(n)]
+        oks = await asyncio.gather(*sends)
+        assert len({ok.seq for ok in oks}) == 2 * n
+        wait_for(lambda: len(codex.submitted()) >= 2 * n, timeout=60)
+    finally:
+        await a.close()
+        await b.close()
+    lines = codex.submitted()
+    assert len(lines) == 2 * n, lines
+    for who, ch in (("alice", "a"), ("bob", "b")):
+        mine = [ln for ln in lines if f"from={who} " in ln]
+        assert [ln.split("| ", 1)[1] for ln in mine] == [
+            f"{who} message {i} " + ch * 60 for i in range(n)
+        ]
+
+
+async def test_bridge_restart_types_nothing_twice_and_delivers_what_waited(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex", enter_delay=0.05)
+    m.start_bridge()
+    c = await sender(hub, "claude")
+    try:
+        first = await c.send("codex", "before the restart")
+        assert (await wait_receipt(c, first.seq, {"codex"}, 20))["codex"].status == "submitted"
+        m.stop_bridge()
+        later = await c.send("codex", "while the bridge was away")
+        assert later.online is False
+        m.start_bridge()
+        got = await wait_receipt(c, later.seq, {"codex"}, timeout=20)
+        assert got["codex"].status == "submitted"
+    finally:
+        await c.close()
+    bodies = [ln.split("| ", 1)[1] for ln in codex.submitted()]
+    assert bodies == ["before the restart", "while the bridge was away"]
+
+
+async def test_broadcast_reaches_the_other_local_agents_not_the_sender(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    tuis = {n: m.agent(n, enter_delay=0.05) for n in ("claude", "codex", "grok")}
+    m.start_bridge()
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("*", "standup in 5")
+        got = await wait_receipt(c, ok.seq, {"codex", "grok"}, timeout=30)
+        assert {n: r.status for n, r in got.items()} == {"codex": "submitted", "grok": "submitted"}
+    finally:
+        await c.close()
+    line = f"{MARKER} from=claude {stamp_hm(ok.ts)} | standup in 5"
+    assert tuis["codex"].submitted() == [line]
+    assert tuis["grok"].submitted() == [line]
+    assert tuis["claude"].submitted() == []
+
+
+async def test_thread_post_rings_a_doorbell_at_a_local_mirror(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    grok = m.agent("grok", enter_delay=0.05)
+    m.start_bridge()
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send(
+            "grok",
+            "daily_report.py is in local fallback [no-reply]",
+            thread="hermes/pmxt-execution",
+            meta={"model": "claude-opus-4-7"},
+        )
+        got = await wait_receipt(c, ok.seq, {"grok"}, timeout=20)
+        assert got["grok"].status == "submitted"
+    finally:
+        await c.close()
+    mirror = m.threads / "hermes" / "pmxt-execution.md"
+    day = time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(ok.ts))
+    assert mirror.read_text() == (
+        f"\n## [claude→grok (claude-opus-4-7) {day}]\n"
+        "daily_report.py is in local fallback [no-reply]\n"
+    )
+    assert grok.submitted() == [
+        f"{MARKER} claude posted in hermes/pmxt-execution — review it ({mirror}) (no reply needed)"
+    ]
+
+
+async def test_two_machines_talk_through_one_hub_and_see_each_other_up(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    a, b = machines("alpha"), machines("beta")
+    claude = a.agent("claude", enter_delay=0.05)
+    grok = b.agent("grok", enter_delay=0.05)
+    a.start_bridge()
+    b.start_bridge()
+    ca, cb = await sender(hub, "claude"), await sender(hub, "grok")
+    try:
+        to_grok = await ca.send("grok", "hello from alpha")
+        to_claude = await cb.send("claude", "hello from beta")
+        assert (await wait_receipt(ca, to_grok.seq, {"grok"}, 20))["grok"].status == "submitted"
+        assert (await wait_receipt(cb, to_claude.seq, {"claude"}, 20))[
+            "claude"
+        ].status == "submitted"
+    finally:
+        await ca.close()
+        await cb.close()
+    assert [ln.split("| ", 1)[1] for ln in grok.submitted()] == ["hello from alpha"]
+    assert [ln.split("| ", 1)[1] for ln in claude.submitted()] == ["hello from beta"]
+    # a second bridge cannot take a name the first one serves
+    b.agent("claude", registry=True)  # beta's registry now claims claude too
+    wait_for(lambda: "'claude' is served by another bridge" in b.bridge_output(), timeout=20)
+
+
+async def test_roster_state_follows_the_pane(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex")
+    c = Client(hub.url, "codex", channels=[], presence=False)
+    await c.connect()
+    try:
+        await c.register("acme", "codex", session="codex", host="alpha", model="gpt-5-codex")
+        m.start_bridge()
+
+        async def state() -> str | None:
+            r = await c.roster("acme")
+            return next(e.state for e in r.registered if e.name == "codex")
+
+        def is_(value: str | None) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return await state() == value
+
+            return check
+
+        await until(is_("up"), timeout=20)
+        codex.stop()
+        await until(is_("down"), timeout=20)
+        m.stop_bridge()
+        await until(is_(None), timeout=20)
+    finally:
+        await c.close()
+    assert json.loads(m.registry.read_text())["agents"]["codex"]["session"] == "codex"

@@ -50,9 +50,7 @@ class TmuxServer:
 class Tui:
     """``tests/fake_tui.py`` running in a tmux session, and what it recorded."""
 
-    def __init__(
-        self, tmux: Tmux, out_dir: Path, name: str, *args: str, width: int = 200
-    ) -> None:
+    def __init__(self, tmux: Tmux, out_dir: Path, name: str, *args: str, width: int = 200) -> None:
         self.tmux = tmux
         self.name = name
         self.args = args
@@ -117,9 +115,7 @@ class Machine:
         self.bridge: subprocess.Popen[str] | None = None
         self.bridge_log = self.root / "bridge.log"
 
-    def agent(
-        self, name: str, *tui_args: str, registry: bool = True, **entry: object
-    ) -> Tui:
+    def agent(self, name: str, *tui_args: str, registry: bool = True, **entry: object) -> Tui:
         """Start a fake agent TUI in session ``name`` (and list it in the registry)."""
         tui = Tui(self.tmux, self.root, name, *tui_args)
         self.tuis[name] = tui
@@ -159,7 +155,9 @@ class Machine:
                 self.bridge.wait(10)
         self.bridge = None
 
-    def run(self, *argv: str, session: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, session: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``agent_comms ARGV`` on this machine (as if typed in ``session``'s pane)."""
         env = dict(self.env)
         if session is not None:
