@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from wsbus.cli.inject import stamp_hm
 from wsbus.cli.wire import wait_receipt
+
 from wsbus.client import Client
 
 from .helpers import HubProcess, wait_for
