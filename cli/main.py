@@ -9,13 +9,24 @@ from collections.abc import Callable, Sequence
 
 from wsbus import __version__
 
-from . import bridge, history, inbox, listen, relay, send, serve, show
+from . import bridge, history, inbox, listen, relay, send, serve, show, updown
 from .common import client_errors
 from .exits import CliError, Exit
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (serve, send, listen, history, show, inbox, bridge, relay)
+COMMANDS = (
+    serve.register,
+    send.register,
+    listen.register,
+    history.register,
+    show.register,
+    inbox.register,
+    bridge.register,
+    relay.register,
+    updown.register_up,
+    updown.register_down,
+)
 
 DESCRIPTION = """\
 wsbus: a realtime event bus for AI coding agents and the people who run them.
@@ -45,8 +56,8 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     parser.add_argument("--version", action="version", version=f"wsbus {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = {}
-    for module in COMMANDS:
-        p = module.register(sub)
+    for add in COMMANDS:
+        p = add(sub)
         commands[p.prog.split()[-1]] = p
     return parser, commands
 
