@@ -794,11 +794,13 @@ class Hub:
         prior = taken.get(r.name)
         if prior is None or prior.session is None or r.session is None:
             return r.name
-        base = r.name
         i = 2
-        while f"{base}-{i}" in taken:
+        while True:  # shorten the base, not the suffix: a 64-character name stays distinct
+            suffix = f"-{i}"
+            candidate = r.name[: 64 - len(suffix)] + suffix
+            if candidate not in taken:
+                return candidate
             i += 1
-        return f"{base}-{i}"[:64]
 
     def status(self, session: Session, st: Status) -> None:
         """A bridge's report of which of its names have a live tmux session."""

@@ -66,5 +66,5 @@ class LoopGuard:
             del self._pairs[k]
         if len(self._pairs) >= self.max_pairs:  # still full: drop the oldest half
             by_age = sorted(self._pairs, key=lambda k: self._pairs[k][-1])
-            for k in by_age[: len(by_age) // 2]:
+            for k in by_age[: max(1, len(by_age) // 2)]:
                 del self._pairs[k]
