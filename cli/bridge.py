@@ -133,6 +133,7 @@ class Bridge:
                 self.progress.reset(welcome.hub)
             self.progress.hub = welcome.hub
             self._note_refused(welcome.refused)
+            self._alive = {}  # a new connection: report every pane again
             self._say(
                 f"bridge: serving {', '.join(sorted(self.agents)) or '(no agents yet)'} "
                 f"for host {self.host} on {self.url}"

@@ -11,6 +11,7 @@ from wsbus import __version__
 
 from . import bridge, history, inbox, listen, relay, send, serve, show, updown
 from .common import client_errors
+from .comms import COMMAND_NAMES as COMMS_COMMANDS
 from .exits import CliError, Exit
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -77,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _build()
     words = list(sys.argv[1:] if argv is None else argv)
     at = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    if at is not None and words[at] not in commands and words[at] in COMMS_COMMANDS:
+        from .comms.main import main as comms_main  # the tmux-agent-comms command set
+
+        return comms_main(words)
     if at is not None and words[at] in commands:
         # options may follow positional words: wsbus send bob --thread t "text"
         args = commands[words[at]].parse_intermixed_args(words[at + 1 :])
