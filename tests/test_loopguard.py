@@ -1,15 +1,14 @@
 """The loop guard: ``wsbus.loopguard.LoopGuard`` alone, then ``event.loop`` on a live hub.
 
-``event.loop`` maps each recipient already in conversation with the sender to the
-number of events between the two (either direction, this one included) within the
-hub's ``loop_window``; a first message (count 1) is left out, notices are not counted.
+``event.loop`` maps each recipient in an *exchange* with the sender — messages went
+both ways within the hub's ``loop_window`` — to the number of events between the two
+(either direction, this one included); a one-way burst is left out, notices are not
+counted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,25 +16,27 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.exceptions import ConnectionClosed
 
 from wsbus.hub import Hub, HubConfig
 from wsbus.loopguard import LoopGuard
 from wsbus.schema import Event, Hello, Register, Send
 from wsbus.store import MemoryStore
 
-from .helpers import HubProcess, RawClient, async_wait_for
+from .helpers import HubProcess, async_wait_for
 from .test_hub import FakeSession
+from .test_rosters import Peer
 
 # ------------------------------------------------------------------ LoopGuard alone
 
 
-def test_first_message_is_not_reported_the_second_is() -> None:
+def test_a_one_way_burst_is_not_reported_an_exchange_is() -> None:
     g = LoopGuard(window=60)
     assert g.record(0.0, "alice", ["bob"]) == {}
-    assert g.record(1.0, "alice", ["bob"]) == {"bob": 2}
-    assert g.record(2.0, "alice", ["bob"]) == {"bob": 3}
+    assert g.record(1.0, "alice", ["bob"]) == {}  # one way: a person handing out work
+    assert g.record(2.0, "alice", ["bob"]) == {}
     assert g.count(2.0, "alice", "bob") == 3
+    assert g.record(3.0, "bob", ["alice"]) == {"alice": 4}  # the first reply: an exchange
+    assert g.record(4.0, "alice", ["bob"]) == {"bob": 5}
 
 
 def test_pairs_are_unordered() -> None:
@@ -49,10 +50,11 @@ def test_pairs_are_unordered() -> None:
 def test_pairs_are_independent_and_self_is_skipped() -> None:
     g = LoopGuard(window=60)
     assert g.record(0.0, "alice", ["bob", "carol", "alice"]) == {}
-    assert g.record(1.0, "alice", ["bob", "alice"]) == {"bob": 2}
+    assert g.record(1.0, "bob", ["alice"]) == {"alice": 2}
     assert g.record(2.0, "carol", ["alice", "bob"]) == {"alice": 2}
     assert g.count(2.0, "alice", "alice") == 0  # messages to oneself are never counted
     assert (g.count(2.0, "alice", "bob"), g.count(2.0, "bob", "carol")) == (2, 1)
+    assert g.record(3.0, "carol", ["bob"]) == {}  # carol-bob went one way only
 
 
 def test_sliding_window_expiry() -> None:
@@ -94,13 +96,14 @@ def test_pairs_are_bounded(max_pairs: int) -> None:
 
 
 def test_eviction_drops_stale_pairs_first() -> None:
-    g = LoopGuard(window=10, max_pairs=3)
+    g = LoopGuard(window=10, max_pairs=4)
     g.record(0.0, "a", ["b"])
-    g.record(0.0, "a", ["c"])
-    g.record(50.0, "a", ["d"])  # a-b and a-c are now stale (outside the window)
-    g.record(51.0, "a", ["e"])  # full: the stale pairs go, a-d stays
-    assert g.record(52.0, "d", ["a"]) == {"a": 2}
-    assert g.record(53.0, "e", ["a"]) == {"a": 2}
+    g.record(50.0, "a", ["c"])  # a-b is stale from now on (outside the window)
+    g.record(51.0, "a", ["d"])
+    g.record(52.0, "a", ["e"])
+    g.record(53.0, "a", ["f"])  # full: only the stale pair goes, every live pair stays
+    assert [g.count(53.0, "a", n) for n in "bcdef"] == [0, 1, 1, 1, 1]
+    assert g.record(54.0, "c", ["a"]) == {"a": 2}
 
 
 def test_eviction_when_full_of_live_pairs_drops_the_oldest() -> None:
@@ -130,13 +133,17 @@ def test_matches_a_brute_force_model(
 ) -> None:
     """Against a log of every (time, pair): record() and count() agree with a scan."""
     g = LoopGuard(window=window)
-    log: list[tuple[float, frozenset[str]]] = []
+    log: list[tuple[float, str, str]] = []  # (time, sender, recipient)
     now = 0.0
 
     def scan(a: str, b: str) -> int:
         if window <= 0:
             return 0
-        return sum(1 for t, p in log if p == frozenset((a, b)) and t > now - window)
+        return sum(1 for t, s, r in log if {s, r} == {a, b} and t > now - window)
+
+    def both_ways(a: str, b: str) -> bool:
+        ways = {(s, r) for t, s, r in log if {s, r} == {a, b} and t > now - window}
+        return len(ways) == 2
 
     for step, sender, recipients in events:
         now += step
@@ -145,9 +152,9 @@ def test_matches_a_brute_force_model(
             if r == sender:
                 continue
             if window > 0:
-                log.append((now, frozenset((sender, r))))
+                log.append((now, sender, r))
             n = scan(sender, r)
-            if n >= 2:
+            if window > 0 and both_ways(sender, r):
                 expected[r] = n
         assert g.record(now, sender, recipients) == expected
         for a in "abcd":
@@ -178,13 +185,15 @@ async def test_hub_counts_a_broadcast_for_registered_and_connected_names() -> No
     alice, bob = await join(hub, "alice"), await join(hub, "bob")
     watch = await join(hub, "watch", watch=True)
     await hub.register(alice, Register(ref="g", channel="default", name="carol"))
+    await hub.register(bob, Register(ref="g2", channel="default", name="carol2"))
     hub.submit(alice, Send(ref="b1", to="*", body="hello all"))
-    hub.submit(alice, Send(ref="d1", to="carol", body="carol is registered, not connected"))
     hub.submit(bob, Send(ref="d2", to="alice", body="bob answers the broadcast"))
+    hub.open_session(carol := FakeSession(), Hello(name="carol", channels=[]))
+    hub.submit(carol, Send(ref="d1", to="alice", body="carol, registered, answers too"))
     hub.submit(alice, Send(ref="d3", to="dave", body="dave is neither"))
     await async_wait_for(lambda: len(watch.of(Event)) == 4)
     loops = [e.loop for e in watch.of(Event)]
-    assert loops == [None, {"carol": 2}, {"alice": 2}, None]
+    assert loops == [None, {"alice": 2}, {"alice": 2}, None]
     await hub.stop()
 
 
@@ -200,53 +209,6 @@ async def test_hub_with_zero_window_sends_no_loop() -> None:
 
 
 # ------------------------------------------------------------------ a live hub
-
-
-class Peer:
-    """A raw connection whose frames are all recorded by a reader task."""
-
-    def __init__(self, url: str) -> None:
-        self.raw = RawClient(url)
-        self.frames: list[dict[str, Any]] = []
-        self._reader: asyncio.Task[None] | None = None
-        self._refs = 0
-
-    async def open(self, hello: dict[str, Any]) -> Peer:
-        await self.raw.open(hello)
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in self.raw.conn:  # type: ignore[attr-defined]
-                self.frames.append(json.loads(data))
-
-    def events(self) -> list[dict[str, Any]]:
-        return [f for f in self.frames if f["op"] == "event"]
-
-    async def send(self, to: str, body: str, **fields: Any) -> dict[str, Any]:
-        """Send one event; returns its ``ok``."""
-        self._refs += 1
-        ref = f"{id(self)}-{self._refs}"
-        await self.raw.send({"op": "send", "ref": ref, "to": to, "body": body, **fields})
-        await async_wait_for(
-            lambda: any(f.get("ref") == ref for f in self.frames if f["op"] != "event"), 5
-        )
-        (answer,) = [f for f in self.frames if f.get("ref") == ref and f["op"] != "event"]
-        assert answer["op"] == "ok", answer
-        return answer
-
-    async def event(self, seq: int) -> dict[str, Any]:
-        """The event ``seq`` once it arrived."""
-        await async_wait_for(lambda: any(e["seq"] == seq for e in self.events()), 5)
-        return next(e for e in self.events() if e["seq"] == seq)
-
-    async def close(self) -> None:
-        await self.raw.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
 
 
 @contextlib.asynccontextmanager
@@ -282,7 +244,7 @@ async def test_live_loop_counts_direct_and_broadcast(hub: HubProcess) -> None:
 
 
 async def test_live_loop_counts_registered_members_and_skips_notices(hub: HubProcess) -> None:
-    hellos = [
+    hellos: list[dict[str, Any]] = [
         {"name": "alice", "channels": ["acme"]},
         {"name": "watch", "channels": ["acme"], "watch": True},
     ]
@@ -291,8 +253,9 @@ async def test_live_loop_counts_registered_members_and_skips_notices(hub: HubPro
         await async_wait_for(lambda: any(f["op"] == "registered" for f in alice.frames), 5)
         ok = await alice.send("*", "carol is only registered", channel="acme")
         assert "carol" not in ((await watch.event(ok["seq"])).get("loop") or {})
-        ok = await alice.send("carol", "direct", channel="acme")
-        assert (await watch.event(ok["seq"]))["loop"] == {"carol": 2}
+        async with peers(hub.url, {"name": "carol", "channels": []}) as (carol,):
+            ok = await carol.send("alice", "carol answers the broadcast", channel="acme")
+            assert (await watch.event(ok["seq"]))["loop"] == {"alice": 2}
         # notices neither carry nor add to the count
         for i in range(3):
             ok = await alice.send("carol", f"notice {i}", channel="acme", kind="notice")

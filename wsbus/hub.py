@@ -150,8 +150,8 @@ class Hub:
         self._by_name: dict[str, set[Session]] = {}
         #: (channel, name) -> the bridge session serving it
         self._claims: dict[tuple[str, str], Session] = {}
-        #: name -> (bridge session, its tmux session alive at the last report)
-        self._alive: dict[str, tuple[Session, bool]] = {}
+        #: bridge session -> {name: its tmux session alive at the last report}
+        self._alive: dict[Session, dict[str, bool]] = {}
         #: (channel, name) -> registered roster member
         self.members: dict[tuple[str, str], MemberRecord] = {}
         self.loops = LoopGuard(self.config.loop_window)
@@ -366,8 +366,7 @@ class Hub:
         if session.info.get("kind") == "bridge":
             for key in [k for k, s in self._claims.items() if s is session]:
                 del self._claims[key]
-            for name in [n for n, (s, _) in self._alive.items() if s is session]:
-                del self._alive[name]
+            self._alive.pop(session, None)
         self._announce(self.router.detach(session), session.info)
 
     def subscribe(self, session: Session, frame: Subscribe) -> None:
@@ -377,6 +376,18 @@ class Hub:
             raise FrameError(
                 ErrorCode.TOO_MANY_CHANNELS, f"at most {self.config.max_channels} channels"
             )
+        if session.info.get("kind") == "bridge":  # claims hold per channel, here too
+            for c in new:
+                for n in session.names:
+                    holder = self._claims.get((c, n))
+                    if holder is not None and holder is not session and not holder.closed:
+                        raise FrameError(
+                            ErrorCode.NAME_CLAIMED,
+                            f"{n!r} is served by another bridge on {c!r}; not subscribed",
+                        )
+            for c in new:
+                for n in session.names:
+                    self._claims[(c, n)] = session
         self._announce(self.router.attach(session, new), session.info)
         session.send(Subscribed(channels=sorted(session.channels)))
 
@@ -715,10 +726,12 @@ class Hub:
         return [self._entry(m) for (c, _), m in sorted(self.members.items()) if c == channel]
 
     def _entry(self, m: MemberRecord) -> RosterEntry:
-        served = self._alive.get(m.name)
+        holder = self._claims.get((m.channel, m.name))
         state: Any = None
-        if served is not None and not served[0].closed:
-            state = "up" if served[1] else "down"
+        if holder is not None and not holder.closed:
+            alive = self._alive.get(holder, {}).get(m.name)
+            if alive is not None:
+                state = "up" if alive else "down"
         return RosterEntry(
             channel=m.channel,
             name=m.name,
@@ -804,9 +817,12 @@ class Hub:
 
     def status(self, session: Session, st: Status) -> None:
         """A bridge's report of which of its names have a live tmux session."""
+        if session.info.get("kind") != "bridge":
+            raise FrameError(ErrorCode.INVALID_FRAME, "only a bridge (hello.kind) reports status")
+        mine = self._alive.setdefault(session, {})
         for name, alive in st.alive.items():
             if name in session.names:
-                self._alive[name] = (session, alive)
+                mine[name] = alive
 
     async def threads(self, session: Session, t: Threads) -> ThreadsResult:
         if self._stopping:
