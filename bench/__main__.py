@@ -2,7 +2,9 @@
 
 The websocket scenarios run against the hub and the bare websockets server; the
 legacy agent-bus HTTP scenarios against the hub's HTTP shim and, when given, the
-original agent-bus reference server (never part of this repository).
+original agent-bus reference server (never part of this repository); the tmux
+delivery scenarios (bench/tmux.py) through a hub and ``wsbus bridge`` and by direct
+injection into the same pane.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
 from .servers import ServerProcess, bench_env
+from .tmux import TmuxParams
+from .tmux import section as tmux_section
 from .workers import Worker
 
 
-def _notes(p: Params, agent_bus: bool) -> str:
+def _notes(p: Params, agent_bus: bool, tp: TmuxParams, tmux_skipped: str | None = None) -> str:
     """What each row measures and against which baseline, wrapped for a terminal."""
     ref_runs = (
         "The reference runs the legacy scenarios in the first repetition only (its 0.5 s polls "
@@ -74,6 +78,22 @@ def _notes(p: Params, agent_bus: bool) -> str:
         "(new connections); send start -> its receiver's answer parsed. The reference listens "
         "with a backlog of 5: connects beyond its accept queue are dropped by the kernel and "
         "retried seconds later (listen_overflows in the JSON).",
+        "tmux delivery: "
+        + (
+            f"skipped ({tmux_skipped})."
+            if tmux_skipped
+            else "one private tmux server (tmux -L wsbus-bench-..., -f /dev/null), one pane "
+            "running a line reader that appends each line to a file (every message is checked "
+            "to arrive exactly once). wsbus = a hub of its own + a `wsbus bridge` subprocess; "
+            "a send-only client sends to the agent and waits for its `submitted` receipt. "
+            "Baseline = direct injection, the original tmux-agent-comms way with its --confirm "
+            "check: the harness calls cli/inject.py Injector.deliver (send-keys -l, enter_delay, "
+            "Enter, verify_delay, cursor-line check) with the same line, pane and delays "
+            f"(enter_delay {tp.enter_delay:g} s, verify_delay {tp.verify_delay:g} s, both "
+            f"sides). Latency: {tp.latency_samples} messages one at a time (p99 of so few "
+            f"samples is about the maximum). {tp.messages} messages: wsbus sends them all at "
+            "once, until every receipt; the baseline delivers them one after another."
+        ),
         "targets (wsbus): delivery p50 <= 2 ms; >= 7,500 durable sends/s; burst worst < 100 "
         "ms. Issue figures for the reference on this machine: p50 243 / p99 492 ms, ~2,500 "
         "sends/s, burst worst 0.9-1.5 s.",
@@ -157,6 +177,8 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
     info = machine_info()
     runs: dict[str, Any] = {}
     errors: list[str] = []
+    tp = TmuxParams.quick() if quick else TmuxParams()
+    tmux_skipped: str | None = None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wsbus-bench-") as tmpname:
         tmp = Path(tmpname)
@@ -220,6 +242,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
                     "wsbus",
                     durable_publish(fsync, p.durable_fsync_events, p),
                 )
+            tmux_skipped = await tmux_section(runs, errors, _step, tmp, env, tp, p.repeat)
             for s in servers:
                 if s.proc is not None and s.proc.poll() is not None:
                     errors.append(f"{s.label} exited early: {s.output()[-500:]}")
@@ -235,8 +258,10 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
         polls=p.legacy_polls,
         burst=p.legacy_burst,
         senders=p.legacy_senders,
+        tmux_messages=tp.messages,
+        tmux_skipped=tmux_skipped,
     )
-    notes = _notes(p, agent_bus is not None)
+    notes = _notes(p, agent_bus is not None, tp, tmux_skipped)
     print(machine_text(info))
     print(f"mode: {'quick' if quick else 'full'}; took {time.monotonic() - started:.0f}s\n")
     print(markdown(table))
@@ -249,6 +274,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
             "machine": info,
             "mode": "quick" if quick else "full",
             "params": vars(p),
+            "tmux_params": vars(tp),
             "agent_bus_server": str(agent_bus) if agent_bus is not None else None,
             "seconds": round(time.monotonic() - started, 1),
             "table": [vars(r) for r in table],

@@ -17,7 +17,7 @@ from websockets.version import version as websockets_version
 
 import wsbus
 
-__all__ = ["Row", "machine_info", "markdown", "rows", "write_json"]
+__all__ = ["Row", "machine_info", "markdown", "rows", "tmux_rows", "write_json"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MICRO = "\u00b5"
@@ -96,6 +96,10 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 WS_SECTION = "**websocket** (baseline: bare websockets server, bench/bare_server.py)"
 LEGACY_SECTION = "**legacy agent-bus HTTP** /send, /recv (baseline: the agent-bus reference server)"
+TMUX_SECTION = (
+    "**tmux delivery** into an agent's pane (baseline: direct injection, no bus: "
+    "cli/inject.py Injector in the harness)"
+)
 NO_BASELINE = "n/a (run with --agent-bus-server)"
 ARROW = "\u2192"
 
@@ -111,9 +115,11 @@ def rows(
     polls: int = 1000,
     burst: int = 100,
     senders: int = 8,
+    tmux_messages: int = 20,
+    tmux_skipped: str | None = None,
 ) -> list[Row]:
     """The table: the websocket rows, then the legacy HTTP rows (``agent_bus``: with
-    the reference server's figures in the baseline column)."""
+    the reference server's figures in the baseline column), then the tmux rows."""
     out: list[Row] = [_section(WS_SECTION)]
 
     def pair(name: str, key: str, field: str, base: str = "bare") -> None:
@@ -210,6 +216,28 @@ def rows(
         f"burst {burst} receivers: median send {ARROW} receive (ms)", "legacy_burst", "median_ms"
     )
     counted(f"burst {burst} receivers: answered", "legacy_burst", "answered", "receivers")
+    out += tmux_rows(results, tmux_messages, tmux_skipped)
+    return out
+
+
+def tmux_rows(results: dict[str, Any], messages: int, skipped: str | None = None) -> list[Row]:
+    """The tmux delivery rows (bench/tmux.py): wsbus = hub + bridge, baseline = direct."""
+    if skipped is not None:
+        return [_section(f"{TMUX_SECTION}: skipped, {skipped}")]
+    out = [_section(TMUX_SECTION)]
+
+    def pair(name: str, key: str, field: str) -> None:
+        a, at = _get(results, key, "wsbus", field)
+        b, bt = _get(results, key, "direct", field)
+        out.append(Row(name, at, bt, _ratio(a, b)))
+
+    pair(f"tmux delivery: send {ARROW} submitted receipt p50 (ms)", "tmux_latency", "p50_ms")
+    pair(f"tmux delivery: send {ARROW} submitted receipt p99 (ms)", "tmux_latency", "p99_ms")
+    pair(
+        f"tmux delivery: {messages} messages to one pane, messages/s",
+        "tmux_burst",
+        "messages_per_s",
+    )
     return out
 
 

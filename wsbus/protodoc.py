@@ -234,9 +234,9 @@ replays the direct events still pending for the names from before `resume` (a br
 taking over a new name gets what waited for it).
 
 Threads are events with a `thread` (`a/b` names are allowed); `threads` lists them with
-their entry counts. Each live event carries `loop`: for each recipient already in
-conversation with the sender, the number of events between the two (either direction,
-notices excluded) within `loop_window` seconds. Recipients warn agents caught in a loop.
+their entry counts. Each live event carries `loop`: for each recipient in an exchange
+with the sender (messages went both ways within `loop_window` seconds), the number of
+events between the two (notices excluded). Recipients warn agents caught in a loop.
 """
 
 QUERIES = """\

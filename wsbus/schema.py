@@ -320,10 +320,10 @@ class Welcome(Frame, tag="welcome"):
 class Event(Frame, tag="event"):
     """One stored event. ``seq`` and ``ts`` strictly increase together.
 
-    ``loop`` (live events only, not stored): for each recipient that has exchanged
-    messages with the sender recently, how many events went between the two, in
-    either direction, within the hub's loop window, this one included. Recipients
-    use it to warn agents caught in a reply loop.
+    ``loop`` (live events only, not stored): for each recipient in an exchange with
+    the sender (messages went both ways within the hub's loop window), how many
+    events went between the two, this one included. Recipients use it to warn
+    agents caught in a reply loop.
     """
 
     seq: int
