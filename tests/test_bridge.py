@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from wsbus.cli.wire import wait_receipt
 from wsbus.client import Client
 
 from .helpers import HubProcess, wait_for
-from .tmuxkit import TMUX, Machine
+from .tmuxkit import FAKE_TUI, TMUX, Machine
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 
@@ -309,3 +311,71 @@ async def test_roster_state_follows_the_pane(
     finally:
         await c.close()
     assert json.loads(m.registry.read_text())["agents"]["codex"]["session"] == "codex"
+
+
+async def test_revive_cmd_from_the_registry_brings_the_session_back(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex")
+    codex.stop()
+    # the registry (local config, never a message) says how to start it again
+    revive = f"{m.server.env_value} new-session -d -s codex -x 200 -y 30 " + " ".join(
+        f"'{w}'" for w in (sys.executable, str(FAKE_TUI), str(codex.out))
+    )
+    m.agent_entry("codex", revive_cmd=revive, enter_delay=0.05)
+    m.start_bridge()
+    ready = codex.records().count("<ready>")
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("codex", "wake up")
+        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=30)
+        assert got["codex"].status == "submitted", got
+    finally:
+        await c.close()
+    assert codex.records().count("<ready>") == ready + 1  # started by the revive_cmd
+    assert codex.submitted()[-1].endswith("| wake up")
+
+
+async def test_inbox_prints_unread_and_marks_read(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")  # no bridge: a hook reads the inbox instead
+    c = await sender(hub, "claude")
+    try:
+        first = await c.send("codex", "first")
+        await c.send("codex", "second\nwith two lines")
+        out = m.wsbus("inbox", "codex", "--unread")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count("from claude:") == 2 and "second\nwith two lines\n---" in out.stdout
+        marked = m.wsbus("inbox", "codex", "--unread", "--mark-read")
+        assert marked.stdout == out.stdout
+        got = await wait_receipt(c, first.seq, {"codex"}, timeout=10)
+        assert got["codex"].status == "read"
+        assert m.wsbus("inbox", "codex", "--unread").stdout == ""
+        assert m.wsbus("inbox", "codex", "-n", "1").stdout.count("from claude:") == 1
+    finally:
+        await c.close()
+
+
+def test_wsbus_send_spools_only_when_asked_and_relay_forwards_once(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    down = dict(m.env, WSBUS_URL="ws://127.0.0.1:9", WSBUS_TIMEOUT="1")
+    plain = subprocess.run(
+        [sys.executable, "-m", "wsbus", "send", "--as", "claude", "codex", "hi"],
+        capture_output=True, text=True, env=down, timeout=60,
+    )  # fmt: skip
+    assert plain.returncode == 3 and "Traceback" not in plain.stderr
+    spooled = subprocess.run(
+        [sys.executable, "-m", "wsbus", "send", "--as", "claude", "codex", "--spool", "hi"],
+        capture_output=True, text=True, env=down, timeout=60,
+    )  # fmt: skip
+    assert spooled.returncode == 0 and spooled.stdout.startswith("spooled:"), spooled
+    assert len(list(m.spool.glob("*.json"))) == 1
+    relayed = m.wsbus("relay")
+    assert relayed.returncode == 0 and relayed.stdout.startswith("relayed 1"), relayed
+    assert m.wsbus("relay").stdout.startswith("nothing to relay")
+    hist = m.wsbus("history", "--to", "codex", "--json")
+    assert [json.loads(line)["body"] for line in hist.stdout.splitlines()] == ["hi"]

@@ -128,6 +128,12 @@ class Machine:
             self.registry.write_text(json.dumps(data))
         return tui
 
+    def agent_entry(self, name: str, **entry: object) -> None:
+        """Set fields of ``name``'s registry entry."""
+        data = json.loads(self.registry.read_text())
+        data["agents"][name].update(entry)
+        self.registry.write_text(json.dumps(data))
+
     def start_bridge(self, *args: str) -> None:
         log = self.bridge_log.open("a")
         self.bridge = subprocess.Popen(
