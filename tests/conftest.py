@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import HubProcess
+from .tmuxkit import Machine
 
 
 @pytest.fixture
@@ -39,3 +40,20 @@ def hub_factory(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., H
 def hub(hub_factory: Callable[..., HubProcess]) -> HubProcess:
     """A hub process on SQLite in a temporary directory."""
     return hub_factory()
+
+
+@pytest.fixture
+def machines(
+    tmp_path: Path, env: dict[str, str], hub: HubProcess
+) -> Iterator[Callable[[str], Machine]]:
+    """Simulated machines (own tmux server, files, host name; maybe a bridge) on ``hub``."""
+    made: list[Machine] = []
+
+    def make(host: str) -> Machine:
+        m = Machine(tmp_path, host, env, hub.url)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.close()

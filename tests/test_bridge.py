@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,22 +27,6 @@ from .tmuxkit import FAKE_TUI, TMUX, Machine
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 
 MARKER = "«agent-msg»"
-
-
-@pytest.fixture
-def machines(
-    tmp_path: Path, env: dict[str, str], hub: HubProcess
-) -> Iterator[Callable[[str], Machine]]:
-    made: list[Machine] = []
-
-    def make(host: str) -> Machine:
-        m = Machine(tmp_path, host, env, hub.url)
-        made.append(m)
-        return m
-
-    yield make
-    for m in made:
-        m.close()
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float) -> None:

@@ -7,15 +7,10 @@ session, and kills only that server at the end.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 from wsbus.cli.inject import (
@@ -30,9 +25,9 @@ from wsbus.cli.inject import (
 from wsbus.cli.tmux import Tmux, TmuxError, pane_target, session_target
 
 from .helpers import wait_for
+from .tmuxkit import TmuxServer, Tui
 
 TMUX = shutil.which("tmux")
-FAKE_TUI = Path(__file__).resolve().parent / "fake_tui.py"
 MARKER = "«agent-msg»"
 TS = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
@@ -168,42 +163,11 @@ needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 @pytest.fixture
 def tmux(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tmux]:
     """A private tmux server (own socket, no user config); only it is killed afterwards."""
-    assert TMUX is not None
     monkeypatch.delenv("TMUX", raising=False)
     monkeypatch.delenv("TMUX_PANE", raising=False)
-    sock = f"wsbus-test-{os.getpid()}-{uuid4().hex[:8]}"
-    yield Tmux([TMUX, "-L", sock, "-f", "/dev/null"])
-    subprocess.run([TMUX, "-L", sock, "kill-server"], capture_output=True, timeout=10)
-    # tmux leaves its socket file behind; the path is tmux's own rule for -L.
-    tmpdir = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
-    (tmpdir / sock).unlink(missing_ok=True)
-
-
-class Tui:
-    """The fake TUI running in a tmux session, and what it recorded."""
-
-    def __init__(
-        self, tmux: Tmux, tmp: Path, name: str = "agent", *args: str, width: int = 200
-    ) -> None:
-        self.tmux = tmux
-        self.name = name
-        self.out = tmp / f"{name}.jsonl"
-        cmd = [sys.executable, str(FAKE_TUI), str(self.out), *args]
-        tmux.new_session(name, cmd, width=width, height=30)
-        wait_for(lambda: "<ready>" in self.records(), timeout=15)
-
-    def records(self) -> list[str]:
-        try:
-            text = self.out.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in text.splitlines()]
-
-    def submitted(self) -> list[str]:
-        return [r for r in self.records() if r != "<ready>"]
-
-    def screen(self) -> str:
-        return "\n".join(self.tmux.capture_rows(self.name, 0, 29))
+    server = TmuxServer()
+    yield server.tmux
+    server.kill()
 
 
 @needs_tmux
@@ -232,7 +196,7 @@ def test_no_session_is_session_down(tmux: Tmux) -> None:
 
 @needs_tmux
 def test_short_message_is_submitted_once(tmux: Tmux, tmp_path: Path) -> None:
-    tui = Tui(tmux, tmp_path)
+    tui = Tui(tmux, tmp_path, "agent")
     out = Injector(tmux).deliver("agent", "build the parser", 0.1)
     assert out == Outcome("submitted", None, 1)
     wait_for(tui.submitted)
@@ -242,7 +206,7 @@ def test_short_message_is_submitted_once(tmux: Tmux, tmp_path: Path) -> None:
 @needs_tmux
 def test_text_tmux_would_interpret_arrives_literally(tmux: Tmux, tmp_path: Path) -> None:
     # A trailing ";" ends a tmux command; "C-c", "Enter", "-l" are key names and flags.
-    tui = Tui(tmux, tmp_path)
+    tui = Tui(tmux, tmp_path, "agent")
     inj = Injector(tmux)
     texts = ["-l C-c Enter #{pane_id} $HOME", "ends with a semicolon;", "héllo «wörld» 😀 日本"]
     for text in texts:
@@ -253,7 +217,7 @@ def test_text_tmux_would_interpret_arrives_literally(tmux: Tmux, tmp_path: Path)
 
 @needs_tmux
 def test_control_characters_never_reach_the_pane(tmux: Tmux, tmp_path: Path) -> None:
-    tui = Tui(tmux, tmp_path)
+    tui = Tui(tmux, tmp_path, "agent")
     body = "stop\x03 now\x1b[2J clear\x1b]0;title\x07 rm\x7f \u202eevil\u202c tab\there\nnext"
     line = message_line(MARKER, "claude", TS, body)
     assert line == "«agent-msg» from=claude 22:13Z | stop now clear rm evil tab here next"
@@ -286,7 +250,7 @@ def test_never_submitted_is_unsubmitted_and_typed_once(tmux: Tmux, tmp_path: Pat
 
 @needs_tmux
 def test_paste_is_submitted_once(tmux: Tmux, tmp_path: Path) -> None:
-    tui = Tui(tmux, tmp_path)
+    tui = Tui(tmux, tmp_path, "agent")
     text = message_line(MARKER, "codex", TS, "pasted «in one piece» 😀")
     out = Injector(tmux).deliver("agent", text, 0.1, paste=True)
     assert out.status == "submitted"
@@ -297,7 +261,7 @@ def test_paste_is_submitted_once(tmux: Tmux, tmp_path: Path) -> None:
 
 @needs_tmux
 def test_long_wrapped_message_is_submitted_once(tmux: Tmux, tmp_path: Path) -> None:
-    tui = Tui(tmux, tmp_path, width=80)
+    tui = Tui(tmux, tmp_path, "agent", width=80)
     text = " ".join(f"word{i:03d}" for i in range(38))  # 303 chars: wraps over 4 rows
     assert len(text) > 300
     inj = Injector(tmux)
@@ -319,7 +283,7 @@ def test_long_wrapped_message_is_submitted_once(tmux: Tmux, tmp_path: Path) -> N
 def test_deliver_async(tmux: Tmux, tmp_path: Path) -> None:
     import asyncio
 
-    tui = Tui(tmux, tmp_path)
+    tui = Tui(tmux, tmp_path, "agent")
     started = time.monotonic()
     out = asyncio.run(Injector(tmux).deliver_async("agent", "from the loop", 0.05))
     assert out.status == "submitted" and time.monotonic() - started < 5

@@ -9,33 +9,16 @@ exactly as the join instructions tell them to.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from .helpers import HubProcess, wait_for
+from .helpers import wait_for
 from .tmuxkit import TMUX, Machine
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 
 MARKER = "«agent-msg»"
-
-
-@pytest.fixture
-def machines(
-    tmp_path: Path, env: dict[str, str], hub: HubProcess
-) -> Iterator[Callable[[str], Machine]]:
-    made: list[Machine] = []
-
-    def make(host: str) -> Machine:
-        m = Machine(tmp_path, host, env, hub.url)
-        made.append(m)
-        return m
-
-    yield make
-    for m in made:
-        m.close()
 
 
 def ok(result: object) -> str:
