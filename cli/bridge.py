@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from wsbus.client import Client
-from wsbus.errors import ClientError, HubUnreachable
+from wsbus.errors import ClientError, CloseCode, ConnectionLost, HubUnreachable
 from wsbus.schema import BROADCAST, Event, RosterEntry
 
 from .audit import audit
@@ -114,12 +114,13 @@ class Bridge:
         self._mirror_lock = asyncio.Lock()
         self._refused: set[str] = set()
         self._last_roster: list[RosterEntry] = []
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
         """Serve until cancelled: connect, deliver, rescan, reconnect when names change."""
-        self.agents = local_agents(self._registry(), [], self.host)
+        self.agents = local_agents(self._registry(), [], self.host, self._warn_once)
         while True:
             client = self._connect_client()
             self.client = client
@@ -130,7 +131,13 @@ class Bridge:
                 await asyncio.sleep(self.scan_interval)
                 continue
             if self.progress.hub not in (None, welcome.hub):
+                # another hub (a new database): its seqs mean nothing to our cursor.
+                # Drop this connection unread and start over with pending events only.
+                warn(f"bridge: {self.url} is a different hub now; starting afresh")
                 self.progress.reset(welcome.hub)
+                self.progress.save()
+                await client.close()
+                continue
             self.progress.hub = welcome.hub
             self._note_refused(welcome.refused)
             self._alive = {}  # a new connection: report every pane again
@@ -140,11 +147,10 @@ class Bridge:
             )
             reader = asyncio.create_task(self._read(client))
             try:
-                await self._watch(client)  # returns when the served names change
+                await self._watch(client, reader)  # returns when the served names change
             finally:
                 reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                await asyncio.gather(reader, return_exceptions=True)  # _watch saw how it ended
                 await client.close()
 
     def _connect_client(self) -> Client:
@@ -158,13 +164,15 @@ class Bridge:
             presence=False,
             pending=True,
             resume=self.progress.cursor,
-            hub_id=self.progress.hub,
             open_timeout=self.timeout,
             on_state=self._on_state,
         )
 
     def _on_state(self, state: str, details: dict[str, object]) -> None:
-        if state == "reconnecting":
+        if state == "connected" and self.client is not None and self.client.welcome:
+            self._note_refused(self.client.welcome.refused)
+            self._alive = {}  # the hub forgot our last report with the old connection
+        elif state == "reconnecting":
             warn(f"bridge: hub connection lost ({details.get('error', '')}); reconnecting")
         elif state == "truncated":
             warn("bridge: the hub's history was truncated; some messages may be gone")
@@ -175,6 +183,11 @@ class Bridge:
                 warn(f"bridge: {name!r} is served by another bridge; not delivering to it here")
         self._refused = set(refused)
 
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn(f"bridge: {message}")
+
     def _registry(self) -> Registry:
         try:
             return Registry.load(self.paths.registry)
@@ -184,10 +197,20 @@ class Bridge:
 
     # ------------------------------------------------------------------ periodic work
 
-    async def _watch(self, client: Client) -> None:
+    async def _watch(self, client: Client, reader: asyncio.Task[None]) -> None:
         while True:
+            if reader.done():  # the connection ended for good, or a bug: start over
+                err = None if reader.cancelled() else reader.exception()
+                if isinstance(err, ConnectionLost) and err.code == CloseCode.REPLACED:
+                    raise CliError(
+                        f"another bridge for host {self.host} took over; this one stops "
+                        "(one bridge per host: see `wsbus up`)"
+                    )
+                if err is not None:
+                    warn(f"bridge: connection ended: {err}; reconnecting")
+                return
             roster = await self._roster(client)
-            agents = local_agents(self._registry(), roster, self.host)
+            agents = local_agents(self._registry(), roster, self.host, self._warn_once)
             if set(agents) != set(self.agents) or any(
                 agents[n].channels != self.agents[n].channels for n in agents
             ):
@@ -237,29 +260,35 @@ class Bridge:
     async def _read(self, client: Client) -> None:
         async for item in client:
             if isinstance(item, Event):
-                await self._dispatch(item)
+                try:
+                    await self._dispatch(item)
+                except Exception:  # one bad event must not stop delivery of the others
+                    log.debug("handling event %d failed", item.seq, exc_info=True)
+                    warn(f"bridge: could not handle event #{item.seq} (a bug; run with -v)")
 
     async def _dispatch(self, ev: Event) -> None:
         chosen = [a for a in targets(ev, self.agents) if a.name not in self._refused]
+        for name, done in self.progress.finished(ev.seq, [a.name for a in chosen]).items():
+            await self._ack(ev, name, done, "delivered before (receipt sent again)")
         todo = self.progress.receive(ev.seq, [a.name for a in chosen])
         if not todo:
-            self.progress.save()
+            self._save()
             return
         mirror = await self._mirror(ev) if ev.thread else None
         copy = None
         for agent in chosen:
             if agent.name not in todo:
                 continue
-            status = already_delivered(ev, agent.name, self.host)
-            if status is not None:
-                await self._ack(ev, agent.name, status, "delivered without the hub")
-                self.progress.finish(ev.seq, agent.name)
+            local = already_delivered(ev, agent.name, self.host)
+            if local is not None:
+                await self._ack(ev, agent.name, local, "delivered without the hub")
+                self.progress.finish(ev.seq, agent.name, local)
                 continue
-            if copy is None and not ev.thread and ev.kind != "notice":
+            if copy is None and not ev.thread:
                 copy = await self._long_copy(ev)
             text = pane_text(ev, agent.name, self.tun, mirror=mirror, copy=copy)
             self._queue(agent.session).put_nowait(_Job(agent, ev, text))
-        self.progress.save()
+        self._save()
 
     async def _long_copy(self, ev: Event) -> Path | None:
         if is_one_line(ev.body, self.tun.one_line_max):
@@ -298,7 +327,7 @@ class Bridge:
                     before = page.events[0].seq
             except (ClientError, TimeoutError) as err:
                 warn(f"bridge: cannot read thread {ev.thread!r} for its mirror: {err}")
-                events = [ev]
+                return path  # keep the mirror as it is rather than cut it short
             text = render(
                 (
                     e.from_,
@@ -334,10 +363,11 @@ class Bridge:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("delivery of event %d failed", job.event.seq)
+                log.debug("delivery of event %d failed", job.event.seq, exc_info=True)
+                warn(f"bridge: delivery of event #{job.event.seq} failed (a bug; run with -v)")
                 await self._ack(job.event, job.agent.name, "failed", "bridge error (logged)")
-                self.progress.finish(job.event.seq, job.agent.name)
-                self.progress.save()
+                self.progress.finish(job.event.seq, job.agent.name, "failed")
+                self._save()
 
     async def _deliver(self, job: _Job) -> None:
         agent, ev = job.agent, job.event
@@ -359,19 +389,33 @@ class Bridge:
                 down_reported = True
                 await self._ack(ev, agent.name, "session_down", f"tmux session {current.session!r}")
                 self._audit(ev, agent.name, "session_down")
-            await self._wait_for_session(current)
+            if not await self._wait_for_session(current):
+                # no longer served here: leave it pending in the hub for whoever serves it
+                self.progress.finish(ev.seq, agent.name, None)
+                self._save()
+                return
             current = self.agents.get(agent.name, current)
         await self._ack(ev, agent.name, outcome.status, outcome.reason)
         self._audit(ev, agent.name, outcome.status)
         if self.verbose:
             self._say(f"bridge: #{ev.seq} {ev.from_} -> {agent.name}: {outcome.status}")
-        self.progress.finish(ev.seq, agent.name)
-        self.progress.save()
+        self.progress.finish(ev.seq, agent.name, outcome.status)
+        self._save()
 
-    async def _wait_for_session(self, agent: LocalAgent) -> None:
+    def _save(self) -> None:
+        try:
+            self.progress.save()
+        except OSError as err:
+            warn(f"bridge: cannot save progress to {self.progress.path}: {err}")
+
+    async def _wait_for_session(self, agent: LocalAgent) -> bool:
+        """Wait until the agent's session exists; False if the agent is no longer served."""
         while not await asyncio.to_thread(self.tmux.has_session, agent.session):
             await asyncio.sleep(min(self.scan_interval, 1.0))
-            agent = self.agents.get(agent.name, agent)
+            if agent.name not in self.agents:
+                return False
+            agent = self.agents[agent.name]
+        return True
 
     async def _revive(self, agent: LocalAgent) -> None:
         """Run the registry's revive command (local config only, never from a message)."""
@@ -421,7 +465,7 @@ class Bridge:
         for task in self._workers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.progress.save()
+        self._save()
         if self.client is not None:
             await self.client.close()
 
@@ -447,7 +491,9 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         default=2.0,
         help="seconds between registry/roster rescans and pane checks (default 2)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="print every delivery")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="print every delivery (and bugs' details)"
+    )
     add_client_args(p, channel=False)
     p.set_defaults(func=run)
     return p
@@ -455,6 +501,9 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if args.verbose:  # bugs' tracebacks too
+        logging.basicConfig(format="%(name)s: %(message)s")
+        log.setLevel(logging.DEBUG)
     try:
         tunables = CommsTunables.from_env()
     except ValueError as err:

@@ -10,18 +10,18 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
-from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, Event, RosterEntry
+from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, NAME_RULE, Event, RosterEntry, valid_name
 
 from .comms_paths import CommsTunables, write_atomic
 from .inject import is_one_line, message_line, sanitize, stamp_hm
-from .registry import Registry
+from .registry import Registry, RegistryError
 from .wire import KIND_NOTICE, META_HOST, META_LOCAL, NO_REPLY, sent_at
 
 __all__ = [
@@ -49,15 +49,29 @@ class LocalAgent(msgspec.Struct, frozen=True):
     enabled: bool = True
 
 
+_SESSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_+-]{0,63}$")
+
+
+def plain_session(session: str) -> bool:
+    """Whether a session name from the hub is a plain name: no tmux target syntax
+    (``%pane``, ``$id``, ``@window``, ``s:w.p``) that could point into another pane."""
+    return bool(_SESSION_RE.match(session))
+
+
 def local_agents(
-    registry: Registry, roster: Iterable[RosterEntry], host: str
+    registry: Registry,
+    roster: Iterable[RosterEntry],
+    host: str,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> dict[str, LocalAgent]:
     """Every name this machine serves, by name.
 
     Enabled registry agents serve the default channel (and the projects they are
     members of); roster members registered from ``host`` serve the default
     channel and their projects. A registry entry's ``revive_cmd``, ``paste`` and
-    ``enter_delay`` win; the roster adds channels and its own enter delay.
+    ``enter_delay`` win; the roster adds channels and its own enter delay. A bad
+    entry is skipped with a warning (it must not stop the others' delivery); the
+    hub's rosters may name only plain tmux sessions.
     """
     chans: dict[str, set[str]] = {}
     sessions: dict[str, str] = {}
@@ -65,13 +79,23 @@ def local_agents(
     for m in roster:
         if m.host != host or not m.session:
             continue
+        if not plain_session(m.session):
+            warn(f"roster member {m.name!r} of {m.channel!r}: session {m.session!r} skipped")
+            continue
         chans.setdefault(m.name, {DEFAULT_CHANNEL}).add(m.channel)
         sessions.setdefault(m.name, m.session)
         if m.enter_delay is not None:
             delays.setdefault(m.name, m.enter_delay)
     out: dict[str, LocalAgent] = {}
     for name in registry.names():
-        a = registry.agent(name)
+        if not valid_name(name):
+            warn(f"registry agent {name!r} skipped: a name is {NAME_RULE}")
+            continue
+        try:
+            a = registry.agent(name)
+        except RegistryError as err:
+            warn(f"{err}; skipped")
+            continue
         if a is None or not a.enabled or not a.session or (a.host and a.host != host):
             continue
         channels = chans.pop(name, {DEFAULT_CHANNEL})
@@ -113,6 +137,13 @@ def already_delivered(ev: Event, name: str, host: str) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def is_notice(ev: Event) -> bool:
+    """A notice is typed without ``from=``: only when it is a one-line announcement
+    that starts with its sender's name (``claude (model, role) joined project …``),
+    so nobody can make a line look as if someone else wrote it."""
+    return is_one_line(ev.body, 500) and ev.body.startswith(f"{ev.from_} ")
+
+
 def long_copy(ev: Event) -> str:
     """The readable copy of a long or multi-line message (markdown)."""
     to = "" if ev.to == BROADCAST else f"→{ev.to}"
@@ -139,7 +170,7 @@ def pane_text(
     """
     marker = tun.marker
     sender = ev.from_
-    if ev.kind == KIND_NOTICE:
+    if ev.kind == KIND_NOTICE and is_notice(ev):
         line = f"{marker} {sanitize(ev.body)}"
     elif ev.thread:
         line = f"{marker} {sender} posted in {ev.thread} — review it ({mirror or ev.thread})"
@@ -155,6 +186,7 @@ def pane_text(
             f"({lines} lines, {len(ev.body)} chars) — read it: {where}wsbus show {ev.seq}"
         )
     count = (ev.loop or {}).get(recipient, 0)
+    # the warning goes on messages agents answer: thread posts and direct messages
     if ev.kind != KIND_NOTICE and count >= tun.loop_warn_count:
         line += (
             f" [⚠ loop guard: {sender}<->{recipient} have exchanged several"
@@ -166,7 +198,12 @@ def pane_text(
 class _State(msgspec.Struct):
     hub: str | None = None
     cursor: int | None = None
-    done: list[tuple[int, str]] = []
+    done: list[tuple[int, str, str | None]] = []
+
+
+#: finished deliveries kept at or below the cursor (a pending replay of an event whose
+#: receipt was lost gets its receipt again instead of being typed twice)
+KEEP_BELOW_CURSOR = 2000
 
 
 class Progress:
@@ -174,8 +211,10 @@ class Progress:
 
     ``cursor`` is a low-water mark: every event up to it was handled for every
     local name, so a restarted bridge resumes from there (with the hub's pending
-    replay for names it newly serves). Deliveries finished after the cursor are
-    remembered in ``done`` so they are not typed again.
+    replay for names it newly serves). Finished deliveries are remembered with
+    their final status (all of them above the cursor, the latest
+    ``KEEP_BELOW_CURSOR`` below it), so an event seen again is not typed again and
+    its receipt can be sent again.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -183,7 +222,7 @@ class Progress:
         self.hub: str | None = None
         self.received = 0
         self.open: dict[int, set[str]] = {}
-        self.done: set[tuple[int, str]] = set()
+        self.done: dict[tuple[int, str], str | None] = {}
         self._saved_cursor: int | None = None
         if path is not None and path.exists():
             try:
@@ -193,7 +232,7 @@ class Progress:
             self.hub = st.hub
             self.received = st.cursor or 0
             self._saved_cursor = st.cursor
-            self.done = {(s, n) for s, n in st.done}
+            self.done = {(s, n): status for s, n, status in st.done}
 
     @property
     def cursor(self) -> int | None:
@@ -210,19 +249,27 @@ class Progress:
         self.done.clear()
         self.open.clear()
 
+    def finished(self, seq: int, names: Iterable[str]) -> dict[str, str]:
+        """Of ``names``, those whose delivery of ``seq`` already ended, with the status."""
+        out: dict[str, str] = {}
+        for n in names:
+            status = self.done.get((seq, n))
+            if status is not None:
+                out[n] = status
+        return out
+
     def receive(self, seq: int, names: Iterable[str]) -> list[str]:
         """An event arrived for ``names``; returns those still to deliver."""
-        todo = [n for n in names if (seq, n) not in self.done]
         waiting = self.open.get(seq, set())
-        todo = [n for n in todo if n not in waiting]
+        todo = [n for n in names if (seq, n) not in self.done and n not in waiting]
         if todo:
             self.open.setdefault(seq, set()).update(todo)
         self.received = max(self.received, seq)
         return todo
 
-    def finish(self, seq: int, name: str) -> None:
-        """A delivery ended (any final status)."""
-        self.done.add((seq, name))
+    def finish(self, seq: int, name: str, status: str | None) -> None:
+        """A delivery ended with ``status`` (None: given up here, left pending in the hub)."""
+        self.done[(seq, name)] = status
         waiting = self.open.get(seq)
         if waiting is not None:
             waiting.discard(name)
@@ -232,11 +279,10 @@ class Progress:
     def save(self) -> None:
         if self.path is None:
             return
-        cursor = self.cursor
-        keep = sorted((s, n) for s, n in self.done if cursor is None or s > cursor)
-        self.done = set(keep)
-        data = msgspec.json.encode(_State(hub=self.hub, cursor=cursor, done=keep))
+        cursor = self.cursor or 0
+        above = [(s, n, st) for (s, n), st in self.done.items() if s > cursor]
+        below = sorted((s, n, st) for (s, n), st in self.done.items() if s <= cursor)
+        keep = sorted(above) + below[-KEEP_BELOW_CURSOR:]
+        self.done = {(s, n): st for s, n, st in keep}
+        data = msgspec.json.encode(_State(hub=self.hub, cursor=self.cursor, done=keep))
         write_atomic(self.path, data)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"cursor": self.cursor, "open": len(self.open), "done": len(self.done)}

@@ -363,3 +363,53 @@ def test_wsbus_send_spools_only_when_asked_and_relay_forwards_once(
     assert m.wsbus("relay").stdout.startswith("nothing to relay")
     hist = m.wsbus("history", "--to", "codex", "--json")
     assert [json.loads(line)["body"] for line in hist.stdout.splitlines()] == ["hi"]
+
+
+async def test_a_second_bridge_on_the_same_host_takes_over_and_the_first_stops(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex", enter_delay=0.05)
+    m.start_bridge()
+    first = m.bridge
+    assert first is not None
+    m.bridge = None
+    m.start_bridge()  # e.g. `wsbus bridge` typed twice
+    assert first.wait(20) == 1
+    assert "another bridge for host alpha took over" in m.bridge_output()
+    assert "Traceback" not in m.bridge_output()
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("codex", "exactly once")
+        assert (await wait_receipt(c, ok.seq, {"codex"}, 20))["codex"].status == "submitted"
+    finally:
+        await c.close()
+    assert [ln.split("| ", 1)[1] for ln in codex.submitted()] == ["exactly once"]
+
+
+async def test_a_bridge_moved_to_another_hub_does_not_type_its_history(
+    hub: HubProcess, hub_factory: Callable[..., HubProcess], machines: Callable[[str], Machine]
+) -> None:
+    m = machines("alpha")
+    codex = m.agent("codex", enter_delay=0.05)
+    m.start_bridge()
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send("codex", "on hub one")
+        assert (await wait_receipt(c, ok.seq, {"codex"}, 20))["codex"].status == "submitted"
+    finally:
+        await c.close()
+    m.stop_bridge()
+    other = hub_factory("--memory")  # a new database: a different hub id, seqs from 1
+    c2 = await sender(other, "claude")
+    try:
+        for i in range(3):
+            await c2.send("*", f"old news {i}")  # before the bridge came: not for it
+        m.env["WSBUS_URL"] = other.url
+        m.start_bridge()
+        wait_for(lambda: "different hub" in m.bridge_output(), timeout=20)
+        ok = await c2.send("codex", "fresh")
+        assert (await wait_receipt(c2, ok.seq, {"codex"}, 20))["codex"].status == "submitted"
+    finally:
+        await c2.close()
+    assert [ln.split("| ", 1)[1] for ln in codex.submitted()] == ["on hub one", "fresh"]

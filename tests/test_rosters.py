@@ -749,3 +749,16 @@ async def test_core_register_long_names_never_overwrite_a_member() -> None:
         (n, f"s{i}") for i, n in enumerate(given)
     }
     await hub.stop()
+
+
+async def test_a_bridge_from_the_same_host_takes_over(connect: Callable[..., Any]) -> None:
+    """A reconnect that outruns the hub noticing the old connection's drop (or a second
+    bridge started on the same host) takes the names over; the old one is closed (4009)."""
+    old = await connect({"kind": "bridge", "names": ["codex"], "channels": ["acme"], "host": "box"})
+    new = await connect({"kind": "bridge", "names": ["codex"], "channels": ["acme"], "host": "box"})
+    assert new.welcome["names"] == ["codex"] and "refused" not in new.welcome
+    conn: Any = old.raw.conn
+    await async_wait_for(lambda: conn.close_code == 4009, 5)
+    watch = await connect({"name": "watch", "channels": ["acme"]})
+    ok = await watch.send("codex", "to the new bridge", channel="acme")
+    await new.event(ok["seq"])

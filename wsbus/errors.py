@@ -79,6 +79,7 @@ class CloseCode(IntEnum):
     BAD_HELLO = 4002
     HELLO_TIMEOUT = 4003
     SLOW_CONSUMER = 4008
+    REPLACED = 4009
     RATE_LIMITED = 4029
 
 
@@ -90,6 +91,7 @@ CLOSE_MEANINGS: dict[CloseCode, str] = {
     CloseCode.BAD_HELLO: "The first frame was not a valid `hello`; do not retry unchanged.",
     CloseCode.HELLO_TIMEOUT: "No `hello` within the handshake timeout.",
     CloseCode.SLOW_CONSUMER: "Unread frames exceeded the send queue; reconnect and resume.",
+    CloseCode.REPLACED: "A newer bridge connection from the same host took over its names.",
     CloseCode.RATE_LIMITED: "Reserved: the connection exceeded its rate limit.",
 }
 
@@ -98,7 +100,7 @@ RETRYABLE_ERRORS = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.STORE_FAILED, E
 
 #: close codes after which a client must not reconnect unchanged
 FATAL_CLOSE_CODES = frozenset(
-    {CloseCode.POLICY_VIOLATION, CloseCode.UNAUTHORIZED, CloseCode.BAD_HELLO}
+    {CloseCode.POLICY_VIOLATION, CloseCode.UNAUTHORIZED, CloseCode.BAD_HELLO, CloseCode.REPLACED}
 )
 
 

@@ -225,7 +225,7 @@ class Hub:
             )
         refused: list[str] = []
         if hello.kind == "bridge":
-            names, refused = self._claim(session, names, channels)
+            names, refused = self._claim(session, names, channels, hello.host)
         session.names = tuple(names)
         for n in names:
             self._by_name.setdefault(n, set()).add(session)
@@ -260,9 +260,14 @@ class Hub:
         )
 
     def _claim(
-        self, session: Session, names: list[str], channels: list[str]
+        self, session: Session, names: list[str], channels: list[str], host: str | None
     ) -> tuple[list[str], list[str]]:
-        """Claim ``names`` in ``channels`` for a bridge; returns (granted, refused)."""
+        """Claim ``names`` in ``channels`` for a bridge; returns (granted, refused).
+
+        A bridge from the same host takes over: the older connection is a stale
+        one of the same bridge (its reconnect outran the hub noticing the drop),
+        or a second bridge started by mistake — closed with 4009 either way.
+        """
         granted: list[str] = []
         refused: list[str] = []
         for n in names:
@@ -271,7 +276,12 @@ class Hub:
                 for c in channels
                 if (c, n) in self._claims and not self._claims[(c, n)].closed
             ]
-            if held:
+            stale = [s for s in held if host is not None and s.info.get("host") == host]
+            for old in stale:
+                log.info("bridge %s on %s takes over from %s", session.id, host, old.id)
+                self.close_session(old)
+                old.close(CloseCode.REPLACED, "a newer bridge connection from this host took over")
+            if len(stale) < len(held):
                 refused.append(n)
                 continue
             granted.append(n)
