@@ -63,6 +63,7 @@ async def run(args: argparse.Namespace) -> int:
             channel=settings.channel,
             to=name,
             pending=args.unread,
+            after=0 if args.unread else None,  # unread: the oldest first; else the latest
             limit=args.n,
             timeout=settings.timeout,
         )

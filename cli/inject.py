@@ -60,7 +60,10 @@ _BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 # Whitespace and line breaks become one space each; every other control, ESC, DEL, C1,
 # bidi control and lone surrogate (which cannot be encoded to send) is removed.
 _TO_SPACE = {ord(c): " " for c in "\t" + _LINE_BREAKS}
-_DROP = "".join(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))) + _BIDI
+# Unicode tag characters (U+E0000-E007F) are invisible and can smuggle text an
+# agent reads but a person does not see
+_TAGS = "".join(chr(c) for c in range(0xE0000, 0xE0080))
+_DROP = "".join(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))) + _BIDI + _TAGS
 _TABLE: dict[int, str | None] = {ord(c): None for c in _DROP} | _TO_SPACE
 _SURROGATES = re.compile("[\ud800-\udfff]")
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from wsbus.client import Client
-from wsbus.errors import HubUnreachable, SendRefused
+from wsbus.errors import ClientError, HubUnreachable, SendRefused
 
 from .common import Subcommands, add_client_args, settings_from
 from .comms_paths import CommsPaths, private_dir
@@ -59,7 +59,12 @@ def spooled_meta(rec: SpoolRecord) -> dict[str, Any]:
 
 
 async def forward(spool: Spool, url: str, *, timeout: float = 10.0) -> RelayResult:
-    """Send every spooled record to the hub at ``url``; raises HubUnreachable."""
+    """Send every spooled record to the hub at ``url`` (each removed after its ok).
+
+    Raises :class:`HubUnreachable` when the hub cannot be reached, other
+    :class:`ClientError` or :class:`TimeoutError` when the connection fails midway
+    (what was acknowledged is gone from the spool; the rest stays).
+    """
     items = spool.items()
     result = RelayResult()
     if not items:
@@ -136,11 +141,12 @@ async def run(args: argparse.Namespace) -> int:
     while True:
         try:
             result = await forward(spool, settings.url, timeout=settings.timeout)
-        except HubUnreachable as err:
+        except (ClientError, TimeoutError) as err:  # unreachable, or lost mid-pass
             if not args.watch:
                 raise CliError(
-                    f"{err}; {len(spool)} message(s) stay spooled in {paths.spool}",
-                    Exit.UNREACHABLE,
+                    f"{err or 'timed out'}; {len(spool)} message(s) stay spooled in "
+                    f"{paths.spool}",
+                    Exit.UNREACHABLE if isinstance(err, HubUnreachable) else Exit.FAILURE,
                 ) from None
             result = RelayResult(remaining=len(spool))
         if args.json:

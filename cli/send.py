@@ -95,6 +95,8 @@ async def run(args: argparse.Namespace) -> int:
     body = read_body(args.message)
     if not body.strip():
         raise CliError("empty message: nothing to send", Exit.USAGE)
+    if not 0 < args.confirm_timeout < 86400:
+        raise CliError("--confirm-timeout must be a number of seconds above 0", Exit.USAGE)
     if args.confirm and args.to == "*":
         raise CliError("--confirm needs one recipient, not '*'", Exit.USAGE)
     client = Client(

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from wsbus.client import Client
 from wsbus.config import state_dir
@@ -94,6 +96,29 @@ def _spawn(component: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Pa
     return proc, log
 
 
+def _local(url: str) -> bool:
+    """Whether ``url`` points at this machine (loopback), where `up` may start a hub."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _abandon(component: str, proc: subprocess.Popen[bytes]) -> None:
+    """A start that failed: stop the process (never leave an orphan) and its pid file."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    (run_dir() / f"{component}.pid").unlink(missing_ok=True)
+
+
 def _wait_log(
     proc: subprocess.Popen[bytes], log: Path, needle: str, start: int, timeout: float
 ) -> str | None:
@@ -165,6 +190,11 @@ async def run_up(args: argparse.Namespace) -> int:
             say(f"hub: already running (pid {pid}; log {run_dir() / 'hub.log'})")
         elif await _hub_answers(settings.url, min(settings.timeout, 2.0)):
             say(f"hub: already answering at {settings.url} (not started by `wsbus up`)")
+        elif not _local(settings.url):
+            raise CliError(
+                f"no hub answers at {settings.url}, and `wsbus up` starts hubs only on this "
+                "machine (use a loopback URL, or --no-hub for just the bridge)"
+            )
         else:
             url_port = settings.url.rsplit(":", 1)[-1].split("/")[0]
             argv = ["serve"] + (["--port", url_port] if url_port.isdigit() else [])
@@ -173,7 +203,7 @@ async def run_up(args: argparse.Namespace) -> int:
             proc, log = await asyncio.to_thread(_spawn, "hub", argv)
             error = await asyncio.to_thread(_wait_log, proc, log, "listening on", start, 20)
             if error:
-                (run_dir() / "hub.pid").unlink(missing_ok=True)
+                _abandon("hub", proc)
                 raise CliError(f"hub {error}")
             say(f"hub: started (pid {proc.pid}) at {settings.url}; log {log}")
     if not args.no_bridge:
@@ -186,7 +216,7 @@ async def run_up(args: argparse.Namespace) -> int:
             proc, log = await asyncio.to_thread(_spawn, "bridge", ["bridge", "--url", settings.url])
             error = await asyncio.to_thread(_wait_log, proc, log, "bridge: serving", start, 20)
             if error:
-                (run_dir() / "bridge.pid").unlink(missing_ok=True)
+                _abandon("bridge", proc)
                 raise CliError(f"bridge {error}")
             say(f"bridge: started (pid {proc.pid}); log {log}")
     return Exit.OK

@@ -52,6 +52,7 @@ TS = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
         ("del\x7fete", "delete"),  # DEL would erase the sender tag
         ("c1\x80\x90\x9fx", "c1x"),
         ("x\u202eevil\u202c\u2066i\u2069\u200e\u200f\u061cy", "xeviliy"),
+        ("see\U000e0041\U000e0042\U000e007fit", "seeit"),  # invisible tag characters
         ("tab\there", "tab here"),
         ("two\nlines", "two lines"),
         ("crlf\r\nend", "crlf  end"),

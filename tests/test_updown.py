@@ -80,3 +80,11 @@ def test_up_and_down_are_idempotent(tmp_path: Path, env: dict[str, str]) -> None
                 pid = int(pid_file.read_text())
                 if pid_alive(pid):
                     os.kill(pid, 9)
+
+
+def test_up_starts_hubs_only_for_loopback_urls() -> None:
+    from wsbus.cli.updown import _local
+
+    assert _local("ws://127.0.0.1:8765") and _local("ws://localhost:8765")
+    assert _local("ws://[::1]:8765/")
+    assert not _local("ws://hub.lan:8765") and not _local("ws://10.0.0.5:8765")
