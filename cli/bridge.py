@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from .relay import forward
 from .spool import Spool
 from .threadfiles import render, thread_file, write_mirror
 from .tmux import Tmux
-from .wire import META_MODEL, hostname, sent_at
+from .wire import AUDIT_WORDS, META_MODEL, hostname, run_revive, sent_at
 
 __all__ = ["Bridge", "register", "run"]
 
@@ -59,13 +58,6 @@ examples:
   wsbus bridge --url ws://hub.lan:8765  # a hub on another machine
   wsbus up                              # hub + bridge in the background
 """
-
-STATUS_WORDS = {
-    "submitted": "DELIVERED",
-    "unsubmitted": "UNSUBMITTED",
-    "failed": "INJECT_FAIL",
-    "session_down": "SESSION_DOWN",
-}
 
 
 class _Job:
@@ -422,21 +414,9 @@ class Bridge:
         assert agent.revive_cmd is not None
         self._say(f"bridge: session {agent.session!r} is down; running its revive_cmd")
 
-        def work() -> None:
-            try:
-                r = subprocess.run(
-                    agent.revive_cmd or "",
-                    shell=True,
-                    capture_output=True,
-                    text=True,
-                    timeout=self.tun.revive_timeout,
-                )
-                if r.returncode != 0:
-                    warn(f"bridge: revive {agent.name!r} failed rc={r.returncode}")
-            except (OSError, subprocess.TimeoutExpired) as err:
-                warn(f"bridge: revive {agent.name!r} failed: {err}")
-
-        await asyncio.to_thread(work)
+        failed = await asyncio.to_thread(run_revive, agent.revive_cmd, self.tun.revive_timeout)
+        if failed:
+            warn(f"bridge: revive {agent.name!r} failed: {failed}")
         deadline = time.monotonic() + self.tun.revive_grace
         while time.monotonic() < deadline:
             if await asyncio.to_thread(self.tmux.has_session, agent.session):
@@ -451,7 +431,7 @@ class Bridge:
             await client.ack(ev.seq, status, reason=reason, name=name)
 
     def _audit(self, ev: Event, name: str, status: str) -> None:
-        word = STATUS_WORDS.get(status, status.upper())
+        word = AUDIT_WORDS.get(status, status.upper())
         if ev.thread:
             word = ("DOORBELL" if status == "submitted" else f"DOORBELL_{word}") + f":{ev.thread}"
         audit(self.paths.log, ev.from_, name, word, ev.body)

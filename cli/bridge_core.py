@@ -20,9 +20,17 @@ import msgspec
 from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, NAME_RULE, Event, RosterEntry, valid_name
 
 from .comms_paths import CommsTunables, write_atomic
-from .inject import is_one_line, message_line, sanitize, stamp_hm
+from .inject import is_one_line, message_line, sanitize
 from .registry import Registry, RegistryError
-from .wire import KIND_NOTICE, META_HOST, META_LOCAL, NO_REPLY, sent_at
+from .wire import (
+    KIND_NOTICE,
+    META_HOST,
+    META_LOCAL,
+    NO_REPLY,
+    long_doorbell,
+    loop_warning,
+    sent_at,
+)
 
 __all__ = [
     "LocalAgent",
@@ -179,19 +187,12 @@ def pane_text(
     elif is_one_line(ev.body, tun.one_line_max):
         line = message_line(marker, sender, sent_at(ev.meta, ev.ts), ev.body)
     else:
-        lines = ev.body.count("\n") + 1
-        where = f"{copy} or " if copy else ""
-        line = (
-            f"{marker} from={sender} {stamp_hm(sent_at(ev.meta, ev.ts))} | long message "
-            f"({lines} lines, {len(ev.body)} chars) — read it: {where}wsbus show {ev.seq}"
-        )
+        where = (f"{copy} or " if copy else "") + f"wsbus show {ev.seq}"
+        line = long_doorbell(marker, sender, sent_at(ev.meta, ev.ts), ev.body, where)
     count = (ev.loop or {}).get(recipient, 0)
     # the warning goes on messages agents answer: thread posts and direct messages
     if ev.kind != KIND_NOTICE and count >= tun.loop_warn_count:
-        line += (
-            f" [⚠ loop guard: {sender}<->{recipient} have exchanged several"
-            " messages rapidly — do NOT reply unless it's essential]"
-        )
+        line += loop_warning(sender, recipient)
     return tun.clip(sanitize(line))
 
 

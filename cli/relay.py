@@ -144,8 +144,7 @@ async def run(args: argparse.Namespace) -> int:
         except (ClientError, TimeoutError) as err:  # unreachable, or lost mid-pass
             if not args.watch:
                 raise CliError(
-                    f"{err or 'timed out'}; {len(spool)} message(s) stay spooled in "
-                    f"{paths.spool}",
+                    f"{err or 'timed out'}; {len(spool)} message(s) stay spooled in {paths.spool}",
                     Exit.UNREACHABLE if isinstance(err, HubUnreachable) else Exit.FAILURE,
                 ) from None
             result = RelayResult(remaining=len(spool))

@@ -20,12 +20,16 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
 from typing import Any
 
 from wsbus.client import Client
 from wsbus.schema import Receipt
 
+from .inject import stamp_hm
+
 __all__ = [
+    "AUDIT_WORDS",
     "KIND_NOTICE",
     "META_HOST",
     "META_LOCAL",
@@ -33,6 +37,9 @@ __all__ = [
     "META_SENT_AT",
     "NO_REPLY",
     "hostname",
+    "long_doorbell",
+    "loop_warning",
+    "run_revive",
     "sent_at",
     "wait_receipt",
 ]
@@ -43,6 +50,43 @@ META_LOCAL = "local"
 META_HOST = "host"
 META_SENT_AT = "sent_at"
 NO_REPLY = "[no-reply]"
+
+#: receipt status -> the audit log's word (the original tool's vocabulary)
+AUDIT_WORDS = {
+    "submitted": "DELIVERED",
+    "unsubmitted": "UNSUBMITTED",
+    "failed": "INJECT_FAIL",
+    "session_down": "SESSION_DOWN",
+}
+
+
+def loop_warning(sender: str, recipient: str) -> str:
+    """The original's loop-guard suffix for a doorbell."""
+    return (
+        f" [⚠ loop guard: {sender}<->{recipient} have exchanged several"
+        " messages rapidly — do NOT reply unless it's essential]"
+    )
+
+
+def long_doorbell(marker: str, sender: str, ts: float, body: str, where: str) -> str:
+    """The one line typed for a long or multi-line body: where to read it."""
+    lines = body.count("\n") + 1
+    return (
+        f"{marker} from={sender} {stamp_hm(ts)} | long message "
+        f"({lines} lines, {len(body)} chars) — read it: {where}"
+    )
+
+
+def run_revive(command: str, timeout: float) -> str | None:
+    """Run a registry ``revive_cmd`` through the shell (local config only, never from a
+    message); returns why it failed, or None."""
+    try:
+        r = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as err:
+        return str(err)[:200]
+    if r.returncode != 0:
+        return f"rc={r.returncode}: {(r.stderr or '').strip()[:200]}"
+    return None
 
 
 def hostname() -> str:

@@ -11,7 +11,6 @@ message twice.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -19,9 +18,9 @@ from typing import NamedTuple
 from wsbus.client import new_ref
 
 from ..comms_paths import private_dir, write_atomic
-from ..inject import Injector, Outcome, is_one_line, message_line, stamp_hm
+from ..inject import Injector, Outcome, is_one_line, message_line
 from ..spool import Spool, SpoolRecord
-from ..wire import META_HOST, META_MODEL
+from ..wire import AUDIT_WORDS, META_HOST, META_MODEL, long_doorbell, run_revive
 from .context import Context
 
 __all__ = [
@@ -37,12 +36,6 @@ __all__ = [
 
 SPOOLED = "spooled: hub unreachable; forwarded by the bridge or `wsbus relay` when it is back"
 
-AUDIT_WORDS = {
-    "submitted": "DELIVERED",
-    "unsubmitted": "UNSUBMITTED",
-    "failed": "INJECT_FAIL",
-    "session_down": "SESSION_DOWN",
-}
 
 _DONE_HERE = ("submitted", "unsubmitted", "failed")
 """Statuses recorded in ``meta.local``: the text reached (or was tried in) the pane.
@@ -77,19 +70,9 @@ def local_target(ctx: Context, name: str) -> LocalTarget | None:
 def _revive(ctx: Context, target: LocalTarget) -> None:
     """Run the registry's revive command (local config, never a message) and wait a little."""
     assert target.revive_cmd is not None
-    try:
-        r = subprocess.run(
-            target.revive_cmd,
-            shell=True,
-            capture_output=True,
-            text=True,
-            timeout=ctx.tunables.revive_timeout,
-        )
-        if r.returncode != 0:
-            why = (r.stderr or "").strip()[:200]
-            ctx.note(f"revive '{target.name}' failed rc={r.returncode}: {why}")
-    except (OSError, subprocess.SubprocessError) as err:
-        ctx.note(f"revive '{target.name}' raised: {str(err)[:200]}")
+    failed = run_revive(target.revive_cmd, ctx.tunables.revive_timeout)
+    if failed:
+        ctx.note(f"revive '{target.name}' failed: {failed}")
     deadline = time.monotonic() + ctx.tunables.revive_grace
     while time.monotonic() < deadline and not ctx.tmux.has_session(target.session):
         time.sleep(0.2)
@@ -120,11 +103,7 @@ def pane_line(ctx: Context, sender: str, body: str, ref: str) -> str:
     except OSError as err:
         ctx.note(f"cannot write {path}: {err}")
         where = "(the copy could not be written; it is in the hub once relayed)"
-    lines = body.count("\n") + 1
-    return (
-        f"{ctx.tunables.marker} from={sender} {stamp_hm(now)} | long message "
-        f"({lines} lines, {len(body)} chars) — read it: {where}"
-    )
+    return long_doorbell(ctx.tunables.marker, sender, now, body, where)
 
 
 def outcome_line(sender: str, target: str, session: str, outcome: Outcome) -> str:

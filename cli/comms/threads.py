@@ -34,7 +34,7 @@ from ..threadfiles import (
     thread_file,
     write_mirror,
 )
-from ..wire import META_MODEL, NO_REPLY, sent_at
+from ..wire import META_MODEL, NO_REPLY, loop_warning, sent_at
 from .context import Context, check_name
 from .fallback import SPOOLED, LocalTarget, deliver, local_target, spool
 from .messaging import audience, message_body, settle
@@ -264,10 +264,7 @@ async def _post_offline(ctx: Context, sender: str, thread: str, body: str) -> in
         line = pointer
         exchanged = exchange_count(ctx.paths.log, sender, label, ctx.tunables.loop_window_sec)
         if exchanged >= ctx.tunables.loop_warn_count:
-            line += (
-                f" [⚠ loop guard: {sender}<->{label} have exchanged several"
-                " messages rapidly — do NOT reply unless it's essential]"
-            )
+            line += loop_warning(sender, label)
         outcome = await deliver(ctx, target, line) if target is not None else None
         status = outcome.status if outcome is not None else "session_down"
         if outcome is not None:
