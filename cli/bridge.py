@@ -107,6 +107,7 @@ class Bridge:
         self._refused: set[str] = set()
         self._last_roster: list[RosterEntry] = []
         self._warned: set[str] = set()
+        self._resumed_from = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +148,7 @@ class Bridge:
 
     def _connect_client(self) -> Client:
         channels = sorted({c for a in self.agents.values() for c in a.channels} | {"default"})
+        self._resumed_from = self.progress.cursor or 0
         return Client(
             self.url,
             names=sorted(self.agents),
@@ -164,6 +166,8 @@ class Bridge:
         if state == "connected" and self.client is not None and self.client.welcome:
             self._note_refused(self.client.welcome.refused)
             self._alive = {}  # the hub forgot our last report with the old connection
+            # what the hub replays up to here as pending, we may have finished already
+            self._resumed_from = max(self._resumed_from, self.progress.received)
         elif state == "reconnecting":
             warn(f"bridge: hub connection lost ({details.get('error', '')}); reconnecting")
         elif state == "truncated":
@@ -260,8 +264,10 @@ class Bridge:
 
     async def _dispatch(self, ev: Event) -> None:
         chosen = [a for a in targets(ev, self.agents) if a.name not in self._refused]
-        for name, done in self.progress.finished(ev.seq, [a.name for a in chosen]).items():
-            await self._ack(ev, name, done, "delivered before (receipt sent again)")
+        if ev.seq <= self._resumed_from:
+            # replayed as still pending although we finished it: our receipt was lost
+            for name, done in self.progress.finished(ev.seq, [a.name for a in chosen]).items():
+                await self._ack(ev, name, done, "delivered before (receipt sent again)")
         todo = self.progress.receive(ev.seq, [a.name for a in chosen])
         if not todo:
             self._save()
