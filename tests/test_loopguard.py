@@ -302,3 +302,23 @@ async def test_loop_window_from_the_environment_expires(
         ok = await alice.send("bob", "a quick reply counts")
         assert ok["ts"] - late["ts"] < window  # (else this machine is far too slow)
         assert (await bob.event(ok["seq"]))["loop"] == {"bob": 2}
+
+
+def test_broadcasts_count_per_channel_and_only_between_correspondents() -> None:
+    g = LoopGuard(window=60)
+    members = {"alice", "bob", "carol"}
+    everyone = members.__contains__
+    # a one-way burst of posts is not a loop
+    for t in range(3):
+        assert g.record_broadcast(float(t), "alice", "acme", everyone) == {}
+    # bob posts back to the project: an exchange of 4 posts between the two
+    assert g.record_broadcast(3.0, "bob", "acme", everyone) == {"alice": 4}
+    assert g.record_broadcast(4.0, "alice", "acme", everyone) == {"bob": 5}
+    # another channel is another conversation; carol never wrote: never reported
+    assert g.record_broadcast(5.0, "alice", "other", everyone) == {}
+    # a direct answer to a post counts with the posts of that channel
+    assert g.record(6.0, "carol", ["alice"], "acme") == {"alice": 5}
+    # only members of the channel are reported
+    assert g.record_broadcast(7.0, "alice", "acme", {"alice", "bob"}.__contains__) == {"bob": 6}
+    # past the window everything is forgotten
+    assert g.record_broadcast(100.0, "bob", "acme", everyone) == {}

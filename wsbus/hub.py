@@ -507,8 +507,13 @@ class Hub:
         self._last_ts = ts
         loop = None
         if send.kind != "notice":
-            recipients = [send.to] if send.to != BROADCAST else self._channel_names(channel)
-            loop = self.loops.record(ts, sender, recipients) or None
+            if send.to == BROADCAST:
+                loop = self.loops.record_broadcast(
+                    ts, sender, channel, lambda n: self._in_channel(channel, n)
+                )
+            else:
+                loop = self.loops.record(ts, sender, [send.to], channel)
+            loop = loop or None
         ev = Event(
             seq=seq,
             ts=ts,
@@ -756,11 +761,9 @@ class Hub:
             connected=bool(self.router.sessions_of(m.channel, m.name)),
         )
 
-    def _channel_names(self, channel: str) -> list[str]:
-        """Registered members and connected names of a channel."""
-        names = {n for (c, n) in self.members if c == channel}
-        names.update(self.router.online(channel))
-        return sorted(names)
+    def _in_channel(self, channel: str, name: str) -> bool:
+        """Whether ``name`` is a registered member of, or connected on, ``channel``."""
+        return (channel, name) in self.members or bool(self.router.sessions_of(channel, name))
 
     async def register(self, session: Session, r: Register) -> Registered:
         """Add, update or remove a roster member (durably, before answering)."""

@@ -5,13 +5,17 @@ between each pair (either direction) over a sliding window; recipients of a new
 event learn the count for their pair (``Event.loop``) and can warn the agent.
 Only an *exchange* is reported — messages went both ways within the window — so
 a one-way burst (a person handing out work) is not mistaken for a loop.
-Plain synchronous code, tested without sockets.
+
+Broadcasts (a project post to everyone) count too, per channel, without touching
+every member of the channel: only names that wrote to the sender, or broadcast in
+the channel, within the window can be in an exchange with it, so only they are
+looked at. Plain synchronous code, tested without sockets.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["LoopGuard"]
 
@@ -22,17 +26,26 @@ class LoopGuard:
     def __init__(self, window: float = 180.0, max_pairs: int = 100_000) -> None:
         self.window = window
         self.max_pairs = max_pairs
-        #: unordered pair -> (time, sent by the pair's first name) per event
+        #: unordered pair -> (time, sent by the pair's first name) per direct event
         self._pairs: dict[tuple[str, str], deque[tuple[float, bool]]] = {}
+        #: (channel, sender) -> times of its broadcasts
+        self._bcasts: dict[tuple[str, str], deque[float]] = {}
+        #: channel -> names that broadcast there (last time)
+        self._chan_senders: dict[str, dict[str, float]] = {}
+        #: name -> names it exchanged direct events with (last time)
+        self._partners: dict[str, dict[str, float]] = {}
 
     @staticmethod
     def _key(a: str, b: str) -> tuple[str, str]:
         return (a, b) if a <= b else (b, a)
 
-    def record(self, now: float, sender: str, recipients: Iterable[str]) -> dict[str, int]:
-        """Count one event from ``sender`` to each recipient; return, for each
+    def record(
+        self, now: float, sender: str, recipients: Iterable[str], channel: str | None = None
+    ) -> dict[str, int]:
+        """Count one direct event from ``sender`` to each recipient; return, for each
         recipient that has also written to ``sender`` within the window, how many
-        events went between the two (this one included)."""
+        events went between the two (this one included). With ``channel``, the two
+        names' broadcasts in that channel count as well."""
         if self.window <= 0:
             return {}
         cutoff = now - self.window
@@ -50,8 +63,56 @@ class LoopGuard:
                 times.popleft()
             forward = sender == key[0]
             times.append((now, forward))
-            if any(f != forward for _, f in times):
-                out[r] = len(times)
+            self._partners.setdefault(sender, {})[r] = now
+            self._partners.setdefault(r, {})[sender] = now
+            theirs = mine = 0
+            if channel is not None:
+                theirs = self._live_bcasts(channel, r, cutoff)
+                mine = self._live_bcasts(channel, sender, cutoff)
+            if theirs or any(f != forward for _, f in times):
+                out[r] = len(times) + theirs + mine
+        return out
+
+    def _live_bcasts(self, channel: str, name: str, cutoff: float) -> int:
+        times = self._bcasts.get((channel, name))
+        if not times:
+            return 0
+        _trim(times, cutoff)
+        return len(times)
+
+    def record_broadcast(
+        self, now: float, sender: str, channel: str, is_member: Callable[[str], bool]
+    ) -> dict[str, int]:
+        """Count a broadcast from ``sender`` in ``channel``; return, for each member
+        in an exchange with the sender (direct events either way, or broadcasts of
+        both in this channel), the events between the two within the window."""
+        if self.window <= 0:
+            return {}
+        cutoff = now - self.window
+        mine = self._bcasts.get((channel, sender))
+        if mine is None:
+            if len(self._bcasts) >= self.max_pairs:
+                self._evict(cutoff)
+            mine = self._bcasts[(channel, sender)] = deque()
+        _trim(mine, cutoff)
+        mine.append(now)
+        senders = self._chan_senders.setdefault(channel, {})
+        senders[sender] = now
+        candidates = {n for n, t in senders.items() if t > cutoff}
+        candidates.update(n for n, t in self._partners.get(sender, {}).items() if t > cutoff)
+        candidates.discard(sender)
+        out: dict[str, int] = {}
+        for r in candidates:
+            if not is_member(r):
+                continue
+            theirs = self._bcasts.get((channel, r))
+            if theirs is not None:
+                _trim(theirs, cutoff)
+            pair = self._pairs.get(self._key(sender, r))
+            directs = [(t, f) for t, f in pair if t > cutoff] if pair else []
+            back = bool(theirs) or any(f != (sender == self._key(sender, r)[0]) for _, f in directs)
+            if back:
+                out[r] = len(mine) + (len(theirs) if theirs else 0) + len(directs)
         return out
 
     def count(self, now: float, a: str, b: str) -> int:
@@ -66,7 +127,20 @@ class LoopGuard:
         stale = [k for k, t in self._pairs.items() if not t or t[-1][0] <= cutoff]
         for k in stale:
             del self._pairs[k]
+        for key in [k for k, b in self._bcasts.items() if not b or b[-1] <= cutoff]:
+            del self._bcasts[key]
+        for table in (*self._chan_senders.values(), *self._partners.values()):
+            for name in [n for n, t in table.items() if t <= cutoff]:
+                del table[name]
+        for outer in (self._chan_senders, self._partners):
+            for key2 in [k for k, v in outer.items() if not v]:
+                del outer[key2]
         if len(self._pairs) >= self.max_pairs:  # still full: drop the oldest half
             by_age = sorted(self._pairs, key=lambda k: self._pairs[k][-1][0])
             for k in by_age[: max(1, len(by_age) // 2)]:
                 del self._pairs[k]
+
+
+def _trim(times: deque[float], cutoff: float) -> None:
+    while times and times[0] <= cutoff:
+        times.popleft()
