@@ -177,7 +177,8 @@ def pane_text(
     ``[no-reply]`` hint are appended as the original did.
     """
     marker = tun.marker
-    sender = ev.from_
+    # a person wrote it (wsbus chat): say so, agents weigh it differently
+    sender = f"{ev.from_} (human)" if ev.kind == "human" else ev.from_
     if ev.kind == KIND_NOTICE and is_notice(ev):
         line = f"{marker} {sanitize(ev.body)}"
     elif ev.thread:
@@ -192,7 +193,7 @@ def pane_text(
     count = (ev.loop or {}).get(recipient, 0)
     # the warning goes on messages agents answer: thread posts and direct messages
     if ev.kind != KIND_NOTICE and count >= tun.loop_warn_count:
-        line += loop_warning(sender, recipient)
+        line += loop_warning(ev.from_, recipient)
     return tun.clip(sanitize(line))
 
 

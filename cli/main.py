@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from wsbus import __version__
 
-from . import bridge, history, inbox, listen, relay, send, serve, show, updown
+from . import bridge, chat, history, inbox, listen, relay, send, serve, show, updown
 from .common import client_errors
 from .comms import COMMAND_NAMES as COMMS_COMMANDS
 from .exits import CliError, Exit
@@ -20,6 +20,7 @@ COMMANDS = (
     serve.register,
     send.register,
     listen.register,
+    chat.register,
     history.register,
     show.register,
     inbox.register,

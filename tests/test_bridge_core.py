@@ -132,3 +132,12 @@ def test_progress_cursor_is_a_low_water_mark(tmp_path: Path) -> None:
     assert again.finished(6, ["a"]) == {"a": "submitted"}  # its receipt can be re-sent
     again.reset("other-hub")
     assert again.cursor is None and again.receive(6, ["a"]) == ["a"]
+
+
+def test_a_person_is_named_as_such() -> None:
+    said = ev(8, "alice", "codex", "stop the loop", kind="human")
+    assert pane_text(said, "codex", TUN) == "«agent-msg» from=alice (human) 22:13Z | stop the loop"
+    post = ev(9, "alice", "*", "see the plan", kind="human", thread="acme")
+    assert pane_text(post, "codex", TUN, mirror=Path("/t/acme.md")).startswith(
+        "«agent-msg» alice (human) posted in acme"
+    )
