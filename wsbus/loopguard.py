@@ -9,7 +9,9 @@ a one-way burst (a person handing out work) is not mistaken for a loop.
 Broadcasts (a project post to everyone) count too, per channel, without touching
 every member of the channel: only names that wrote to the sender, or broadcast in
 the channel, within the window can be in an exchange with it, so only they are
-looked at. Plain synchronous code, tested without sockets.
+looked at. Every update is O(1) amortized per pair (a window keeps a count per
+direction), so a busy pair costs no more than a quiet one. Plain synchronous
+code, tested without sockets.
 """
 
 from __future__ import annotations
@@ -20,14 +22,39 @@ from collections.abc import Callable, Iterable
 __all__ = ["LoopGuard"]
 
 
+class _Window:
+    """Times of the events between one pair, and how many went from its first name."""
+
+    __slots__ = ("forward", "times")
+
+    def __init__(self) -> None:
+        self.times: deque[tuple[float, bool]] = deque()
+        self.forward = 0
+
+    def trim(self, cutoff: float) -> None:
+        times = self.times
+        while times and times[0][0] <= cutoff:
+            if times.popleft()[1]:
+                self.forward -= 1
+
+    def add(self, now: float, forward: bool) -> None:
+        self.times.append((now, forward))
+        if forward:
+            self.forward += 1
+
+    def sent(self, forward: bool) -> int:
+        """Events in the window sent by the first name (``forward``) or the second."""
+        return self.forward if forward else len(self.times) - self.forward
+
+
 class LoopGuard:
     """Sliding-window counts of events per unordered pair of names."""
 
     def __init__(self, window: float = 180.0, max_pairs: int = 100_000) -> None:
         self.window = window
         self.max_pairs = max_pairs
-        #: unordered pair -> (time, sent by the pair's first name) per direct event
-        self._pairs: dict[tuple[str, str], deque[tuple[float, bool]]] = {}
+        #: unordered pair -> its direct events in the window
+        self._pairs: dict[tuple[str, str], _Window] = {}
         #: (channel, sender) -> times of its broadcasts
         self._bcasts: dict[tuple[str, str], deque[float]] = {}
         #: channel -> names that broadcast there (last time)
@@ -54,31 +81,23 @@ class LoopGuard:
             if r == sender:
                 continue
             key = self._key(sender, r)
-            times = self._pairs.get(key)
-            if times is None:
+            pair = self._pairs.get(key)
+            if pair is None:
                 if len(self._pairs) >= self.max_pairs:
                     self._evict(cutoff)
-                times = self._pairs[key] = deque()
-            while times and times[0][0] <= cutoff:
-                times.popleft()
+                pair = self._pairs[key] = _Window()
+            pair.trim(cutoff)
             forward = sender == key[0]
-            times.append((now, forward))
+            pair.add(now, forward)
             self._partners.setdefault(sender, {})[r] = now
             self._partners.setdefault(r, {})[sender] = now
             theirs = mine = 0
             if channel is not None:
                 theirs = self._live_bcasts(channel, r, cutoff)
                 mine = self._live_bcasts(channel, sender, cutoff)
-            if theirs or any(f != forward for _, f in times):
-                out[r] = len(times) + theirs + mine
+            if theirs or pair.sent(not forward):
+                out[r] = len(pair.times) + theirs + mine
         return out
-
-    def _live_bcasts(self, channel: str, name: str, cutoff: float) -> int:
-        times = self._bcasts.get((channel, name))
-        if not times:
-            return 0
-        _trim(times, cutoff)
-        return len(times)
 
     def record_broadcast(
         self, now: float, sender: str, channel: str, is_member: Callable[[str], bool]
@@ -105,26 +124,35 @@ class LoopGuard:
         for r in candidates:
             if not is_member(r):
                 continue
-            theirs = self._bcasts.get((channel, r))
-            if theirs is not None:
-                _trim(theirs, cutoff)
-            pair = self._pairs.get(self._key(sender, r))
-            directs = [(t, f) for t, f in pair if t > cutoff] if pair else []
-            back = bool(theirs) or any(f != (sender == self._key(sender, r)[0]) for _, f in directs)
-            if back:
-                out[r] = len(mine) + (len(theirs) if theirs else 0) + len(directs)
+            theirs = self._live_bcasts(channel, r, cutoff)
+            key = self._key(sender, r)
+            pair = self._pairs.get(key)
+            directs = back = 0
+            if pair is not None:
+                pair.trim(cutoff)
+                directs = len(pair.times)
+                back = pair.sent(r == key[0])
+            if theirs or back:
+                out[r] = len(mine) + theirs + directs
         return out
 
     def count(self, now: float, a: str, b: str) -> int:
-        """Events between ``a`` and ``b`` within the window ending at ``now``."""
-        times = self._pairs.get(self._key(a, b))
-        if not times:
+        """Direct events between ``a`` and ``b`` within the window ending at ``now``."""
+        pair = self._pairs.get(self._key(a, b))
+        if pair is None:
             return 0
         cutoff = now - self.window
-        return sum(1 for t, _ in times if t > cutoff)
+        return sum(1 for t, _ in pair.times if t > cutoff)
+
+    def _live_bcasts(self, channel: str, name: str, cutoff: float) -> int:
+        times = self._bcasts.get((channel, name))
+        if not times:
+            return 0
+        _trim(times, cutoff)
+        return len(times)
 
     def _evict(self, cutoff: float) -> None:
-        stale = [k for k, t in self._pairs.items() if not t or t[-1][0] <= cutoff]
+        stale = [k for k, p in self._pairs.items() if not p.times or p.times[-1][0] <= cutoff]
         for k in stale:
             del self._pairs[k]
         for key in [k for k, b in self._bcasts.items() if not b or b[-1] <= cutoff]:
@@ -136,9 +164,13 @@ class LoopGuard:
             for key2 in [k for k, v in outer.items() if not v]:
                 del outer[key2]
         if len(self._pairs) >= self.max_pairs:  # still full: drop the oldest half
-            by_age = sorted(self._pairs, key=lambda k: self._pairs[k][-1][0])
+            by_age = sorted(self._pairs, key=lambda k: self._pairs[k].times[-1][0])
             for k in by_age[: max(1, len(by_age) // 2)]:
                 del self._pairs[k]
+        if len(self._bcasts) >= self.max_pairs:
+            olds = sorted(self._bcasts, key=lambda k: self._bcasts[k][-1])
+            for k2 in olds[: max(1, len(olds) // 2)]:
+                del self._bcasts[k2]
 
 
 def _trim(times: deque[float], cutoff: float) -> None:
