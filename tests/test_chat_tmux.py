@@ -101,5 +101,11 @@ async def test_chat_in_tmux_sends_and_keeps_half_typed_input(
         got = await next_event(bob)
         assert (got.to, got.body) == ("*", "half typed and finished")
 
-        tmux.tmux.run("send-keys", "-t", f"={SESSION}:", "C-d")  # Ctrl-D leaves
+        # Ctrl-D leaves. Between two prompts the terminal is in cooked mode, where the
+        # tty itself would swallow a ^D: first make sure the next prompt reads keys.
+        tmux.tmux.send_literal(SESSION, "x")
+        await async_wait_for(lambda: prompt_row(tmux) == PROMPT + "x", 10, 0.05)
+        tmux.tmux.run("send-keys", "-t", f"={SESSION}:", "BSpace")
+        await async_wait_for(lambda: prompt_row(tmux) == PROMPT.rstrip(), 10, 0.05)
+        tmux.tmux.run("send-keys", "-t", f"={SESSION}:", "C-d")
         await async_wait_for(lambda: not tmux.tmux.has_session(SESSION), 10, 0.05)
