@@ -11,7 +11,7 @@ from wsbus.schema import Event
 
 from .common import Subcommands, add_client_args, settings_from
 from .exits import CliError, Exit
-from .render import history_block
+from .render import history_block, on_screen
 
 __all__ = ["register", "run"]
 
@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace) -> int:
         await client.close()
     out = sys.stdout
     for ev in events:
-        out.write(encode_json(ev).decode() + "\n" if args.json else history_block(ev))
+        out.write(encode_json(ev).decode() + "\n" if args.json else on_screen(history_block(ev)))
     if not events and not args.json and not args.quiet:
         print("no events", file=sys.stderr)
     return Exit.OK

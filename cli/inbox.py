@@ -17,7 +17,7 @@ from wsbus.codec import encode_json
 
 from .common import Subcommands, add_client_args, settings_from
 from .exits import CliError, Exit
-from .render import listener_block
+from .render import listener_block, on_screen
 
 __all__ = ["register", "run"]
 
@@ -69,7 +69,9 @@ async def run(args: argparse.Namespace) -> int:
         )
         out = sys.stdout
         for ev in page.events:
-            out.write(encode_json(ev).decode() + "\n" if args.json else listener_block(ev))
+            out.write(
+                encode_json(ev).decode() + "\n" if args.json else on_screen(listener_block(ev))
+            )
         out.flush()
         if args.mark_read:
             for ev in page.events:

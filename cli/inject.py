@@ -35,6 +35,7 @@ __all__ = [
     "Outcome",
     "Status",
     "cell_width",
+    "for_terminal",
     "is_one_line",
     "message_line",
     "sanitize",
@@ -71,6 +72,16 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 # for the text: capture trims trailing spaces, wrapping may leave padding at row ends,
 # and some composers are drawn inside a box whose borders split wrapped rows.
 _IGNORED_ON_SCREEN = re.compile(r"[\s\u2500-\u257f]+")
+
+
+_KEEP_LINES = {ord(c): None for c in _DROP if c not in "\n\t"}
+
+
+def for_terminal(text: str) -> str:
+    """Text from the bus made safe to print on a person's terminal: escape sequences
+    (OSC 52 clipboard writes, title changes, cursor moves) and control characters
+    removed, line breaks and tabs kept."""
+    return _SURROGATES.sub("", _ESCAPES.sub("", text)).translate(_KEEP_LINES)
 
 
 def sanitize(text: str) -> str:

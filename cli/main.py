@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from wsbus import __version__
 
-from . import bridge, chat, history, inbox, listen, relay, send, serve, show, updown
+from . import bridge, chat, history, inbox, listen, relay, send, serve, show, token, updown
 from .common import client_errors
 from .comms import COMMAND_NAMES as COMMS_COMMANDS
 from .exits import CliError, Exit
@@ -28,6 +28,7 @@ COMMANDS = (
     relay.register,
     updown.register_up,
     updown.register_down,
+    token.register,
 )
 
 DESCRIPTION = """\

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from wsbus.schema import BROADCAST, Event
 
-__all__ = ["clock", "history_block", "listener_block", "stamp"]
+from .inject import for_terminal
+
+__all__ = ["clock", "history_block", "listener_block", "on_screen", "stamp"]
 
 
 def clock(ts: float) -> str:
@@ -33,3 +36,10 @@ def history_block(ev: Event) -> str:
         f"#{ev.seq} [{day} {clock(ev.ts)}] {ev.channel}: {ev.from_} -> {target}{extra}\n"
         f"{ev.body}\n---\n"
     )
+
+
+def on_screen(text: str) -> str:
+    """``text`` as printed on standard output: when that is a terminal, without the
+    escape sequences and control characters another agent may have put in a message
+    (a pipe gets the bytes unchanged)."""
+    return for_terminal(text) if sys.stdout.isatty() else text

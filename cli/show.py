@@ -10,7 +10,7 @@ from wsbus.codec import encode_json
 
 from .common import Subcommands, add_client_args, settings_from
 from .exits import CliError, Exit
-from .render import history_block
+from .render import history_block, on_screen
 
 __all__ = ["register", "run"]
 
@@ -53,7 +53,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(encode_json(ev).decode() + "\n")
     elif args.body:
-        sys.stdout.write(ev.body + ("" if ev.body.endswith("\n") else "\n"))
+        sys.stdout.write(on_screen(ev.body + ("" if ev.body.endswith("\n") else "\n")))
     else:
-        sys.stdout.write(history_block(ev))
+        sys.stdout.write(on_screen(history_block(ev)))
     return Exit.OK

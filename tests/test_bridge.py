@@ -413,3 +413,31 @@ async def test_a_bridge_moved_to_another_hub_does_not_type_its_history(
     finally:
         await c2.close()
     assert [ln.split("| ", 1)[1] for ln in codex.submitted()] == ["on hub one", "fresh"]
+
+
+async def test_show_on_a_terminal_strips_escape_sequences_a_pipe_keeps_them(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    import os
+    import pty
+
+    m = machines("alpha")
+    c = await sender(hub, "mallory")
+    try:
+        ok = await c.send("alice", "hi\x1b]52;c;cGF5bG9hZA==\x07 there\x1b[2J")
+    finally:
+        await c.close()
+    piped = m.wsbus("show", str(ok.seq), "--body")
+    assert piped.stdout == "hi\x1b]52;c;cGF5bG9hZA==\x07 there\x1b[2J\n"  # bytes for scripts
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "wsbus", "show", str(ok.seq), "--body"],
+            stdout=follower, stderr=subprocess.PIPE, env=m.env, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        seen = os.read(leader, 4096).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert seen.replace("\r\n", "\n") == "hi there\n"  # nothing reaches the terminal

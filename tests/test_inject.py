@@ -290,3 +290,10 @@ def test_deliver_async(tmux: Tmux, tmp_path: Path) -> None:
     assert out.status == "submitted" and time.monotonic() - started < 5
     wait_for(tui.submitted)
     assert tui.submitted() == ["from the loop"]
+
+
+def test_for_terminal_keeps_lines_drops_escapes() -> None:
+    from wsbus.cli.inject import for_terminal
+
+    assert for_terminal("a\x1b]52;c;ZXZpbA==\x07b\nc\td\x1b[2J\r\x07e") == "ab\nc\tde"
+    assert for_terminal("«ok» 😀\n") == "«ok» 😀\n"

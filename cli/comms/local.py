@@ -20,6 +20,7 @@ from ..audit import tail
 from ..comms_paths import write_atomic
 from ..exits import CliError, Exit
 from ..registry import STARTER_REGISTRY, Registry, RegistryError, editing
+from ..render import on_screen
 from .context import Context, check_name
 from .joindoc import join_doc
 from .spec import Command, add_quiet
@@ -149,7 +150,7 @@ def run_log(args: argparse.Namespace, ctx: Context) -> int:
         print("(no comms log yet)")
         return Exit.OK
     for line in tail(ctx.paths.log, args.n):
-        print(line)
+        print(on_screen(line))
     return Exit.OK
 
 

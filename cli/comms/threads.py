@@ -24,6 +24,7 @@ from wsbus.schema import valid_name as valid_channel
 from ..audit import exchange_count
 from ..exits import CliError, Exit
 from ..registry import RegistryError, did_you_mean, load_roster, safe_relpath
+from ..render import on_screen
 from ..threadfiles import (
     append_entry,
     entry,
@@ -328,7 +329,7 @@ def _read_local(ctx: Context, thread: str, channel: str | None, n: int) -> int:
         paths.insert(0, _path(ctx, thread, thread))
     for path in paths:
         if path.is_file():
-            print(last_entries(path.read_text(encoding="utf-8", errors="replace"), n))
+            print(on_screen(last_entries(path.read_text(encoding="utf-8", errors="replace"), n)))
             return Exit.OK
     raise CliError(f"no thread: {paths[-1]}")
 
@@ -347,7 +348,7 @@ async def run_read(args: argparse.Namespace, ctx: Context) -> int:
         events = await thread_events(client, channel, thread, newest=args.n or READ_MAX)
     if not events:
         raise CliError(f"no thread: {thread}")
-    print(last_entries(render_events(ctx, events), args.n))
+    print(on_screen(last_entries(render_events(ctx, events), args.n)))
     return Exit.OK
 
 
