@@ -57,7 +57,7 @@ class LocalAgent(msgspec.Struct, frozen=True):
     enabled: bool = True
 
 
-_SESSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_+-]{0,63}$")
+_SESSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_+-]{0,63}\Z")
 
 
 def plain_session(session: str) -> bool:

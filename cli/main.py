@@ -86,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return comms_main(words)
     if at is not None and words[at] in commands:
         # options may follow positional words: wsbus send bob --thread t "text"
-        args = commands[words[at]].parse_intermixed_args(words[at + 1 :])
+        command = commands[words[at]]
+        if command._subparsers is not None:  # intermixed parsing cannot nest subcommands
+            args = command.parse_args(words[at + 1 :])
+        else:
+            args = command.parse_intermixed_args(words[at + 1 :])
     else:
         args = parser.parse_args(words)
     if not getattr(args, "func", None):

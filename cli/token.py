@@ -9,7 +9,14 @@ from pathlib import Path
 
 import msgspec
 
-from wsbus.auth import ROLES, AuthError, TokenRecord, TokenStore, default_auth_path
+from wsbus.auth import (
+    ROLES,
+    AuthError,
+    TokenFileError,
+    TokenRecord,
+    TokenStore,
+    default_auth_path,
+)
 
 from .common import Subcommands
 from .exits import CliError, Exit
@@ -47,9 +54,6 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    # main.py parses every command with parse_intermixed_args, which argparse refuses
-    # for a parser with subcommands; plain parsing accepts options after positionals here
-    p.parse_intermixed_args = p.parse_args  # type: ignore[assignment]
     p.set_defaults(func=_no_action)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
 
@@ -63,8 +67,8 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     c.add_argument("name", metavar="NAME", help="who the token is for")
     c.add_argument(
         "--role",
-        choices=ROLES,
         default="agent",
+        metavar="|".join(ROLES),  # checked by the store: a bad role is one line, not usage
         help="agent: acts as NAME; bridge: acts for each --name; admin: anyone (default agent)",
     )
     c.add_argument(
@@ -118,7 +122,7 @@ async def run(args: argparse.Namespace) -> int:
     path: Path = args.auth or default_auth_path()
     try:
         store = TokenStore(path).load()
-    except AuthError as err:
+    except TokenFileError as err:
         raise CliError(str(err)) from None
     if args.action == "list":
         return _list(store, args.json)
@@ -130,10 +134,10 @@ async def run(args: argparse.Namespace) -> int:
 def _create(store: TokenStore, args: argparse.Namespace) -> int:
     try:
         token = store.create(args.name, role=args.role, channels=args.channel, names=args.names)
-    except AuthError as err:
-        # an invalid name, or a file that cannot be written
-        status = Exit.FAILURE if "token file" in str(err) else Exit.USAGE
-        raise CliError(str(err), status) from None
+    except TokenFileError as err:
+        raise CliError(str(err)) from None
+    except AuthError as err:  # an invalid name, channel or combination
+        raise CliError(str(err), Exit.USAGE) from None
     sys.stdout.write(token + "\n")
     sys.stdout.flush()
     print(f"wsbus: store it now; only its hash is kept in {store.path}", file=sys.stderr)

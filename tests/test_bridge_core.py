@@ -66,6 +66,7 @@ def test_local_agents_from_registry_and_this_hosts_roster(tmp_path: Path) -> Non
     # the bad entries were skipped with a warning each, the others still served
     assert len(warned) == 4 and any("'codex'" in w for w in warned)
     assert plain_session("claude-2") and not plain_session("-t") and not plain_session("a.b")
+    assert not plain_session("claude\n")
 
 
 def test_targets() -> None:

@@ -283,3 +283,17 @@ def test_entitled_agrees_with_recipients() -> None:
             expected = [s for s in sessions if entitled(s.names, s.watch, sender, to)]
             got = r.recipients("default", sender, to)
             assert same(got, *expected), (sender, to)
+
+
+def test_names_with_a_trailing_newline_are_refused() -> None:
+    # `$` in a Python pattern also matches before a final newline: the rules use \Z
+    import msgspec
+    import pytest
+
+    from wsbus.schema import Hello, Send, valid_name, valid_thread
+
+    assert not valid_name("alice\n") and not valid_thread("a/b\n")
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"op":"hello","name":"alice\\n"}', type=Hello)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"op":"send","ref":"r","to":"bob\\n","body":"x"}', type=Send)

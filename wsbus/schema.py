@@ -68,11 +68,11 @@ SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 DEFAULT_CHANNEL = "default"
 BROADCAST = "*"
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
 NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
-TARGET_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$"
+TARGET_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,63})\Z"
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"
-THREAD_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+THREAD_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*\Z"
 THREAD_MAX = 128
 THREAD_RULE = (
     "1-128 characters: letters, digits, '.', '_' or '-', '/' between parts"
@@ -104,7 +104,7 @@ Thread = Annotated[
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Label = Annotated[str, msgspec.Meta(max_length=128)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-Kind = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+Kind = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}\Z")]
 
 AckStatus = Literal["read", "submitted", "unsubmitted", "failed", "session_down"]
 ACK_STATUSES: tuple[str, ...] = ("read", "submitted", "unsubmitted", "failed", "session_down")

@@ -1,0 +1,287 @@
+"""Per-agent tokens: a file of hashed tokens, checking a token, and who it may speak for.
+
+Pure and synchronous (no sockets): the hub and ``wsbus token`` both use it.
+
+A token is ``wsbus_<id>_<secret>``: ``id`` is 8 hex digits, public, and names the
+token in ``wsbus token list`` and ``revoke``; ``secret`` is
+``secrets.token_urlsafe(32)``. Only ``sha256(secret)`` is stored, so the file
+cannot be used to log in; a lost token is revoked and a new one created. The
+secret carries 256 random bits, so a plain hash is enough (no slow KDF needed).
+
+The file (default ``<config dir>/tokens.json``) is JSON written atomically with
+mode 0600; a missing parent directory is created with mode 0700::
+
+    {"version": 1, "tokens": [{"id": "3f9a1c2e", "name": "alice", "role": "agent",
+      "channels": [], "names": ["alice"], "hash": "<sha256 hex>",
+      "created": 1718000000.0, "revoked": null}]}
+
+Roles: ``agent`` acts only as its own name; ``bridge`` acts for the names it
+lists; ``admin`` acts as anyone and reads every channel. ``channels`` empty
+means every channel.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal, get_args
+
+import msgspec
+import platformdirs
+
+from .errors import WsbusError
+from .schema import NAME_RULE, Channel, Name, valid_name
+
+__all__ = [
+    "ROLES",
+    "AuthError",
+    "Role",
+    "TokenFileError",
+    "TokenRecord",
+    "TokenStore",
+    "default_auth_path",
+    "may_act_as",
+    "may_use_channel",
+]
+
+log = logging.getLogger("wsbus.auth")
+
+Role = Literal["agent", "bridge", "admin"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+PREFIX = "wsbus_"
+FILE_VERSION = 1
+#: longest string :meth:`TokenStore.verify` looks at (a real token is 58 characters)
+MAX_TOKEN_LEN = 256
+_TOKEN_RE = re.compile(r"wsbus_([0-9a-f]{8})_([A-Za-z0-9_-]{16,128})")
+
+
+class AuthError(WsbusError):
+    """A token request is invalid (bad name, role, channel), or the file failed."""
+
+
+class TokenFileError(AuthError):
+    """The token file could not be read, parsed or written; the message says which."""
+
+
+class TokenRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One token as stored: never the secret, only its sha256."""
+
+    id: str
+    name: Name
+    role: Role
+    channels: list[Channel]
+    names: list[Name]
+    hash: str
+    created: float
+    revoked: float | None = None
+
+
+class _File(msgspec.Struct, kw_only=True):
+    version: int = FILE_VERSION
+    tokens: list[TokenRecord] = []
+
+
+_decode_file = msgspec.json.Decoder(_File).decode
+_encoder = msgspec.json.Encoder()
+
+
+def default_auth_path() -> Path:
+    """``tokens.json`` in the config directory (``~/.config/wsbus/tokens.json``)."""
+    return Path(platformdirs.user_config_dir("wsbus")) / "tokens.json"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _is_name(value: object) -> bool:
+    # valid_name's ``$`` also matches before a trailing newline: refuse that here
+    return isinstance(value, str) and not value.endswith("\n") and valid_name(value)
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+class TokenStore:
+    """The tokens in one file. :meth:`load` reads it; :meth:`create` and
+    :meth:`revoke` change it and save it at once."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._records: dict[str, TokenRecord] = {}
+
+    def load(self) -> TokenStore:
+        """Read the file (a missing file is an empty store). Returns ``self``."""
+        try:
+            data = self.path.read_bytes()
+            mode = self.path.stat().st_mode
+        except FileNotFoundError:
+            self._records = {}
+            return self
+        except OSError as err:
+            raise TokenFileError(
+                f"cannot read token file {self.path}: {err.strerror or err}"
+            ) from None
+        try:
+            parsed = _decode_file(data)
+        except msgspec.DecodeError as err:
+            raise TokenFileError(f"token file {self.path} is not valid: {err}") from None
+        if parsed.version != FILE_VERSION:
+            raise TokenFileError(
+                f"token file {self.path} has version {parsed.version}; "
+                f"this wsbus reads version {FILE_VERSION}"
+            )
+        records: dict[str, TokenRecord] = {}
+        for rec in parsed.tokens:
+            if rec.id in records:
+                raise TokenFileError(f"token file {self.path} lists token id {rec.id} twice")
+            records[rec.id] = rec
+        if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "token file %s is readable by others (mode %o); it is fixed to 0600 on save",
+                self.path,
+                stat.S_IMODE(mode),
+            )
+        self._records = records
+        return self
+
+    def save(self) -> None:
+        """Write the file atomically (temporary file beside it, then rename), mode 0600."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            body = _encoder.encode(_File(tokens=builtins.list(self._records.values())))
+            tmp = parent / f".{self.path.name}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    if hasattr(os, "fchmod"):
+                        os.fchmod(fh.fileno(), 0o600)  # whatever the umask was
+                    fh.write(body + b"\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError as err:
+            raise TokenFileError(
+                f"cannot write token file {self.path}: {err.strerror or err}"
+            ) from None
+
+    def create(
+        self,
+        name: str,
+        role: Role = "agent",
+        channels: Iterable[str] = (),
+        names: Iterable[str] = (),
+    ) -> str:
+        """Add a token, save the file and return the full token (the only time it exists).
+
+        ``names``: for a bridge, the names it acts for (at least one); an agent
+        acts only as ``name``; an admin acts as anyone.
+        """
+        if not _is_name(name):
+            raise AuthError(f"invalid name {name!r}: allowed {NAME_RULE}")
+        if role not in ROLES:
+            raise AuthError(f"invalid role {role!r}: one of {', '.join(ROLES)}")
+        chans = _unique(channels)
+        acts = _unique(names)
+        for c in chans:
+            if not _is_name(c):
+                raise AuthError(f"invalid channel {c!r}: allowed {NAME_RULE}")
+        for n in acts:
+            if not _is_name(n):
+                raise AuthError(f"invalid name {n!r}: allowed {NAME_RULE}")
+        if role == "agent":
+            if acts not in ([], [name]):
+                raise AuthError(
+                    f"an agent token acts only as its own name {name!r}; "
+                    "use a bridge token to act for other names"
+                )
+            acts = [name]
+        elif role == "bridge" and not acts:
+            raise AuthError("a bridge token needs the names it acts for")
+        elif role == "admin":
+            acts = _unique([name, *acts])
+        token_id = secrets.token_hex(4)
+        while token_id in self._records:
+            token_id = secrets.token_hex(4)
+        secret = secrets.token_urlsafe(32)
+        self._records[token_id] = TokenRecord(
+            id=token_id,
+            name=name,
+            role=role,
+            channels=chans,
+            names=acts,
+            hash=_hash(secret),
+            created=time.time(),
+        )
+        self.save()
+        return f"{PREFIX}{token_id}_{secret}"
+
+    def list(self) -> builtins.list[TokenRecord]:
+        """Every token, revoked ones included, oldest first."""
+        return sorted(self._records.values(), key=lambda r: (r.created, r.id))
+
+    def revoke(self, id_or_name: str) -> builtins.list[TokenRecord]:
+        """Revoke the token with this id, or else every live token of this name; save.
+
+        Returns the records as revoked (empty when nothing live matched).
+        """
+        rec = self._records.get(id_or_name)
+        if rec is not None:
+            hits = [] if rec.revoked is not None else [rec]
+        else:
+            hits = [r for r in self.list() if r.name == id_or_name and r.revoked is None]
+        if not hits:
+            return []
+        now = time.time()
+        done = [msgspec.structs.replace(r, revoked=now) for r in hits]
+        for r in done:
+            self._records[r.id] = r
+        self.save()
+        return done
+
+    def verify(self, token: object) -> TokenRecord | None:
+        """The live record a token belongs to, or None. Never raises, whatever ``token`` is."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_LEN:
+            return None
+        m = _TOKEN_RE.fullmatch(token)
+        if m is None:
+            return None
+        rec = self._records.get(m.group(1))
+        if rec is None or rec.revoked is not None:
+            return None
+        if not hmac.compare_digest(_hash(m.group(2)).encode(), rec.hash.encode()):
+            return None
+        return rec
+
+
+def may_act_as(rec: TokenRecord, name: str) -> bool:
+    """Whether the holder of ``rec`` may send as, or receive for, ``name``."""
+    if rec.revoked is not None:
+        return False
+    if rec.role == "admin":
+        return True
+    if rec.role == "bridge":
+        return name in rec.names
+    return name == rec.name
+
+
+def may_use_channel(rec: TokenRecord, channel: str) -> bool:
+    """Whether the holder of ``rec`` may join ``channel`` (no channels listed: all)."""
+    if rec.revoked is not None:
+        return False
+    return rec.role == "admin" or not rec.channels or channel in rec.channels
