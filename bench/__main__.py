@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import statistics
 import sys
 import tempfile
 import textwrap
 import time
-import traceback
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from .common import BenchError, raise_nofile
+from .common import BenchError, raise_nofile, step, summary
 from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
@@ -102,49 +99,6 @@ def _notes(p: Params, agent_bus: bool, tp: TmuxParams, tmux_skipped: str | None 
     return "\n".join(textwrap.fill(text, 96, subsequent_indent="  ") for text in paragraphs)
 
 
-FIRST_RUN_ONLY = ("rss_per_conn_kib", "rss_before_mib", "rss_after_mib", "rss_per_poll_kib")
-"""Only the first run measures RSS on a server that has not freed connections before."""
-
-
-async def _step(
-    runs: dict[str, Any],
-    errors: list[str],
-    key: str,
-    label: str,
-    scenario: Awaitable[dict[str, Any]],
-) -> None:
-    began = time.monotonic()
-    try:
-        res = await scenario
-    except Exception as err:
-        tb = traceback.format_exc(limit=3)
-        errors.append(f"{key}/{label}: {err!r}")
-        print(f"bench: {key}/{label} failed: {err!r}\n{tb}", file=sys.stderr, flush=True)
-        res = {"error": repr(err)}
-    res["seconds"] = round(time.monotonic() - began, 2)
-    runs.setdefault(key, {}).setdefault(label, []).append(res)
-    print(f"bench: {key} on {label}: {res['seconds']}s", file=sys.stderr, flush=True)
-
-
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median of every number over the successful runs (RSS: the first run)."""
-    ok = [r for r in runs if "error" not in r]
-    if not ok:
-        return {"error": runs[-1].get("error", "no run"), "runs": runs}
-    out: dict[str, Any] = {"runs_ok": len(ok), "complete": all(r.get("complete", True) for r in ok)}
-    for field, value in ok[0].items():
-        if field == "complete":
-            continue
-        if field in FIRST_RUN_ONLY or isinstance(value, bool) or not isinstance(value, int | float):
-            out[field] = value
-        else:
-            out[field] = statistics.median(r[field] for r in ok if r.get(field) is not None)
-    if "error" in runs[0]:
-        out["first_run_error"] = runs[0]["error"]
-    out["runs"] = runs
-    return out
-
-
 async def _replace_broken(workers: list[Worker], env: dict[str, str], tmp: Path) -> None:
     """A worker that missed an answer is out of step: stop it and start a fresh one."""
     for i, w in enumerate(workers):
@@ -160,12 +114,12 @@ async def _legacy(runs: dict[str, Any], errors: list[str], s: ServerProcess, p: 
     events grow the hub (its recent-events cache) and leave freed memory that the
     pending polls' RSS reading would reuse.
     """
-    await _step(runs, errors, "legacy_latency", s.mode, legacy_latency(s, p))
-    await _step(runs, errors, "legacy_pending", s.mode, legacy_pending(s, p, "direct"))
+    await step(runs, errors, "legacy_latency", s.mode, legacy_latency(s, p))
+    await step(runs, errors, "legacy_pending", s.mode, legacy_pending(s, p, "direct"))
     if s.mode == "wsbus":  # the reference has no broadcast
-        await _step(runs, errors, "legacy_broadcast", s.mode, legacy_pending(s, p, "broadcast"))
-    await _step(runs, errors, "legacy_burst", s.mode, legacy_burst(s, p))
-    await _step(runs, errors, "legacy_sends", s.mode, legacy_sends(s, p))
+        await step(runs, errors, "legacy_broadcast", s.mode, legacy_pending(s, p, "broadcast"))
+    await step(runs, errors, "legacy_burst", s.mode, legacy_burst(s, p))
+    await step(runs, errors, "legacy_sends", s.mode, legacy_sends(s, p))
 
 
 async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None = None) -> int:
@@ -208,11 +162,11 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
                 # alternate which server goes first, so neither always runs on a warmer machine
                 pair = (hub, bare) if rep % 2 == 0 else (bare, hub)
                 for s in pair:
-                    await _step(runs, errors, "latency", s.mode, latency(s, p))
+                    await step(runs, errors, "latency", s.mode, latency(s, p))
                 for subs, events, rate in p.fanout:
                     for s in pair:
                         await _replace_broken(workers, env, tmp)
-                        await _step(
+                        await step(
                             runs,
                             errors,
                             f"fanout_{subs}",
@@ -220,7 +174,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
                             fanout(s, workers, subs, events, rate, p),
                         )
                 for s in pair:
-                    await _step(
+                    await step(
                         runs,
                         errors,
                         "durable",
@@ -235,14 +189,14 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
             servers.append(fsync)
             fsync.start()
             for _ in range(p.repeat):
-                await _step(
+                await step(
                     runs,
                     errors,
                     "durable_fsync",
                     "wsbus",
                     durable_publish(fsync, p.durable_fsync_events, p),
                 )
-            tmux_skipped = await tmux_section(runs, errors, _step, tmp, env, tp, p.repeat)
+            tmux_skipped = await tmux_section(runs, errors, tmp, env, tp, p.repeat)
             for s in servers:
                 if s.proc is not None and s.proc.poll() is not None:
                     errors.append(f"{s.label} exited early: {s.output()[-500:]}")
@@ -250,7 +204,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
             await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
             for s in reversed(servers):
                 s.stop()
-    results = {k: {label: _summary(r) for label, r in v.items()} for k, v in runs.items()}
+    results = {k: {label: summary(r) for label, r in v.items()} for k, v in runs.items()}
     table = rows(
         results,
         sorted(n for n, _, _ in p.fanout),

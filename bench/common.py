@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import statistics
 import sys
 import time
+import traceback
+from collections.abc import Awaitable
 from typing import Any, Literal
 
 import msgspec
@@ -147,3 +150,47 @@ async def handshake(ws: ClientConnection, mode: Mode, name: str, timeout: float 
         await asyncio.wait_for(run(), timeout)
     except TimeoutError:
         raise BenchError(f"{name}: no {mode} handshake within {timeout}s") from None
+
+
+FIRST_RUN_ONLY = ("rss_per_conn_kib", "rss_before_mib", "rss_after_mib", "rss_per_poll_kib")
+"""Only the first run measures RSS on a server that has not freed connections before."""
+
+
+async def step(
+    runs: dict[str, Any],
+    errors: list[str],
+    key: str,
+    label: str,
+    scenario: Awaitable[dict[str, Any]],
+) -> None:
+    """Run one scenario, keep its result (or error) and how long it took."""
+    began = time.monotonic()
+    try:
+        res = await scenario
+    except Exception as err:
+        tb = traceback.format_exc(limit=3)
+        errors.append(f"{key}/{label}: {err!r}")
+        print(f"bench: {key}/{label} failed: {err!r}\n{tb}", file=sys.stderr, flush=True)
+        res = {"error": repr(err)}
+    res["seconds"] = round(time.monotonic() - began, 2)
+    runs.setdefault(key, {}).setdefault(label, []).append(res)
+    print(f"bench: {key} on {label}: {res['seconds']}s", file=sys.stderr, flush=True)
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every number over the successful runs (RSS: the first run)."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": runs[-1].get("error", "no run"), "runs": runs}
+    out: dict[str, Any] = {"runs_ok": len(ok), "complete": all(r.get("complete", True) for r in ok)}
+    for field, value in ok[0].items():
+        if field == "complete":
+            continue
+        if field in FIRST_RUN_ONLY or isinstance(value, bool) or not isinstance(value, int | float):
+            out[field] = value
+        else:
+            out[field] = statistics.median(r[field] for r in ok if r.get(field) is not None)
+    if "error" in runs[0]:
+        out["first_run_error"] = runs[0]["error"]
+    out["runs"] = runs
+    return out

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from wsbus.cli.wire import wait_receipt
 from wsbus.client import Client
 from wsbus.schema import Receipt
 
-from .common import BenchError, body, child_argv
+from .common import BenchError, body, child_argv, step, summary
 from .scenarios import percentile, run_tag
 from .servers import ROOT, ServerProcess
 
@@ -380,13 +379,9 @@ async def tmux_burst(rig: TmuxRig, side: Side, tp: TmuxParams) -> dict[str, Any]
     }
 
 
-Step = Callable[[dict[str, Any], list[str], str, str, Awaitable[dict[str, Any]]], Awaitable[None]]
-
-
 async def section(
     runs: dict[str, Any],
     errors: list[str],
-    step: Step,
     tmp: Path,
     env: dict[str, str],
     tp: TmuxParams,
@@ -429,40 +424,12 @@ async def _alone(tp: TmuxParams, repeat: int) -> int:
     runs: dict[str, Any] = {}
     errors: list[str] = []
 
-    async def step(
-        runs: dict[str, Any],
-        errors: list[str],
-        key: str,
-        label: str,
-        scenario: Awaitable[dict[str, Any]],
-    ) -> None:
-        began = time.monotonic()
-        try:
-            res = await scenario
-        except Exception as err:
-            errors.append(f"{key}/{label}: {err!r}")
-            res = {"error": repr(err)}
-        res["seconds"] = round(time.monotonic() - began, 2)
-        runs.setdefault(key, {}).setdefault(label, []).append(res)
-        print(f"bench: {key} on {label}: {res['seconds']}s", file=sys.stderr, flush=True)
-
     with tempfile.TemporaryDirectory(prefix="wsbus-bench-tmux-") as tmpname:
         tmp = Path(tmpname)
-        skipped = await section(runs, errors, step, tmp, bench_env(tmp), tp, repeat)
-    results: dict[str, Any] = {}
-    for key, by_label in runs.items():
-        for label, rs in by_label.items():
-            ok = [r for r in rs if "error" not in r]
-            if not ok:
-                results.setdefault(key, {})[label] = {"error": rs[-1]["error"]}
-                continue
-            results.setdefault(key, {})[label] = {
-                k: statistics.median(r[k] for r in ok)
-                for k, v in ok[0].items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            }
+        skipped = await section(runs, errors, tmp, bench_env(tmp), tp, repeat)
+    results = {k: {label: summary(r) for label, r in v.items()} for k, v in runs.items()}
     print(markdown(tmux_rows(results, tp.messages, skipped)))
-    print(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2, default=str))
     if errors:
         print("\nerrors:\n" + "\n".join(f"- {e}" for e in errors))
     return 1 if errors else 0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from wsbus.client import Client
 from wsbus.errors import ClientError, CloseCode, ConnectionLost, HubUnreachable
-from wsbus.schema import BROADCAST, Event, RosterEntry
+from wsbus.schema import Event, RosterEntry
 
 from .audit import audit
 from .bridge_core import (
@@ -44,9 +44,9 @@ from .inject import Injector, is_one_line
 from .registry import Registry, RegistryError
 from .relay import forward
 from .spool import Spool
-from .threadfiles import render, thread_file, write_mirror
+from .threadfiles import render_events, thread_file, write_mirror
 from .tmux import Tmux
-from .wire import AUDIT_WORDS, META_MODEL, hostname, run_revive, sent_at
+from .wire import AUDIT_WORDS, hostname, run_revive, thread_events
 
 __all__ = ["Bridge", "register", "run"]
 
@@ -312,30 +312,12 @@ class Bridge:
         if client is None:
             return path
         async with self._mirror_lock:
-            events: list[Event] = []
-            before = ev.seq + 1
             try:
-                while True:
-                    page = await client.history(
-                        channel=ev.channel, thread=ev.thread, before=before, limit=500
-                    )
-                    events[:0] = page.events
-                    if not page.more or not page.events:
-                        break
-                    before = page.events[0].seq
+                events = await thread_events(client, ev.channel, ev.thread, before=ev.seq + 1)
             except (ClientError, TimeoutError) as err:
                 warn(f"bridge: cannot read thread {ev.thread!r} for its mirror: {err}")
                 return path  # keep the mirror as it is rather than cut it short
-            text = render(
-                (
-                    e.from_,
-                    None if e.to == BROADCAST else e.to,
-                    str((e.meta or {}).get(META_MODEL) or "") or None,
-                    sent_at(e.meta, e.ts),
-                    self.tun.clip(e.body),
-                )
-                for e in events
-            )
+            text = render_events(events, self.tun.clip)
             try:
                 await asyncio.to_thread(
                     write_mirror, path, text, lock_timeout=self.tun.lock_timeout

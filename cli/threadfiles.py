@@ -16,12 +16,15 @@ without a hub, a sender appends one entry under the original's lock
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from wsbus.schema import BROADCAST, Event
+
 from .comms_paths import private_dir, write_atomic
 from .registry import locked, safe_relpath
+from .wire import META_MODEL, sent_at
 
 __all__ = [
     "ENTRY_SEP",
@@ -31,6 +34,7 @@ __all__ = [
     "last_entries",
     "list_threads",
     "render",
+    "render_events",
     "thread_file",
     "write_mirror",
 ]
@@ -131,3 +135,17 @@ def format_threads(rows: Iterable[tuple[str, int, float]]) -> list[str]:
         for name, entries, mtime in rows
     ]
     return lines or ["(no threads yet)"]
+
+
+def render_events(events: Iterable[Event], clip: Callable[[str], str]) -> str:
+    """A thread file's text for these hub events (the bridge's mirror, ``read``)."""
+    return render(
+        (
+            e.from_,
+            None if e.to == BROADCAST else e.to,
+            str((e.meta or {}).get(META_MODEL) or "") or None,
+            sent_at(e.meta, e.ts),
+            clip(e.body),
+        )
+        for e in events
+    )

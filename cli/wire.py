@@ -24,7 +24,7 @@ import subprocess
 from typing import Any
 
 from wsbus.client import Client
-from wsbus.schema import Receipt
+from wsbus.schema import Event, Receipt
 
 from .inject import stamp_hm
 
@@ -41,6 +41,7 @@ __all__ = [
     "loop_warning",
     "run_revive",
     "sent_at",
+    "thread_events",
     "wait_receipt",
 ]
 
@@ -131,3 +132,26 @@ async def wait_receipt(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(collect(), timeout)
     return got
+
+
+async def thread_events(
+    client: Client,
+    channel: str,
+    thread: str,
+    *,
+    newest: int | None = None,
+    before: int | None = None,
+) -> list[Event]:
+    """A thread's events before seq ``before`` (the latest ``newest``, or all), oldest
+    first, paged at the hub's ``max_history``."""
+    limits = client.welcome.limits if client.welcome else None
+    page_max = limits.max_history if limits else 100
+    events: list[Event] = []
+    while newest is None or len(events) < newest:
+        want = page_max if newest is None else max(1, min(page_max, newest - len(events)))
+        page = await client.history(channel=channel, thread=thread, before=before, limit=want)
+        events[:0] = page.events
+        if not page.more or not page.events:
+            break
+        before = page.events[0].seq
+    return events

@@ -580,9 +580,7 @@ class Hub:
             assert ev.ref is not None
             key = (ev.channel, ev.to)
             self.counts[key] = self.counts.get(key, 0) + 1
-            online = (
-                None if ev.to == BROADCAST else bool(self.router.sessions_of(ev.channel, ev.to))
-            )
+            online = None if ev.to == BROADCAST else self.router.serves(ev.channel, ev.to)
             try:
                 for i, s in enumerate(p.waiters):
                     s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0, online=online))
@@ -758,12 +756,12 @@ class Hub:
             role=m.role,
             enter_delay=m.enter_delay,
             state=state,
-            connected=bool(self.router.sessions_of(m.channel, m.name)),
+            connected=self.router.serves(m.channel, m.name),
         )
 
     def _in_channel(self, channel: str, name: str) -> bool:
         """Whether ``name`` is a registered member of, or connected on, ``channel``."""
-        return (channel, name) in self.members or bool(self.router.sessions_of(channel, name))
+        return (channel, name) in self.members or self.router.serves(channel, name)
 
     async def register(self, session: Session, r: Register) -> Registered:
         """Add, update or remove a roster member (durably, before answering)."""

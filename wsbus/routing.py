@@ -127,6 +127,10 @@ class Router:
         merged.update(watchers)
         return list(merged.values())
 
+    def serves(self, channel: str, name: str) -> bool:
+        """Whether a session acts for ``name`` on ``channel`` (no list built)."""
+        return (channel, name) in self._direct
+
     def sessions_of(self, channel: str, name: str) -> list[Routable]:
         """Sessions acting for ``name`` on ``channel``."""
         group = self._direct.get((channel, name))

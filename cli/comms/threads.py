@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wsbus.client import Client
-from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, THREAD_RULE, Event, RosterEntry, valid_thread
+from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, THREAD_RULE, RosterEntry, valid_thread
 from wsbus.schema import valid_name as valid_channel
 
 from ..audit import exchange_count
@@ -31,17 +31,17 @@ from ..threadfiles import (
     format_threads,
     last_entries,
     list_threads,
-    render,
+    render_events,
     thread_file,
     write_mirror,
 )
-from ..wire import META_MODEL, NO_REPLY, loop_warning, sent_at
+from ..wire import META_MODEL, NO_REPLY, loop_warning, thread_events
 from .context import Context, check_name
 from .fallback import SPOOLED, LocalTarget, deliver, local_target, spool
 from .messaging import audience, message_body, settle
 from .spec import Command, add_from, add_hub, add_quiet, add_wait
 
-__all__ = ["COMMANDS", "render_events", "thread_events"]
+__all__ = ["COMMANDS"]
 
 READ_MAX = 1000
 """``read`` prints at most this many of a thread's latest entries."""
@@ -70,38 +70,6 @@ async def _project(client: Client, ctx: Context, thread: str) -> list[RosterEntr
     if not valid_channel(thread):
         return []
     return list((await client.roster(thread, timeout=ctx.timeout)).registered)
-
-
-async def thread_events(
-    client: Client, channel: str, thread: str, *, newest: int = READ_MAX, before: int | None = None
-) -> list[Event]:
-    """The latest ``newest`` events of a thread (before seq ``before``), oldest first."""
-    page_max = (
-        client.welcome.limits.max_history if client.welcome and client.welcome.limits else 100
-    )
-    events: list[Event] = []
-    while len(events) < newest:
-        limit = max(1, min(page_max, newest - len(events)))
-        page = await client.history(channel=channel, thread=thread, before=before, limit=limit)
-        events[:0] = page.events
-        if not page.more or not page.events:
-            break
-        before = page.events[0].seq
-    return events
-
-
-def render_events(ctx: Context, events: list[Event]) -> str:
-    """The thread file's text for these events, exactly as the bridge mirrors it."""
-    return render(
-        (
-            e.from_,
-            None if e.to == BROADCAST else e.to,
-            str((e.meta or {}).get(META_MODEL) or "") or None,
-            sent_at(e.meta, e.ts),
-            ctx.tunables.clip(e.body),
-        )
-        for e in events
-    )
 
 
 # ---------------------------------------------------------------------- post
@@ -185,9 +153,11 @@ async def _post_hub(ctx: Context, client: Client, sender: str, thread: str, body
         args.to or BROADCAST, body, channel=channel, thread=thread, meta=meta, timeout=ctx.timeout
     )
     path = _path(ctx, channel, thread)
-    events = await thread_events(client, channel, thread, before=ok.seq + 1)
+    events = await thread_events(client, channel, thread, newest=READ_MAX, before=ok.seq + 1)
     try:
-        write_mirror(path, render_events(ctx, events), lock_timeout=ctx.tunables.lock_timeout)
+        write_mirror(
+            path, render_events(events, ctx.tunables.clip), lock_timeout=ctx.tunables.lock_timeout
+        )
     except OSError as err:  # the post is stored: only the local copy is missing
         ctx.note(f"cannot write the local mirror {path}: {err}")
     scope = "project" if registered else "registry"
@@ -348,7 +318,7 @@ async def run_read(args: argparse.Namespace, ctx: Context) -> int:
         events = await thread_events(client, channel, thread, newest=args.n or READ_MAX)
     if not events:
         raise CliError(f"no thread: {thread}")
-    print(on_screen(last_entries(render_events(ctx, events), args.n)))
+    print(on_screen(last_entries(render_events(events, ctx.tunables.clip), args.n)))
     return Exit.OK
 
 
