@@ -8,13 +8,17 @@ import ipaddress
 import logging
 import resource
 import signal
+import ssl
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from wsbus.compat.http import HttpShim
 
+from wsbus.auth import Gate, TokenFileError
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
-from wsbus.server import WsServer
+from wsbus.server import RateLimits, WsServer
 from wsbus.store import MemoryStore, SqliteStore, Store
 
 from .common import Subcommands
@@ -27,7 +31,12 @@ examples:
   wsbus serve                          # 127.0.0.1:8765, SQLite in ~/.local/share/wsbus
   wsbus serve --port 9000 --db ./bus.db
   wsbus serve --memory                 # nothing kept (tests, demos)
-  wsbus serve --host 0.0.0.0 --insecure   # reachable from other machines, no auth yet
+  wsbus token create alice             # then, to share the hub between machines:
+  wsbus serve --host 0.0.0.0 --auth ~/.config/wsbus/tokens.json \
+      --tls-cert hub.pem --tls-key hub-key.pem
+  wsbus serve --host 0.0.0.0 --insecure   # no auth at all (trusted network only)
+
+security: docs/SECURITY.md (tokens, TLS, origins, every limit and its default)
 """
 
 
@@ -67,10 +76,49 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         help="fsync every commit (survives power loss; slower)",
     )
     p.add_argument(
+        "--auth",
+        metavar="FILE",
+        help="require a token from every client (file made by `wsbus token create`)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve wss:// and https://")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="browser origin allowed to connect, e.g. https://app.example (repeatable; "
+        "'*' allows any); clients that send no Origin are always allowed",
+    )
+    p.add_argument(
+        "--block-secrets",
+        action="store_true",
+        default=None,
+        help="refuse bodies that carry private keys or common credential patterns",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         default=None,
         help="allow listening on a non-loopback address without authentication",
+    )
+    p.add_argument(
+        "--rate-events",
+        type=float,
+        help="frames/s per connection, requests/s per HTTP caller (default 1000; 0: no limit)",
+    )
+    p.add_argument(
+        "--rate-bytes", type=int, help="bytes/s per connection or caller (default 4 MiB; 0: none)"
+    )
+    p.add_argument(
+        "--max-connections", type=int, help="websocket connections in total (default 10000)"
+    )
+    p.add_argument(
+        "--max-polls", type=int, help="pending /recv long-polls per token or name (default 16)"
+    )
+    p.add_argument(
+        "--hello-timeout",
+        type=float,
+        help="seconds to finish a handshake or an HTTP request (default 10)",
     )
     p.add_argument("--retention-days", type=float, help="drop events older than this (default 30)")
     p.add_argument(
@@ -125,7 +173,59 @@ def hub_config(settings: Settings) -> HubConfig:
         retention_days=settings.retention_days,
         retention_count=settings.retention_count,
         loop_window=settings.loop_window,
+        max_identity_connections=settings.max_identity_connections,
     )
+
+
+def rate_limits(settings: Settings) -> RateLimits:
+    return RateLimits(
+        events=settings.rate_events,
+        bytes=settings.rate_bytes,
+        burst=settings.rate_burst,
+        abuse=settings.rate_abuse,
+    )
+
+
+def open_gate(settings: Settings) -> Gate | None:
+    """The token file named by ``--auth`` (None without it)."""
+    if not settings.auth:
+        return None
+    path = Path(settings.auth).expanduser()
+    if not path.exists():
+        raise CliError(
+            f"no token file at {path}; create tokens first: wsbus token create NAME --auth {path}",
+            Exit.USAGE,
+        )
+    try:
+        return Gate(path)
+    except TokenFileError as err:
+        raise CliError(str(err), Exit.USAGE) from None
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """A server TLS context from ``--tls-cert``/``--tls-key`` (None without them)."""
+    if not settings.tls_cert and not settings.tls_key:
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise CliError("--tls-cert and --tls-key go together", Exit.USAGE)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        why = getattr(err, "strerror", None) or str(err)
+        raise CliError(
+            f"cannot load the TLS certificate {settings.tls_cert} / key {settings.tls_key}: {why}",
+            Exit.USAGE,
+        ) from None
+    return ctx
+
+
+def secret_finder(settings: Settings) -> Callable[[str], str | None] | None:
+    if not settings.block_secrets:
+        return None
+    from wsbus.leaks import find_secret  # detect-secrets loads only when asked for
+
+    return find_secret
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -143,6 +243,16 @@ async def run(args: argparse.Namespace) -> int:
         "retention_count": args.retention_count,
         "max_body": args.max_body,
         "send_queue": args.send_queue,
+        "auth": args.auth,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "allow_origin": args.allow_origin,
+        "block_secrets": args.block_secrets,
+        "rate_events": args.rate_events,
+        "rate_bytes": args.rate_bytes,
+        "max_connections": args.max_connections,
+        "max_polls": args.max_polls,
+        "hello_timeout": args.hello_timeout,
     }
     try:
         settings = load_settings(flags)
@@ -157,18 +267,33 @@ async def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(message, flush=True)
 
+    def warn(message: str) -> None:
+        print(f"wsbus: {message}", file=sys.stderr, flush=True)
+
+    gate = open_gate(settings)
+    tls = tls_context(settings)
     if not _is_loopback(settings.host):
-        if not settings.insecure:
+        if gate is None and not settings.insecure:
             raise CliError(
-                f"refusing to listen on {settings.host} without authentication; "
-                "use a loopback address or pass --insecure",
+                f"refusing to listen on {settings.host} without authentication: pass "
+                "--auth FILE (tokens from `wsbus token create`), use a loopback address, "
+                "or pass --insecure",
                 Exit.USAGE,
             )
-        print(
-            f"wsbus: WARNING: listening on {settings.host} with NO authentication: anyone who "
-            "can reach this port can read and send every message",
-            file=sys.stderr,
-            flush=True,
+        if gate is None:
+            warn(
+                f"WARNING: listening on {settings.host} with NO authentication: anyone who "
+                "can reach this port can read and send every message"
+            )
+        elif tls is None:
+            warn(
+                f"WARNING: listening on {settings.host} without TLS: tokens and messages "
+                "cross the network in clear; pass --tls-cert/--tls-key or put a TLS proxy in front"
+            )
+    if gate is not None and gate.live() == 0:
+        warn(
+            f"no live tokens in {gate.path}: nobody can connect; "
+            f"create one with: wsbus token create NAME --auth {gate.path}"
         )
     # handlers first: a signal that arrives while starting still stops cleanly
     stop = asyncio.Event()
@@ -177,7 +302,8 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     nofile = _raise_nofile()
     store = make_store(settings)
-    hub = Hub(store, hub_config(settings))
+    hub = Hub(store, hub_config(settings), gate=gate, find_secret=secret_finder(settings))
+    rates = rate_limits(settings)
     server = WsServer(
         hub,
         settings.host,
@@ -185,6 +311,10 @@ async def run(args: argparse.Namespace) -> int:
         hello_timeout=settings.hello_timeout,
         max_bad_frames=settings.max_bad_frames,
         ping_interval=settings.ping_interval,
+        ssl_context=tls,
+        allow_origins=settings.allow_origin,
+        max_connections=settings.max_connections,
+        rates=rates,
     )
     try:
         await hub.start()
@@ -193,7 +323,17 @@ async def run(args: argparse.Namespace) -> int:
     shim = (
         None
         if settings.no_http
-        else HttpShim(hub, settings.host, settings.http_port, poll_timeout=settings.poll_timeout)
+        else HttpShim(
+            hub,
+            settings.host,
+            settings.http_port,
+            poll_timeout=settings.poll_timeout,
+            ssl_context=tls,
+            allow_origins=settings.allow_origin,
+            request_timeout=settings.hello_timeout,
+            rates=rates,
+            max_polls=settings.max_polls,
+        )
     )
     try:
         await server.start()
@@ -213,9 +353,13 @@ async def run(args: argparse.Namespace) -> int:
         ) from None
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     say(f"data: {store.location}; seq {hub.committed_seq}; open files limit {nofile}")
+    if gate is not None:
+        say(f"auth: tokens from {gate.path} ({gate.live()} live)")
     if shim is not None:
-        say(f"agent-bus HTTP shim on http://{host}:{shim.port} (AGENT_BUS_URL)")
-    say(f"wsbus hub {hub.hub_id} listening on ws://{host}:{server.port}")
+        base = f"{shim.scheme}://{host}:{shim.port}"
+        hint = f"{base}/t/TOKEN" if gate is not None else base
+        say(f"agent-bus HTTP shim on {base} (AGENT_BUS_URL={hint})")
+    say(f"wsbus hub {hub.hub_id} listening on {server.scheme}://{host}:{server.port}")
     try:
         await stop.wait()
     finally:

@@ -2,26 +2,38 @@
 
 Routes: ``POST /send``, ``GET /recv``, ``GET /inbox``, ``GET /healthz``. Every
 answer is JSON; every error is ``{"error": "..."}`` with its status (400 bad
-input, 404 unknown path, 405 wrong method, 413 body over ``max_body``, 503 while
-shutting down).
+input, 401 no valid token, 403 token does not allow it or browser origin not
+allowed, 404 unknown path, 405 wrong method, 408 body too slow, 413 body over
+``max_body``, 429 over a rate or poll limit, 503 while shutting down).
+
+With ``--auth`` the token comes as ``Authorization: Bearer TOKEN`` or, for the
+unmodified agent-bus clients that cannot set headers, as a path prefix of the
+base URL: ``AGENT_BUS_URL=https://hub:8080/t/TOKEN`` makes them request
+``/t/TOKEN/recv?...``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from wsbus.auth import TokenRecord, bearer, may_act_as, may_use_channel
 from wsbus.client import new_ref
 from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
 from wsbus.hub import Hub
+from wsbus.limits import Throttle
 from wsbus.schema import Error, Ok, Send
+from wsbus.server import RateLimits
 from wsbus.session import Session
 
 from .longpoll import LongPoll
@@ -35,11 +47,15 @@ _encode = msgspec.json.Encoder().encode
 
 _STATUS: dict[str, int] = {
     ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.STORE_FAILED: 503,
 }
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest, TokenRecord | None], Awaitable[web.StreamResponse]]
+
+#: how many callers' rate buckets are remembered (least recently used dropped first)
+MAX_CALLERS = 10_000
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -54,9 +70,10 @@ class RequestSession(Session):
     """A one-request session: the sender of a ``POST /send``; the hub's answer
     (``ok`` or ``error``) resolves :attr:`result` instead of being written."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, grant: TokenRecord | None = None) -> None:
         super().__init__(JSON)
         self.names = (name,)
+        self.grant = grant
         self.info = {"kind": "agent"}
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -80,12 +97,32 @@ class RequestSession(Session):
 class HttpShim:
     """Serves the legacy contract on ``host:port`` until :meth:`stop`."""
 
-    def __init__(self, hub: Hub, host: str, port: int, *, poll_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        host: str,
+        port: int,
+        *,
+        poll_timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        allow_origins: Sequence[str] = (),
+        request_timeout: float = 10.0,
+        rates: RateLimits | None = None,
+        max_polls: int = 16,
+    ) -> None:
         self.hub = hub
         self.host = host
         self.port = port
         self.max_body = hub.config.max_body
         self.longpoll = LongPoll(hub, poll_timeout)
+        self.ssl_context = ssl_context
+        self.allow_origins = set(allow_origins)
+        #: seconds to receive a whole request (headers and body); idle keep-alive too
+        self.request_timeout = request_timeout
+        self.rates = rates or RateLimits()
+        self.max_polls = max_polls
+        self._callers: OrderedDict[str, Throttle] = OrderedDict()
+        self._polls: dict[str, int] = {}
         self._runner: web.ServerRunner | None = None
         #: the route table: path -> (method, handler)
         self.routes: dict[str, tuple[str, Handler]] = {
@@ -98,10 +135,14 @@ class HttpShim:
     async def start(self) -> None:
         # aiohttp's low-level server: its HTTP parser and protocol, without the
         # application layer (four fixed routes need no router or middleware chain)
-        server = web.Server(self._handle, access_log=None)
+        # keepalive_timeout also bounds a connection that never completes its first
+        # request (aiohttp >= 3.14.4): a stalled partial request is dropped
+        server = web.Server(self._handle, access_log=None, keepalive_timeout=self.request_timeout)
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, backlog=4096, ssl_context=self.ssl_context
+        )
         await site.start()
         addresses = self._runner.addresses  # the real port when asked for port 0
         if addresses:
@@ -115,27 +156,109 @@ class HttpShim:
 
     # ------------------------------------------------------------------ dispatch
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        route = self.routes.get(request.path)
+        path, path_token = _split_token(request.path)
+        route = self.routes.get(path)
         try:
             if route is None:
-                raise LegacyError(404, f"not found: {request.path[:100]}")
+                raise LegacyError(404, f"not found: {path[:100]}")
             method, handler = route
             if request.method != method:
                 raise LegacyError(
-                    405, f"method {request.method} not allowed on {request.path}; use {method}"
+                    405, f"method {request.method} not allowed on {path}; use {method}"
                 )
-            return await handler(request)
+            origin = request.headers.get("Origin")
+            if (
+                origin is not None
+                and origin not in self.allow_origins
+                and "*" not in self.allow_origins
+            ):
+                raise LegacyError(
+                    403, f"browser origin {origin[:100]!r} is not allowed (--allow-origin)"
+                )
+            if path == "/healthz":
+                return await handler(request, None)
+            grant = self._authenticate(request, path_token)
+            return await handler(request, grant)
         except LegacyError as err:
-            return _error(err.status, err.message)
+            response = _error(err.status, err.message)
+            if err.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="wsbus"'
+            if err.retry_after is not None:
+                response.headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
+            return response
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("HTTP %s %s failed", request.method, request.path)
             return _error(500, "internal error (logged by the hub)")
 
+    def _authenticate(self, request: web.BaseRequest, path_token: str | None) -> TokenRecord | None:
+        """The caller's token record (None when the hub runs without ``--auth``)."""
+        gate = self.hub.gate
+        if gate is None:
+            return None
+        token = bearer(request.headers.get("Authorization")) or path_token
+        grant = gate.verify(token)
+        if grant is None:
+            raise LegacyError(
+                401,
+                "a valid token is required: Authorization: Bearer TOKEN, or the base URL "
+                "AGENT_BUS_URL=<hub>/t/TOKEN (none given, or it is unknown or revoked)",
+            )
+        return grant
+
+    def _allow(self, grant: TokenRecord | None, name: str, channel: str) -> None:
+        """403 unless the token may act as ``name`` on ``channel``."""
+        if grant is None:
+            return
+        if not may_act_as(grant, name):
+            raise LegacyError(403, f"token {grant.id} ({grant.name}) may not act as {name!r}")
+        if not may_use_channel(grant, channel):
+            raise LegacyError(
+                403, f"token {grant.id} ({grant.name}) may not use channel {channel!r}"
+            )
+
+    def _charge(self, key: str, size: int) -> None:
+        """429 when the caller (its token, else its address) is over its rate."""
+        throttle = self._callers.get(key)
+        now = time.monotonic()
+        if throttle is None:
+            throttle = self._callers[key] = self.rates.throttle(now)
+            if len(self._callers) > MAX_CALLERS:
+                self._callers.popitem(last=False)
+        else:
+            self._callers.move_to_end(key)
+        if not throttle.enabled:
+            return
+        wait = throttle.try_take(size, now)
+        if wait > 0:
+            raise LegacyError(
+                429,
+                f"too many requests: over {self.rates.events:g} requests/s or "
+                f"{self.rates.bytes:g} bytes/s; retry in {wait:.1f} s",
+                retry_after=wait,
+            )
+
+    def _caller(self, request: web.BaseRequest, grant: TokenRecord | None) -> str:
+        return f"token:{grant.id}" if grant is not None else f"addr:{request.remote}"
+
     async def _body(self, request: web.BaseRequest) -> bytes:
-        """The request body, refused (413) as soon as it passes ``max_body``."""
+        """The request body, refused (413) as soon as it passes ``max_body``, and
+        (408) when it does not arrive within the request timeout."""
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await self._read_body(request)
+        except TimeoutError:
+            raise LegacyError(
+                408, f"request body not received within {self.request_timeout:g} s"
+            ) from None
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.max_body
         if request.content_length is not None and request.content_length > limit:
             raise LegacyError(413, f"body over {limit} bytes")
@@ -152,12 +275,15 @@ class HttpShim:
 
     # ------------------------------------------------------------------ handlers
 
-    async def send(self, request: web.BaseRequest) -> web.Response:
-        req = parse_send(await self._body(request))
+    async def send(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
+        body = await self._body(request)
+        self._charge(self._caller(request, grant), len(body))
+        req = parse_send(body)
+        self._allow(grant, req.sender, req.channel)
         hub = self.hub
         if not hub.has_room():
             await hub.wait_room()
-        session = RequestSession(req.sender)
+        session = RequestSession(req.sender, grant)
         frame = Send(ref=new_ref(), to=req.to, body=req.msg, channel=req.channel, from_=req.sender)
         try:
             hub.submit(session, frame)
@@ -169,16 +295,50 @@ class HttpShim:
         assert isinstance(answer, Ok)
         return _json(SendAck(ok=True, ts=answer.ts, channel=req.channel, seq=answer.seq))
 
-    async def recv(self, request: web.BaseRequest) -> web.Response:
+    async def recv(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
+        self._charge(self._caller(request, grant), 0)
         params = parse_recv(request.query, self.hub.config.max_history)
-        return _json(await self.longpoll.recv(params))
+        self._allow(grant, params.to, params.channel)
+        if not params.block:
+            return _json(await self.longpoll.recv(params))
+        # pending polls per token (without --auth: per name and channel)
+        key = f"token:{grant.id}" if grant is not None else f"name:{params.channel}/{params.to}"
+        if self._polls.get(key, 0) >= self.max_polls:
+            raise LegacyError(
+                429,
+                f"too many pending polls for {key.partition(':')[2]} (max_polls {self.max_polls})",
+                retry_after=1.0,
+            )
+        self._polls[key] = self._polls.get(key, 0) + 1
+        gate = self.hub.gate
+        still_valid = None if grant is None or gate is None else (lambda: gate.valid(grant))
+        try:
+            answer = await self.longpoll.recv(params, still_valid)
+        finally:
+            left = self._polls[key] - 1
+            if left:
+                self._polls[key] = left
+            else:
+                del self._polls[key]
+        if answer is None:
+            raise LegacyError(401, "token revoked")
+        return _json(answer)
 
-    async def inbox(self, request: web.BaseRequest) -> web.Response:
+    async def inbox(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
+        self._charge(self._caller(request, grant), 0)
         out: dict[str, dict[str, int]] = {}
         for (channel, recipient), count in self.hub.counts.items():
-            if count > 0:
+            if count > 0 and (grant is None or may_use_channel(grant, channel)):
                 out.setdefault(channel, {})[recipient] = count
         return _json(InboxResponse(recipients=out, now=time.time()))
 
-    async def healthz(self, request: web.BaseRequest) -> web.Response:
+    async def healthz(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
         return _json({"ok": True, "now": time.time()})
+
+
+def _split_token(path: str) -> tuple[str, str | None]:
+    """``/t/TOKEN/recv`` -> (``/recv``, ``TOKEN``); other paths unchanged."""
+    if not path.startswith("/t/"):
+        return path, None
+    token, slash, rest = path[3:].partition("/")
+    return slash + rest, token or None

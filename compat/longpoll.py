@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from wsbus.hub import Hub
 from wsbus.schema import BROADCAST, Event
@@ -128,6 +128,7 @@ class LongPoll:
         self.recent = RecentEvents(hub.committed_ts)
         self.stopping = False
         hub.listeners.append(self.committed)
+        hub.auth_listeners.append(self.waiters.wake_all)  # pollers re-check their token
 
     def committed(self, events: list[Event]) -> None:
         """Called by the hub after each commit."""
@@ -147,10 +148,16 @@ class LongPoll:
         q = Query(limit=p.max, channels=[p.channel], entitled=[p.to], after=after)
         return await store.query(q)
 
-    async def recv(self, p: RecvParams) -> RecvResponse:
+    async def recv(
+        self, p: RecvParams, still_valid: Callable[[], bool] | None = None
+    ) -> RecvResponse | None:
+        """The messages for ``p``, waiting up to the timeout when ``p.block``; None
+        when ``still_valid`` turns false meanwhile (the caller's token was revoked)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while True:
+            if still_valid is not None and not still_valid():
+                return None
             fut = self.waiters.add(p.channel, p.to) if p.block else None
             try:
                 now = self.hub.legacy_now()

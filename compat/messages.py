@@ -33,10 +33,12 @@ __all__ = [
 class LegacyError(Exception):
     """A request the shim refuses: HTTP ``status`` and a one-sentence ``message``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        #: seconds for a ``Retry-After`` header (429)
+        self.retry_after = retry_after
 
 
 class LegacyMessage(msgspec.Struct, omit_defaults=True):

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-LISTEN_RE = re.compile(r"listening on (ws://\S+)")
-HTTP_RE = re.compile(r"HTTP shim on (http://\S+)")
+LISTEN_RE = re.compile(r"listening on (wss?://\S+)")
+HTTP_RE = re.compile(r"HTTP shim on (https?://\S+)")
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> object:

@@ -44,13 +44,16 @@ from .schema import NAME_RULE, Channel, Name, valid_name
 __all__ = [
     "ROLES",
     "AuthError",
+    "Gate",
     "Role",
     "TokenFileError",
     "TokenRecord",
     "TokenStore",
+    "bearer",
     "default_auth_path",
     "may_act_as",
     "may_use_channel",
+    "reads_all",
 ]
 
 log = logging.getLogger("wsbus.auth")
@@ -231,6 +234,10 @@ class TokenStore:
         self.save()
         return f"{PREFIX}{token_id}_{secret}"
 
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with this id (revoked or not), or None."""
+        return self._records.get(token_id)
+
     def list(self) -> builtins.list[TokenRecord]:
         """Every token, revoked ones included, oldest first."""
         return sorted(self._records.values(), key=lambda r: (r.created, r.id))
@@ -285,3 +292,72 @@ def may_use_channel(rec: TokenRecord, channel: str) -> bool:
     if rec.revoked is not None:
         return False
     return rec.role == "admin" or not rec.channels or channel in rec.channels
+
+
+def reads_all(rec: TokenRecord) -> bool:
+    """Whether the holder of ``rec`` reads every event (``watch``, others' history)."""
+    return rec.role == "admin" and rec.revoked is None
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header value (None otherwise)."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+class Gate:
+    """The hub's view of a token file: checks tokens and notices when the file changes.
+
+    :meth:`refresh` (the hub calls it every second) re-reads the file when its
+    size, mtime or inode changed, so ``wsbus token revoke`` takes effect on open
+    connections without restarting the hub. A file that turns unreadable or
+    invalid keeps the tokens last read (and logs why), rather than locking
+    everybody out or letting everybody in.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.store = TokenStore(path)
+        self._stamp: tuple[int, int, int] | None = None
+        self.store.load()  # a broken file at start is an error for the caller
+        self._stamp = self._stat()
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.store.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def refresh(self) -> bool:
+        """Re-read the file if it changed; True when the tokens were re-read."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return False
+        try:
+            self.store.load()
+        except TokenFileError as err:
+            log.error("%s; keeping the tokens read before", err)
+            return False
+        self._stamp = stamp
+        return True
+
+    def verify(self, token: object) -> TokenRecord | None:
+        """The live record of ``token``, or None."""
+        return self.store.verify(token)
+
+    def valid(self, rec: TokenRecord) -> bool:
+        """Whether ``rec`` is still in the file and not revoked."""
+        current = self.store.get(rec.id)
+        return current is not None and current.revoked is None and current.hash == rec.hash
+
+    def live(self) -> int:
+        """How many tokens are not revoked."""
+        return sum(1 for r in self.store.list() if r.revoked is None)

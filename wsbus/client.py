@@ -20,6 +20,11 @@ What it guarantees:
   once however often it is resent.
 - A close code that forbids retrying (bad hello, unauthorized) ends the client
   with :class:`~wsbus.errors.ConnectionLost`.
+
+Authentication and TLS take no extra work: the token comes from ``token=`` or
+the ``WSBUS_TOKEN`` environment variable and travels as ``Authorization:
+Bearer`` on the handshake; ``wss://`` URLs verify the hub's certificate against
+the system's CAs, or the PEM file in ``ca_file=`` / ``WSBUS_CA_FILE``.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ import logging
 import os
 import random
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .codec import JSON, MSGPACK, Codec
 from .errors import (
@@ -136,6 +142,7 @@ class Client:
         presence: bool = True,
         pending: bool = False,
         token: str | None = None,
+        ca_file: str | None = None,
         binary: bool = False,
         reconnect: bool = True,
         backoff_min: float = 0.1,
@@ -153,7 +160,9 @@ class Client:
         self.watch = watch
         self.presence = presence
         self.pending = pending
-        self.token = token
+        self.token = token if token is not None else os.environ.get("WSBUS_TOKEN") or None
+        self.ca_file = ca_file if ca_file is not None else os.environ.get("WSBUS_CA_FILE") or None
+        self._ssl: ssl.SSLContext | None = None
         self.codec: Codec = MSGPACK if binary else JSON
         self.reconnect = reconnect
         self.backoff_min = backoff_min
@@ -436,7 +445,6 @@ class Client:
             names=self.names,
             channels=self.channels,
             resume=self.last_seq,
-            token=self.token,
             kind=self.kind,
             watch=self.watch,
             presence=self.presence,
@@ -452,16 +460,46 @@ class Client:
         cap = min(self.backoff_max, self.backoff_min * (2**attempt))
         return random.uniform(self.backoff_min, max(self.backoff_min, cap))
 
+    def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context for ``wss://`` (None: websockets' default, system CAs)."""
+        if self.ca_file is None or not self.url.startswith("wss:"):
+            return None
+        if self._ssl is None:
+            try:
+                self._ssl = ssl.create_default_context(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as err:
+                why = getattr(err, "strerror", None) or str(err)
+                raise ConnectionLost(0, f"cannot load CA file {self.ca_file}: {why}") from None
+        return self._ssl
+
     async def _open(self) -> tuple[ClientConnection, Welcome]:
-        conn = await connect(
-            self.url,
-            subprotocols=[self.codec.name],  # type: ignore[list-item]
-            open_timeout=self.open_timeout,
-            max_size=None,
-            compression=None,
-            max_queue=64,
-            user_agent_header="wsbus-python",
-        )
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        tls = self._tls()
+        extra: dict[str, Any] = {"ssl": tls} if tls is not None else {}
+        try:
+            conn = await connect(
+                self.url,
+                subprotocols=[self.codec.name],  # type: ignore[list-item]
+                open_timeout=self.open_timeout,
+                max_size=None,
+                compression=None,
+                max_queue=64,
+                user_agent_header="wsbus-python",
+                additional_headers=headers,
+                **extra,
+            )
+        except InvalidStatus as err:
+            status = err.response.status_code
+            if status in (401, 403):
+                why = (
+                    err.response.body.decode(errors="replace").strip() if err.response.body else ""
+                )
+                hint = "" if self.token else " (set WSBUS_TOKEN)"
+                raise ConnectionLost(
+                    4001,
+                    f"the hub refused the connection ({status}): {why or 'unauthorized'}{hint}",
+                ) from None
+            raise
         try:
             await conn.send(self.codec.encode(self._hello()), text=not self.codec.binary)
             data = await asyncio.wait_for(conn.recv(), self.open_timeout)
@@ -474,7 +512,8 @@ class Client:
             raise
         if isinstance(frame, Error):
             await conn.close()
-            raise ConnectionLost(4002, f"{frame.code}: {frame.message}")
+            code = 4001 if frame.code in ("unauthorized", "forbidden") else 4002
+            raise ConnectionLost(code, f"{frame.code}: {frame.message}")
         if not isinstance(frame, Welcome):
             await conn.close()
             raise ConnectionLost(4002, f"expected welcome, got {type(frame).__name__}")

@@ -83,6 +83,19 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_bad_frames: int = 20
     ping_interval: float = 20.0
     loop_window: float = 180.0
+    # security (docs/SECURITY.md)
+    auth: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_origin: list[str] = []
+    block_secrets: bool = False
+    rate_events: float = 1000.0
+    rate_bytes: int = 4 << 20
+    rate_burst: float = 5.0
+    rate_abuse: float = 30.0
+    max_connections: int = 10_000
+    max_identity_connections: int = 64
+    max_polls: int = 16
 
     def db_path(self) -> Path:
         return Path(self.db).expanduser() if self.db else data_dir() / "wsbus.db"
@@ -113,6 +126,18 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "ping_interval": ("WSBUS_PING_INTERVAL",),
     "memory": ("WSBUS_MEMORY",),
     "loop_window": ("WSBUS_LOOP_WINDOW", "AGENT_COMMS_LOOP_WINDOW_SEC"),
+    "auth": ("WSBUS_AUTH",),
+    "tls_cert": ("WSBUS_TLS_CERT",),
+    "tls_key": ("WSBUS_TLS_KEY",),
+    "allow_origin": ("WSBUS_ALLOW_ORIGIN",),
+    "block_secrets": ("WSBUS_BLOCK_SECRETS",),
+    "rate_events": ("WSBUS_RATE_EVENTS",),
+    "rate_bytes": ("WSBUS_RATE_BYTES",),
+    "rate_burst": ("WSBUS_RATE_BURST",),
+    "rate_abuse": ("WSBUS_RATE_ABUSE",),
+    "max_connections": ("WSBUS_MAX_CONNECTIONS",),
+    "max_identity_connections": ("WSBUS_MAX_IDENTITY_CONNECTIONS",),
+    "max_polls": ("WSBUS_MAX_POLLS",),
 }
 
 
@@ -178,4 +203,6 @@ def _from_env(value: str, kind: str) -> Any:
         return int(value)
     if kind.startswith("float"):
         return float(value)
+    if kind.startswith("list"):
+        return [part.strip() for part in value.split(",") if part.strip()]
     return value

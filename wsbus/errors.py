@@ -15,6 +15,7 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 
 __all__ = [
+    "HELLO_CLOSE_CODES",
     "ClientError",
     "CloseCode",
     "ConnectionLost",
@@ -42,6 +43,11 @@ class ErrorCode(StrEnum):
     UNKNOWN_EVENT = "unknown_event"
     LIMIT_TOO_LARGE = "limit_too_large"
     NAME_CLAIMED = "name_claimed"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    SECRET_IN_BODY = "secret_in_body"
     UNKNOWN_MEMBER = "unknown_member"
     STORE_FAILED = "store_failed"
     SHUTTING_DOWN = "shutting_down"
@@ -62,6 +68,11 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.UNKNOWN_EVENT: "`ack` for a seq that does not exist (or was pruned).",
     ErrorCode.LIMIT_TOO_LARGE: "A history `limit` above `max_history`.",
     ErrorCode.NAME_CLAIMED: "Another connected bridge already serves this name in the channel.",
+    ErrorCode.UNAUTHORIZED: "No valid token: missing, unknown, malformed or revoked.",
+    ErrorCode.FORBIDDEN: "The token does not allow this name, channel or operation.",
+    ErrorCode.RATE_LIMITED: "Over the connection's rate (`rate_events`/s or `rate_bytes`/s).",
+    ErrorCode.TOO_MANY_CONNECTIONS: "Over `max_connections` or `max_identity_connections`.",
+    ErrorCode.SECRET_IN_BODY: "The body looks like it carries a credential (`block_secrets`).",
     ErrorCode.UNKNOWN_MEMBER: "`register` with `leave` for a name not in the roster.",
     ErrorCode.STORE_FAILED: "The store could not commit; the send was not accepted.",
     ErrorCode.SHUTTING_DOWN: "The hub is stopping; retry after reconnecting.",
@@ -87,12 +98,21 @@ CLOSE_MEANINGS: dict[CloseCode, str] = {
     CloseCode.GOING_AWAY: "The hub is shutting down; reconnect and resume.",
     CloseCode.POLICY_VIOLATION: "Too many bad frames in a row; fix the client before retrying.",
     CloseCode.MESSAGE_TOO_BIG: "A frame over `max_frame` bytes (sent by the websocket layer).",
-    CloseCode.UNAUTHORIZED: "Reserved: authentication failed.",
+    CloseCode.UNAUTHORIZED: "No valid token, a token revoked while connected, or a `hello` "
+    "asking for names or channels the token does not allow; do not retry unchanged.",
     CloseCode.BAD_HELLO: "The first frame was not a valid `hello`; do not retry unchanged.",
     CloseCode.HELLO_TIMEOUT: "No `hello` within the handshake timeout.",
     CloseCode.SLOW_CONSUMER: "Unread frames exceeded the send queue; reconnect and resume.",
     CloseCode.REPLACED: "A newer bridge connection from the same host took over its names.",
-    CloseCode.RATE_LIMITED: "Reserved: the connection exceeded its rate limit.",
+    CloseCode.RATE_LIMITED: "Throttled for `rate_abuse` seconds in a row, or over "
+    "`max_identity_connections`; reconnect later (with backoff).",
+}
+
+#: the close code that follows an ``error`` answering ``hello`` (BAD_HELLO otherwise)
+HELLO_CLOSE_CODES: dict[str, CloseCode] = {
+    ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOO_MANY_CONNECTIONS: CloseCode.RATE_LIMITED,
 }
 
 #: error codes after which a client keeps a send queued and retries it

@@ -27,6 +27,7 @@ from typing import Any, cast
 import msgspec
 
 from . import __version__
+from .auth import Gate, may_act_as, may_use_channel, reads_all
 from .codec import JSON, MSGPACK
 from .errors import CloseCode, ErrorCode, FrameError
 from .loopguard import LoopGuard
@@ -101,6 +102,8 @@ class HubConfig(msgspec.Struct):
     prune_interval: float = 3600.0
     replay_page: int = 500
     loop_window: float = 180.0
+    max_identity_connections: int = 64
+    auth_reload: float = 1.0
 
 
 class _Pending(msgspec.Struct):
@@ -116,10 +119,22 @@ class Hub:
         store: Store,
         config: HubConfig | None = None,
         broadcast: Broadcaster = default_broadcast,
+        *,
+        gate: Gate | None = None,
+        find_secret: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.config = config or HubConfig()
         self.broadcast = broadcast
+        #: the token file (None: no authentication, the hub is loopback-only)
+        self.gate = gate
+        #: ``--block-secrets``: names the kind of credential a body carries, or None
+        self.find_secret = find_secret
+        #: token id -> the open sessions it authenticated
+        self._by_grant: dict[str, set[Session]] = {}
+        #: called after the token file changed (e.g. to re-check pending long-polls)
+        self.auth_listeners: list[Callable[[], None]] = []
+        self._auth_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.hub_id = ""
         self.committed_seq = 0
@@ -176,6 +191,8 @@ class Hub:
         if self.config.prune_interval > 0:
             self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="wsbus-ckpt")
+        if self.gate is not None and self.config.auth_reload > 0:
+            self._auth_task = asyncio.create_task(self._auth_loop(), name="wsbus-auth")
 
     async def stop(self) -> None:
         """Commit what is queued, tell every client to reconnect, close the store."""
@@ -185,7 +202,7 @@ class Hub:
     async def drain(self) -> None:
         """Stop taking sends, commit what is queued, tell every client to reconnect."""
         self._stopping = True
-        for task in (self._pruner, self._checkpointer):
+        for task in (self._pruner, self._checkpointer, self._auth_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -212,7 +229,11 @@ class Hub:
     # ------------------------------------------------------------------ sessions
 
     def open_session(self, session: Session, hello: Hello) -> Welcome:
-        """Attach a session after its ``hello``; the caller then runs :meth:`replay`."""
+        """Attach a session after its ``hello``; the caller then runs :meth:`replay`.
+
+        Raises :class:`FrameError` (the transport closes with the matching
+        :data:`~wsbus.errors.HELLO_CLOSE_CODES` code) when the hello is refused.
+        """
         names: list[str] = []
         for n in ([hello.name] if hello.name else []) + hello.names:
             if n not in names:
@@ -224,11 +245,16 @@ class Hub:
                 f"{len(channels)} channels requested; at most {self.config.max_channels}",
             )
         refused: list[str] = []
+        if self.gate is not None:
+            names, refused = self._authenticate(session, hello, names, channels)
         if hello.kind == "bridge":
-            names, refused = self._claim(session, names, channels, hello.host)
+            names, claimed = self._claim(session, names, channels, hello.host)
+            refused += claimed
         session.names = tuple(names)
         for n in names:
             self._by_name.setdefault(n, set()).add(session)
+        if session.grant is not None:
+            self._by_grant.setdefault(session.grant.id, set()).add(session)
         session.watch = hello.watch
         session.wants_presence = hello.presence
         session.info = {
@@ -258,6 +284,45 @@ class Hub:
             limits=self.limits(),
             refused=refused,
         )
+
+    def _authenticate(
+        self, session: Session, hello: Hello, names: list[str], channels: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """Check the session's token against what ``hello`` asks; returns the names
+        granted and those refused (a bridge keeps serving the names it may)."""
+        assert self.gate is not None
+        grant = self.gate.verify(session.token if session.token is not None else hello.token)
+        if grant is None:
+            raise FrameError(
+                ErrorCode.UNAUTHORIZED,
+                "this hub needs a valid token (Authorization: Bearer, or WSBUS_TOKEN for "
+                "the wsbus tools): none given, or it is unknown or revoked",
+            )
+        if not names and grant.role != "admin":
+            names = [grant.name] if grant.role == "agent" else list(grant.names)
+        forbidden = [n for n in names if not may_act_as(grant, n)]
+        if forbidden and hello.kind != "bridge":
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"token {grant.id} ({grant.name}) may not act as {', '.join(forbidden)}",
+            )
+        denied = [c for c in channels if not may_use_channel(grant, c)]
+        if denied:
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"token {grant.id} ({grant.name}) may not use channel {', '.join(denied)}",
+            )
+        if hello.watch and not reads_all(grant):
+            raise FrameError(ErrorCode.FORBIDDEN, "watching a channel needs an admin token")
+        open_now = len(self._by_grant.get(grant.id, ()))
+        if open_now >= self.config.max_identity_connections:
+            raise FrameError(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                f"token {grant.id} ({grant.name}) already has {open_now} connections "
+                f"(max_identity_connections)",
+            )
+        session.grant = grant
+        return [n for n in names if n not in forbidden], forbidden
 
     def _claim(
         self, session: Session, names: list[str], channels: list[str], host: str | None
@@ -289,8 +354,15 @@ class Hub:
                 self._claims[(c, n)] = session
         return granted, refused
 
-    def refusal(self, name: str) -> Error:
+    def refusal(self, name: str, session: Session | None = None) -> Error:
         """The error frame telling a bridge it may not serve ``name``."""
+        grant = session.grant if session is not None else None
+        if grant is not None and not may_act_as(grant, name):
+            return Error(
+                code=ErrorCode.FORBIDDEN,
+                message=f"token {grant.id} ({grant.name}) may not act for {name!r}; "
+                "this bridge will not deliver to it",
+            )
         holder = next((s for (c, n), s in self._claims.items() if n == name), None)
         host = holder.info.get("host") if holder is not None else None
         where = f" on host {host}" if host else ""
@@ -367,6 +439,12 @@ class Hub:
             return
         session.closed = True
         self.sessions.discard(session)
+        if session.grant is not None:
+            mine = self._by_grant.get(session.grant.id)
+            if mine is not None:
+                mine.discard(session)
+                if not mine:
+                    del self._by_grant[session.grant.id]
         for n in session.names:
             owners = self._by_name.get(n)
             if owners is not None:
@@ -382,6 +460,7 @@ class Hub:
     def subscribe(self, session: Session, frame: Subscribe) -> None:
         """Add channels to a session, live from now on."""
         new = [c for c in dict.fromkeys(frame.channels) if c not in session.channels]
+        self._check_channels(session, new)
         if len(session.channels) + len(new) > self.config.max_channels:
             raise FrameError(
                 ErrorCode.TOO_MANY_CHANNELS, f"at most {self.config.max_channels} channels"
@@ -400,6 +479,29 @@ class Hub:
                     self._claims[(c, n)] = session
         self._announce(self.router.attach(session, new), session.info)
         session.send(Subscribed(channels=sorted(session.channels)))
+
+    def _check_channels(
+        self, session: Session, channels: Sequence[str | None], ref: str | None = None
+    ) -> None:
+        """Refuse (``forbidden``) a channel the session's token does not allow."""
+        grant = getattr(session, "grant", None)  # the core tests pass no session
+        if grant is None:
+            return
+        denied = [c for c in channels if c is not None and not may_use_channel(grant, c)]
+        if denied:
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"token {grant.id} ({grant.name}) may not use channel {', '.join(denied)}",
+                ref,
+            )
+
+    def _check_name(self, session: Session, name: str, ref: str | None = None) -> None:
+        """Refuse (``forbidden``) a name the session's token may not act for."""
+        grant = getattr(session, "grant", None)
+        if grant is not None and not may_act_as(grant, name):
+            raise FrameError(
+                ErrorCode.FORBIDDEN, f"token {grant.id} ({grant.name}) may not act as {name!r}", ref
+            )
 
     def unsubscribe(self, session: Session, frame: Unsubscribe) -> None:
         self._announce(self.router.detach(session, frame.channels), session.info)
@@ -487,6 +589,16 @@ class Hub:
                     f"meta must be plain JSON (objects, arrays, strings, 64-bit numbers): {err}",
                     send.ref,
                 ) from None
+        if self.find_secret is not None:
+            found = self.find_secret(send.body)
+            if found is not None:
+                raise FrameError(
+                    ErrorCode.SECRET_IN_BODY,
+                    f"the body looks like it carries a {found}; secrets stay off the bus: "
+                    "send a reference instead (wsbus send --attach FILE sends its path, "
+                    "size and sha256)",
+                    send.ref,
+                )
         key = (sender, send.ref)
         seen = self._refs.get(key)
         if seen is not None:
@@ -499,6 +611,7 @@ class Hub:
             return
         channel = send.channel or (min(session.channels) if len(session.channels) == 1 else None)
         channel = channel or DEFAULT_CHANNEL
+        self._check_channels(session, [channel], send.ref)
         seq = self._next_seq
         self._next_seq += 1
         ts = time.time()
@@ -696,9 +809,19 @@ class Hub:
             )
         if h.pending and h.to in (None, BROADCAST):
             raise FrameError(ErrorCode.INVALID_FRAME, "pending needs a name in `to`", h.ref)
+        channels = [h.channel] if h.channel else None
+        party = None
+        grant = session.grant
+        if grant is not None and not reads_all(grant):
+            self._check_channels(session, [h.channel], h.ref)
+            if h.pending and h.to is not None:
+                self._check_name(session, h.to, h.ref)
+            channels = channels or (list(grant.channels) or None)
+            party = [grant.name] if grant.role == "agent" else list(grant.names)
         q = Query(
             limit=h.limit,
-            channels=[h.channel] if h.channel else None,
+            channels=channels,
+            party=party,
             entitled=[h.to] if h.pending and h.to else None,
             pending_only=h.pending,
             to=h.to,
@@ -713,10 +836,16 @@ class Hub:
         return HistoryResult(ref=h.ref, events=events, more=more)
 
     def roster(self, session: Session, r: Roster) -> RosterResult:
+        grant = session.grant
         if r.all:
-            entries = [self._entry(m) for _, m in sorted(self.members.items())]
+            entries = [
+                self._entry(m)
+                for (c, _), m in sorted(self.members.items())
+                if grant is None or may_use_channel(grant, c)
+            ]
             return RosterResult(ref=r.ref, channel="*", members=[], registered=entries)
         channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
+        self._check_channels(session, [channel], r.ref)
         members = []
         for name, sessions in sorted(self.router.online(channel).items()):
             info = cast(Session, sessions[0]).info if sessions else {}
@@ -767,6 +896,8 @@ class Hub:
         """Add, update or remove a roster member (durably, before answering)."""
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", r.ref)
+        self._check_channels(session, [r.channel], r.ref)
+        self._check_name(session, r.name, r.ref)
         if r.leave:
             if (r.channel, r.name) not in self.members:
                 raise FrameError(
@@ -838,7 +969,12 @@ class Hub:
     async def threads(self, session: Session, t: Threads) -> ThreadsResult:
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", t.ref)
-        return ThreadsResult(ref=t.ref, threads=await self.store.threads(t.channel))
+        self._check_channels(session, [t.channel], t.ref)
+        threads = await self.store.threads(t.channel)
+        grant = session.grant
+        if grant is not None:
+            threads = [th for th in threads if may_use_channel(grant, th.channel)]
+        return ThreadsResult(ref=t.ref, threads=threads)
 
     def ping(self, p: Ping) -> Pong:
         return Pong(ts=time.time(), ref=p.ref)
@@ -854,6 +990,36 @@ class Hub:
             self.counts = await self.store.counts()
             log.info("retention removed %d events (up to seq %d)", removed, self.pruned_seq)
         return removed
+
+    # ------------------------------------------------------------------ tokens
+
+    def check_tokens(self) -> int:
+        """Re-read the token file if it changed and close every session whose token
+        is gone or revoked (4001); returns how many were closed."""
+        if self.gate is None or not self.gate.refresh():
+            return 0
+        closed = 0
+        for session in [s for s in self.sessions if s.grant is not None]:
+            assert session.grant is not None
+            if not self.gate.valid(session.grant):
+                log.info("token %s revoked: closing session %s", session.grant.id, session.id)
+                self.close_session(session)
+                session.close(CloseCode.UNAUTHORIZED, "token revoked")
+                closed += 1
+        for listener in self.auth_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("token listener failed")
+        return closed
+
+    async def _auth_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.auth_reload)
+            try:
+                self.check_tokens()
+            except Exception:
+                log.exception("checking the token file failed")
 
     async def _checkpoint_loop(self) -> None:
         last = -1

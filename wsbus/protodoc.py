@@ -83,8 +83,23 @@ CONNECTING = f"""\
 ## Connecting
 
 - Endpoint: `ws://HOST:8765/` (any path; `GET /healthz` answers `{{"ok": true}}` over
-  plain HTTP). The hub listens on 127.0.0.1 unless started with `--host` and
-  `--insecure`: there is no authentication yet (`token` is accepted and ignored).
+  plain HTTP), or `wss://` when the hub has `--tls-cert`/`--tls-key`. Without
+  `--auth` the hub listens on loopback only (another address needs `--insecure`).
+- Authentication (`--auth FILE`, docs/SECURITY.md): the token travels as
+  `Authorization: Bearer TOKEN` on the upgrade request (a wrong one is answered
+  HTTP 401 before the upgrade), or, for browsers that cannot set headers, in
+  `hello.token`. No valid token, or a `hello` asking for a name, channel or `watch`
+  the token does not allow: an `error` (`unauthorized` / `forbidden`) and close 4001.
+  The token decides the sender: `send.from` must be one of the connection's names,
+  which the token allows; a `hello` without names gets the token's own. A token
+  revoked while connected closes its connections with 4001.
+- Handshake answers before the upgrade: 403 for a browser `Origin` not allowed
+  (`--allow-origin`; clients that send no `Origin` are allowed), 503 when
+  `max_connections` are open. Per-message compression is off.
+- Rate: each connection may send `rate_events` frames/s and `rate_bytes` bytes/s
+  (token buckets holding `rate_burst` seconds of each). Over it, the hub reads that
+  connection more slowly (nothing is dropped) and says so once with a
+  `rate_limited` error; throttled for `rate_abuse` s in a row, it is closed with 4029.
 - Subprotocols, offered by the client in `Sec-WebSocket-Protocol`:
   - `{SUBPROTOCOL_JSON}`: JSON in **text** frames. The default when none is negotiated,
     so browsers and any language can speak it.
@@ -300,6 +315,8 @@ LIMIT_NOTES: dict[str, str] = {
     "prune_interval": "seconds between retention runs (also run at start)",
     "replay_page": "events read from the store per replay query",
     "loop_window": "seconds over which `event.loop` counts the messages between two names",
+    "max_identity_connections": "open connections per token (`too_many_connections`, 4029)",
+    "auth_reload": "seconds between checks of the token file (revocation on open connections)",
 }
 
 STATUS_NOTES: dict[str, str] = {
@@ -311,9 +328,15 @@ STATUS_NOTES: dict[str, str] = {
 }
 
 SERVER_NOTES: dict[str, str] = {
-    "hello_timeout": "seconds a new connection has to send `hello` (close 4003)",
+    "hello_timeout": "seconds to finish the upgrade and send `hello` (close 4003); also the "
+    "HTTP shim's time to receive a request (408, or the connection is dropped)",
     "max_bad_frames": "bad frames in a row before the connection is closed (1008)",
     "ping_interval": "seconds between websocket pings; also the pong timeout",
+    "max_connections": "open websocket connections in total (HTTP 503 before the upgrade)",
+    "rate_events": "frames/s per connection (0: no limit); the HTTP shim: requests/s per caller",
+    "rate_bytes": "bytes/s per connection (0: no limit); the HTTP shim: per caller",
+    "rate_burst": "seconds of `rate_events`/`rate_bytes` a connection may spend at once",
+    "rate_abuse": "seconds throttled in a row before the connection is closed (4029)",
 }
 
 # --------------------------------------------------------------------------- examples

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
+from .auth import bearer
 from .codec import Codec, codec_for
-from .errors import CloseCode, ErrorCode, FrameError
+from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hub import Hub
+from .limits import Throttle
 from .schema import (
     SUBPROTOCOLS,
     Ack,
@@ -51,6 +56,12 @@ def _salvage_ref(data: str | bytes, binary: bool) -> str | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return ref if isinstance(ref, str) and len(ref) <= 128 else None
+
+
+def _reason(message: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8."""
+    data = message.encode()
+    return message if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
 
 
 class WsSession(Session):
@@ -93,10 +104,17 @@ def ws_broadcast(
     return slow
 
 
-def _health(conn: ServerConnection, request: Request) -> Response | None:
-    if request.path == "/healthz":
-        return conn.respond(200, '{"ok": true}\n')
-    return None
+class RateLimits(msgspec.Struct, frozen=True):
+    """Per-connection rate: frames/s and bytes/s (0: no limit), a bucket holding
+    ``burst`` seconds of each, and ``abuse``: seconds throttled in a row before 4029."""
+
+    events: float = 1000.0
+    bytes: float = 4 << 20
+    burst: float = 5.0
+    abuse: float = 30.0
+
+    def throttle(self, now: float) -> Throttle:
+        return Throttle(self.events, self.bytes, self.burst, self.abuse, now)
 
 
 class WsServer:
@@ -112,6 +130,10 @@ class WsServer:
         max_bad_frames: int = 20,
         ping_interval: float = 20.0,
         shutdown_grace: float = 3.0,
+        ssl_context: ssl.SSLContext | None = None,
+        allow_origins: Sequence[str] = (),
+        max_connections: int = 10_000,
+        rates: RateLimits | None = None,
     ) -> None:
         self.hub = hub
         self.host = host
@@ -120,6 +142,11 @@ class WsServer:
         self.max_bad_frames = max_bad_frames
         self.ping_interval = ping_interval
         self.shutdown_grace = shutdown_grace
+        self.ssl_context = ssl_context
+        #: browsers' Origin values accepted ("*": any); clients sending no Origin always are
+        self.allow_origins = list(allow_origins)
+        self.max_connections = max_connections
+        self.rates = rates or RateLimits()
         self._server: Server | None = None
         self._sessions: set[WsSession] = set()
         hub.broadcast = ws_broadcast
@@ -134,8 +161,11 @@ class WsServer:
             compression=None,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_interval,
-            process_request=_health,
+            open_timeout=self.hello_timeout,
+            process_request=self._process_request,
             server_header="wsbus",
+            origins=self._origins(),
+            ssl=self.ssl_context,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
@@ -157,11 +187,36 @@ class WsServer:
             await self._server.wait_closed()
         await self.hub.close_store()
 
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.ssl_context is not None else "ws"
+
+    def _origins(self) -> list[Origin | None] | None:
+        if "*" in self.allow_origins:
+            return None  # no check
+        return [None, *(Origin(o) for o in self.allow_origins)]
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """Answer plain HTTP before the upgrade: health checks, a full hub, a bad token."""
+        if request.path == "/healthz":
+            return conn.respond(200, '{"ok": true}\n')
+        if len(self._sessions) >= self.max_connections:
+            return conn.respond(503, "hub full: max_connections reached; retry later\n")
+        gate = self.hub.gate
+        header = request.headers.get("Authorization")
+        if gate is not None and header is not None and gate.verify(bearer(header)) is None:
+            response = conn.respond(401, "unauthorized: unknown, malformed or revoked token\n")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="wsbus"'
+            return response
+        return None
+
     # ------------------------------------------------------------------ connections
 
     async def _handle(self, conn: ServerConnection) -> None:
         codec = codec_for(conn.subprotocol)
         session = WsSession(conn, codec)
+        if conn.request is not None:
+            session.token = bearer(conn.request.headers.get("Authorization"))
         self._sessions.add(session)
         replay: asyncio.Task[None] | None = None
         try:
@@ -172,17 +227,24 @@ class WsServer:
                 welcome = self.hub.open_session(session, hello)
             except FrameError as err:
                 session.send(Error(code=err.code, message=err.message))
-                await conn.close(CloseCode.BAD_HELLO, err.message[:120])
+                code = HELLO_CLOSE_CODES.get(err.code, CloseCode.BAD_HELLO)
+                await conn.close(code, _reason(err.message))
                 return
             session.send(welcome)
             for name in welcome.refused:
-                session.send(self.hub.refusal(name))
+                session.send(self.hub.refusal(name, session))
             self.hub.attach(session)
             replay = asyncio.create_task(self._replay(session, hello.resume, hello.pending))
             bad = 0
+            loop = asyncio.get_running_loop()
+            throttle = self.rates.throttle(loop.time())
             async for data in conn:
                 if session.closed:
                     continue  # closing: drain what the peer still sends until its close frame
+                if throttle.enabled:
+                    await self._throttle(session, throttle, len(data), loop.time())
+                    if session.closed:
+                        continue
                 try:
                     frame = codec.decode_client(data)
                     await self._dispatch(session, frame)
@@ -212,6 +274,37 @@ class WsServer:
             if replay is not None:
                 replay.cancel()
 
+    async def _throttle(
+        self, session: WsSession, throttle: Throttle, size: int, now: float
+    ) -> None:
+        """Over the rate: stop reading for a while (the client's TCP backs up, no frame
+        is lost); say so once; close with 4029 after ``abuse`` seconds of it."""
+        wait = throttle.charge(size, now)
+        if wait <= 0:
+            return
+        if throttle.abusive(now):
+            log.info("closing session %s: over its rate for %.0f s", session.id, throttle.abuse)
+            session.send(
+                Error(
+                    code=ErrorCode.RATE_LIMITED,
+                    message=f"over the rate limit for {throttle.abuse:.0f} s in a row; closing",
+                )
+            )
+            self.hub.close_session(session)
+            session.close(CloseCode.RATE_LIMITED, "rate limit exceeded for too long")
+            return
+        if not throttle.warned:
+            throttle.warned = True
+            session.send(
+                Error(
+                    code=ErrorCode.RATE_LIMITED,
+                    message=f"over {self.rates.events:g} frames/s or {self.rates.bytes:g} "
+                    "bytes/s: reading is slowed down (nothing is dropped); "
+                    f"{self.rates.abuse:g} s of this closes the connection (4029)",
+                )
+            )
+        await asyncio.sleep(wait)
+
     async def _replay(self, session: WsSession, resume: int | None, pending: bool) -> None:
         try:
             await self.hub.replay(session, resume, pending)
@@ -231,7 +324,7 @@ class WsServer:
             frame = session.codec.decode_client(data)
         except FrameError as err:
             session.send(Error(code=err.code, message=err.message))
-            await conn.close(CloseCode.BAD_HELLO, err.message[:120])
+            await conn.close(CloseCode.BAD_HELLO, _reason(err.message))
             return None
         if not isinstance(frame, Hello):
             message = "the first frame must be hello"

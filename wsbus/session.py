@@ -12,6 +12,7 @@ import abc
 import itertools
 from typing import Any
 
+from .auth import TokenRecord
 from .codec import Codec
 from .schema import Event
 
@@ -28,6 +29,10 @@ class Session(abc.ABC):
         self.codec = codec
         self.names: tuple[str, ...] = ()
         self.channels: set[str] = set()
+        #: the token presented at the handshake (``Authorization: Bearer``), if any
+        self.token: str | None = None
+        #: who authenticated (None when the hub runs without ``--auth``)
+        self.grant: TokenRecord | None = None
         self.watch = False
         self.wants_presence = True
         self.info: dict[str, Any] = {}

@@ -61,6 +61,8 @@ class Query(msgspec.Struct):
     ``entitled`` keeps what those names may receive: events addressed to one of
     them, and broadcasts (``to == "*"``), except a single name's own broadcasts.
     ``latest`` takes the last ``limit`` events of the range instead of the first.
+    ``party`` keeps what those names may read back: broadcasts and direct events
+    to *or from* one of them (history for a token that does not read everything).
     """
 
     limit: int
@@ -74,6 +76,7 @@ class Query(msgspec.Struct):
     latest: bool = False
     pending_only: bool = False
     """only direct events to ``entitled`` names that lack a final receipt by them"""
+    party: list[str] | None = None
 
 
 class Store(abc.ABC):

@@ -18,6 +18,8 @@ def matches(q: Query, channel: str, sender: str, to: str, thread: str | None) ->
         return False
     if q.thread is not None and thread != q.thread:
         return False
+    if q.party is not None and to != BROADCAST and to not in q.party and sender not in q.party:
+        return False
     if q.entitled is not None:
         if to == BROADCAST:  # not back to a session acting for the sender alone
             return set(q.entitled) != {sender}

@@ -112,6 +112,12 @@ def _where(q: Query) -> tuple[str, list[Any]]:
     if q.thread is not None:
         clauses.append("thread = ?")
         args.append(q.thread)
+    if q.party is not None:
+        marks = ",".join("?" * len(q.party))
+        clauses.append(f"(recipient = ? OR recipient IN ({marks}) OR sender IN ({marks}))")
+        args.append(BROADCAST)
+        args.extend(q.party)
+        args.extend(q.party)
     if q.entitled is not None:
         marks = ",".join("?" * len(q.entitled))
         if q.pending_only:
