@@ -50,6 +50,11 @@ def _notes(p: Params, agent_bus: bool, tp: TmuxParams, tmux_skipped: str | None 
         "send .. last delivery (it has no ok).",
         "RSS: server RSS after connecting (handshaken, warm-up delivered) minus before, per "
         "connection.",
+        "every wsbus hub here runs with --rate-events 0 --rate-bytes 0 (the default "
+        "per-connection limits, 1000 frames/s and 4 MiB/s, would measure the limit). secured "
+        "hub: the same scenarios against a hub with --auth (an admin token in the handshake), "
+        "TLS (wss://, a throwaway CA) and --block-secrets (every body scanned); baseline = the "
+        "plain wsbus figures of the same run.",
         "legacy agent-bus HTTP rows: baseline = the agent-bus reference server (stdlib "
         "ThreadingHTTPServer, a thread per request, /recv sleep-polls every 0.5 s) for every "
         "row. wsbus = the HTTP shim of a hub of its own (so its RSS is not read after the "
@@ -140,13 +145,18 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
         servers: list[ServerProcess] = []
         workers: list[Worker] = []
         try:
-            hub = ServerProcess.hub("wsbus", tmp, env)
+            # the hub's per-connection rate limits would measure the limit, not the hub
+            unlimited = ("--rate-events", "0", "--rate-bytes", "0")
+            hub = ServerProcess.hub("wsbus", tmp, env, *unlimited)
             servers.append(hub)
             hub.start()
+            secure = ServerProcess.secured("wsbus-secure", tmp, env, *unlimited)
+            servers.append(secure)
+            secure.start()
             bare = ServerProcess.bare(tmp, env)
             servers.append(bare)
             bare.start()
-            shim = ServerProcess.hub("wsbus-http", tmp, env)
+            shim = ServerProcess.hub("wsbus-http", tmp, env, *unlimited)
             servers.append(shim)
             shim.start()
             if not shim.http_url:
@@ -181,6 +191,14 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
                         s.mode,
                         durable_publish(s, p.durable_events, p),
                     )
+                await step(runs, errors, "secure_latency", "wsbus", latency(secure, p))
+                await step(
+                    runs,
+                    errors,
+                    "secure_durable",
+                    "wsbus",
+                    durable_publish(secure, p.durable_events, p),
+                )
                 # the reference takes minutes (0.5 s polls): it runs in the first repetition
                 legacy_pair = [shim] if ref is None or rep > 0 else [shim, ref]
                 for s in legacy_pair:

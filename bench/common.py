@@ -114,8 +114,11 @@ def event_frame(seq: int, ref: str, text: str) -> bytes:
     return JSON.encode(ev)
 
 
-async def open_ws(url: str, mode: Mode, *, publisher: bool = False) -> ClientConnection:
-    """A raw client connection (loopback, no compression, no proxy, no keepalive)."""
+async def open_ws(
+    url: str, mode: Mode, *, publisher: bool = False, **connect_kw: Any
+) -> ClientConnection:
+    """A raw client connection (loopback, no compression, no proxy, no keepalive);
+    ``connect_kw``: a token header and TLS context for a secured hub."""
     if mode == "bare" and publisher:
         url = url.rstrip("/") + PUB_PATH
     subprotocols = [Subprotocol(SUBPROTOCOL_JSON)] if mode == "wsbus" else None
@@ -128,6 +131,7 @@ async def open_ws(url: str, mode: Mode, *, publisher: bool = False) -> ClientCon
         open_timeout=30,
         close_timeout=5,
         user_agent_header=None,
+        **connect_kw,
     )
 
 

@@ -95,6 +95,9 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 WS_SECTION = "**websocket** (baseline: bare websockets server, bench/bare_server.py)"
+SECURE_SECTION = (
+    "**secured hub**: --auth, TLS (wss), --block-secrets (baseline: the same hub without them)"
+)
 LEGACY_SECTION = "**legacy agent-bus HTTP** /send, /recv (baseline: the agent-bus reference server)"
 TMUX_SECTION = (
     "**tmux delivery** into an agent's pane (baseline: direct injection, no bus: "
@@ -146,6 +149,17 @@ def rows(
         n = max(fanout_sizes)
         pair(f"RSS per idle connection at {n} conns (KiB)", f"fanout_{n}", "rss_per_conn_kib")
         pair(f"connect + handshake {n} subs (s)", f"fanout_{n}", "connect_s")
+
+    out.append(_section(SECURE_SECTION))
+
+    def secured(name: str, key: str, field: str) -> None:
+        a, at = _get(results, f"secure_{key}", "wsbus", field)
+        b, bt = _get(results, key, "wsbus", field)
+        out.append(Row(name, at, bt, _ratio(a, b)))
+
+    secured("latency p50 (ms), 1 subscriber", "latency", "p50_ms")
+    secured("latency p99 (ms), 1 subscriber", "latency", "p99_ms")
+    secured("durable publish (64 in flight): events/s", "durable", "events_per_s")
 
     out.append(_section(LEGACY_SECTION))
 

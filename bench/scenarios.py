@@ -127,8 +127,8 @@ async def latency(server: ServerProcess, p: Params) -> dict[str, Any]:
     mode = server.mode
     tag = run_tag()
     loop = asyncio.get_running_loop()
-    sub = await open_ws(server.url, mode)
-    pub = await open_ws(server.url, mode, publisher=True)
+    sub = await open_ws(server.url, mode, **server.connect_kw)
+    pub = await open_ws(server.url, mode, publisher=True, **server.connect_kw)
     tasks: list[asyncio.Task[None]] = []
     try:
         await handshake(sub, mode, f"{tag}-sub")
@@ -232,7 +232,7 @@ async def fanout(
             )
         )
         result["connect_s"] = time.monotonic() - t0
-        pub = await open_ws(server.url, mode, publisher=True)
+        pub = await open_ws(server.url, mode, publisher=True, **server.connect_kw)
         await handshake(pub, mode, "pub")
         oks: list[int] = [0]
         errors: list[Any] = []
@@ -322,13 +322,13 @@ async def durable_publish(server: ServerProcess, events: int, p: Params) -> dict
     tag = run_tag()
     conns = p.durable_conns
     quota = [events // conns + (1 if i < events % conns else 0) for i in range(conns)]
-    sub = await open_ws(server.url, mode)
+    sub = await open_ws(server.url, mode, **server.connect_kw)
     pubs: list[ClientConnection] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         await handshake(sub, mode, f"{tag}-sub")
         for _ in range(conns):
-            ws = await open_ws(server.url, mode, publisher=True)
+            ws = await open_ws(server.url, mode, publisher=True, **server.connect_kw)
             pubs.append(ws)
             await handshake(ws, mode, "pub")
         credit = [asyncio.Semaphore(p.durable_window) for _ in range(conns)]

@@ -8,9 +8,11 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -18,8 +20,8 @@ from .common import BenchError, Mode, child_argv
 
 __all__ = ["ServerProcess", "bench_env"]
 
-LISTEN_RE = re.compile(r"listening on ((?:ws|http)://127\.0\.0\.1:\d+)")
-HTTP_RE = re.compile(r"agent-bus HTTP shim on (http://127\.0\.0\.1:\d+)")
+LISTEN_RE = re.compile(r"listening on ((?:wss?|http)://127\.0\.0\.1:\d+)")
+HTTP_RE = re.compile(r"agent-bus HTTP shim on (https?://127\.0\.0\.1:\d+)")
 """The hub prints its HTTP shim's address before its websocket ``listening on`` line."""
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +61,8 @@ class ServerProcess:
         """How often a blocked ``/recv`` looks for messages (0: woken by each commit)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
+        #: extra arguments for websockets' ``connect`` (a token header, a TLS context)
+        self.connect_kw: dict[str, Any] = {}
 
     @classmethod
     def hub(cls, label: str, tmp: Path, env: dict[str, str], *extra: str) -> ServerProcess:
@@ -66,6 +70,32 @@ class ServerProcess:
         args = ["-m", "wsbus", "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db),
                 "--http-port", "0"]  # fmt: skip
         return cls(label, "wsbus", [*args, *extra], env, tmp / f"{label}.log")
+
+    @classmethod
+    def secured(cls, label: str, tmp: Path, env: dict[str, str], *extra: str) -> ServerProcess:
+        """A hub with ``--auth``, TLS (a throwaway CA) and ``--block-secrets``; its
+        connections carry an admin token (which may act as any name)."""
+        import trustme  # a test dependency: only this scenario needs it
+
+        from wsbus.auth import TokenStore
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        chain, key = tmp / f"{label}.pem", tmp / f"{label}-key.pem"
+        cert.private_key_pem.write_to_path(str(key))
+        for i, blob in enumerate(cert.cert_chain_pems):
+            blob.write_to_path(str(chain), append=i > 0)
+        tokens = tmp / f"{label}-tokens.json"
+        token = TokenStore(tokens).load().create("bench", role="admin")
+        server = cls.hub(
+            label, tmp, env, "--auth", str(tokens), "--tls-cert", str(chain),
+            "--tls-key", str(key), "--block-secrets", *extra,
+        )  # fmt: skip
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        server.connect_kw = {"additional_headers": {"Authorization": f"Bearer {token}"}}
+        server.connect_kw["ssl"] = context
+        return server
 
     @classmethod
     def bare(cls, tmp: Path, env: dict[str, str]) -> ServerProcess:
