@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from wsbus import __version__
 
-from . import bridge, chat, history, inbox, listen, relay, send, serve, show, token, updown
+from . import bridge, chat, history, inbox, listen, relay, send, serve, show, token, updown, verify
 from .common import client_errors
 from .comms import COMMAND_NAMES as COMMS_COMMANDS
 from .exits import CliError, Exit
@@ -23,6 +23,7 @@ COMMANDS = (
     chat.register,
     history.register,
     show.register,
+    verify.register,
     inbox.register,
     bridge.register,
     relay.register,

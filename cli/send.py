@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import select
 import sys
 import time
+from typing import Any
 
 import msgspec
 
@@ -12,14 +14,15 @@ from wsbus.client import Client, new_ref
 from wsbus.errors import HubUnreachable
 from wsbus.schema import NAME_RULE, THREAD_RULE, Receipt, valid_name, valid_thread
 
-from .common import Subcommands, add_client_args, need_name, settings_from
+from .common import Subcommands, add_client_args, need_name, settings_from, warn
 from .comms_paths import CommsPaths
 from .exits import CliError, Exit
 from .render import stamp
 from .spool import Spool, SpoolRecord
+from .verify import META_ATTACH, Reference, attach_line, attachment, exposed
 from .wire import wait_receipt
 
-__all__ = ["delivery_line", "read_body", "register", "run"]
+__all__ = ["attach_body", "delivery_line", "read_body", "register", "run"]
 
 EXAMPLES = """\
 examples:
@@ -29,6 +32,7 @@ examples:
   wsbus send --as alice bob --thread parser --json "see PR 12"
   wsbus send --as alice codex --confirm "run the tests"      # wait for the delivery receipt
   wsbus send --as alice codex --spool "ping"                 # hub down: spool it for the relay
+  wsbus send --as alice bob --attach out/hits.csv "the hits"  # path, size, sha256: not the data
 """
 
 
@@ -64,6 +68,13 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         action="store_true",
         help="if the hub is unreachable, spool the message for `wsbus relay` instead of failing",
     )
+    p.add_argument(
+        "--attach",
+        metavar="FILE",
+        help="send a reference to FILE (path, size, sha256, host), never its content; the "
+        "message, if any, goes first (from stdin only if it is already there); the "
+        "recipient checks its copy with `wsbus verify SEQ`",
+    )
     add_client_args(p)
     p.set_defaults(func=run)
     return p
@@ -92,7 +103,19 @@ async def run(args: argparse.Namespace) -> int:
         raise CliError(f"invalid recipient {args.to!r}: allowed {NAME_RULE}, or '*'", Exit.USAGE)
     if args.thread is not None and not valid_thread(args.thread):
         raise CliError(f"invalid thread {args.thread!r}: allowed {THREAD_RULE}", Exit.USAGE)
-    body = read_body(args.message)
+    meta: dict[str, Any] | None = None
+    if args.attach is not None:
+        attached = attachment(args.attach)
+        mode = exposed(args.attach)
+        if mode is not None:
+            warn(
+                f"warning: {args.attach} is readable by group or others (mode {mode:04o}): "
+                "chmod 600 it"
+            )
+        body = attach_body(_attach_note(args.message), attached)
+        meta = {META_ATTACH: msgspec.to_builtins(attached)}
+    else:
+        body = read_body(args.message)
     if not body.strip():
         raise CliError("empty message: nothing to send", Exit.USAGE)
     if not 0 < args.confirm_timeout < 86400:
@@ -122,6 +145,7 @@ async def run(args: argparse.Namespace) -> int:
                 channel=settings.channel,
                 thread=args.thread,
                 kind=args.kind,
+                meta=meta,
                 spooled_at=time.time(),
             )
         )
@@ -136,6 +160,7 @@ async def run(args: argparse.Namespace) -> int:
             channel=settings.channel,
             thread=args.thread,
             kind=args.kind,
+            meta=meta,
             ref=ref,
             timeout=settings.timeout,
         )
@@ -155,6 +180,8 @@ async def run(args: argparse.Namespace) -> int:
             "to": args.to,
             "duplicate": result.duplicate,
         }
+        if meta is not None:
+            out[META_ATTACH] = meta[META_ATTACH]
         if args.confirm:
             out["delivery"] = receipt.status if receipt else "queued"
             out["reason"] = receipt.reason if receipt else None
@@ -167,6 +194,27 @@ async def run(args: argparse.Namespace) -> int:
     if receipt is not None and receipt.status in ("unsubmitted", "failed"):
         return Exit.FAILURE
     return Exit.OK
+
+
+def attach_body(note: str, ref: Reference) -> str:
+    """The body of an attachment: the note (if any) on its own lines, the attach line last."""
+    line = attach_line(ref)
+    return f"{note}\n{line}" if note.strip() else line
+
+
+def _attach_note(words: list[str]) -> str:
+    """The text sent with --attach: the words, or stdin when something was piped in
+    already. Never waits on an idle stdin (agents' shells often hold one open)."""
+    if words:
+        return " ".join(words)
+    stdin = sys.stdin
+    if stdin is None or stdin.isatty():
+        return ""
+    try:
+        ready, _, _ = select.select([stdin], [], [], 0)
+    except (OSError, ValueError):  # not selectable (a Windows pipe, a closed stdin)
+        return ""
+    return read_body([]) if ready else ""
 
 
 def delivery_line(to: str, receipt: Receipt | None) -> str:
