@@ -576,3 +576,26 @@ async def test_connection_limits(
     await asyncio.wait_for(admin.connect(wait=True), 20)
     assert (await admin.ping()).ts > 0
     await admin.close()
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+async def test_block_secrets_refuses_credentials_on_every_entry_point(
+    hub_factory: Callable[..., HubProcess],
+) -> None:
+    hub = hub_factory("--block-secrets")
+    # assembled at run time, so this file does not itself look like it leaks a key
+    key = "-----BEGIN " + "OPENSSH PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAA" * 3
+    aws = "AKIA" + "Q" * 16
+    async with Client(hub.url, "alice", channels=[]) as alice:
+        for body in (key, f"creds: {aws}"):
+            with pytest.raises(SendRefused) as refused:
+                await alice.send("bob", body)
+            assert refused.value.code == "secret_in_body"
+            assert "--attach" in refused.value.message
+        ok = await alice.send("bob", "the key is in ~/.ssh/id_ed25519 (sha256=" + "ab" * 32 + ")")
+    status, answer, _ = http(hub.http_url + "/send", body=send_body("alice", "bob", key))
+    assert status == 400 and "private key" in answer["error"]
+    async with Client(hub.url, "bob", channels=[]) as bob:
+        assert [e.seq for e in (await bob.history(to="bob")).events] == [ok.seq]
