@@ -132,13 +132,16 @@ class Hello(Frame, tag="hello"):
     every event of the channels, others' direct events included. ``presence``:
     false to receive no presence frames (the connection's names still count).
     An empty ``channels`` list makes a send- and query-only connection.
+    ``token``: for a hub with ``--auth``, when the client cannot send the
+    ``Authorization: Bearer`` header (browsers); the header wins when both are
+    given. With a token and no names, the connection acts as the token's name(s).
     """
 
     name: Name | None = None
     names: list[Name] = []
     channels: list[Channel] = msgspec.field(default_factory=lambda: [DEFAULT_CHANNEL])
     resume: Seq | None = None
-    token: str | None = None
+    token: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     kind: Kind = "agent"
     model: Label | None = None
     role: Label | None = None
