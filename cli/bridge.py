@@ -176,7 +176,10 @@ class Bridge:
     def _note_refused(self, refused: list[str]) -> None:
         for name in refused:
             if name not in self._refused:
-                warn(f"bridge: {name!r} is served by another bridge; not delivering to it here")
+                warn(
+                    f"bridge: the hub refused {name!r} (served by another bridge, or not "
+                    "allowed by this bridge's token); not delivering to it here"
+                )
         self._refused = set(refused)
 
     def _warn_once(self, message: str) -> None:

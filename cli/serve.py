@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import resource
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from wsbus.compat.http import HttpShim
 
-from wsbus.auth import Gate, TokenFileError
+from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
 from wsbus.server import RateLimits, WsServer
@@ -136,15 +135,6 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     return p
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _raise_nofile() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -210,7 +200,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
         raise CliError("--tls-cert and --tls-key go together", Exit.USAGE)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+        ctx.load_cert_chain(
+            Path(settings.tls_cert).expanduser(), Path(settings.tls_key).expanduser()
+        )
     except (OSError, ssl.SSLError) as err:
         why = getattr(err, "strerror", None) or str(err)
         raise CliError(
@@ -272,7 +264,7 @@ async def run(args: argparse.Namespace) -> int:
 
     gate = open_gate(settings)
     tls = tls_context(settings)
-    if not _is_loopback(settings.host):
+    if not is_loopback(settings.host):
         if gate is None and not settings.insecure:
             raise CliError(
                 f"refusing to listen on {settings.host} without authentication: pass "

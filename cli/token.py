@@ -17,6 +17,7 @@ from wsbus.auth import (
     TokenStore,
     default_auth_path,
 )
+from wsbus.config import ConfigError, load_settings
 
 from .common import Subcommands
 from .exits import CliError, Exit
@@ -39,7 +40,7 @@ def _add_auth(p: argparse.ArgumentParser) -> None:
         "--auth",
         type=Path,
         metavar="FILE",
-        help=f"token file (default {default_auth_path()})",
+        help=f"token file (default: WSBUS_AUTH, else {default_auth_path()})",
     )
 
 
@@ -114,12 +115,21 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     return p
 
 
+def _configured_auth() -> Path | None:
+    """The token file the hub reads (``WSBUS_AUTH`` or ``auth`` in the config file)."""
+    try:
+        auth = load_settings().auth
+    except ConfigError as err:
+        raise CliError(str(err), Exit.USAGE) from None
+    return Path(auth).expanduser() if auth else None
+
+
 async def _no_action(args: argparse.Namespace) -> int:
     raise CliError("token needs an action: create, list or revoke (see --help)", Exit.USAGE)
 
 
 async def run(args: argparse.Namespace) -> int:
-    path: Path = args.auth or default_auth_path()
+    path: Path = args.auth or _configured_auth() or default_auth_path()
     try:
         store = TokenStore(path).load()
     except TokenFileError as err:

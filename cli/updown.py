@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from wsbus.auth import is_loopback
 from wsbus.client import Client
 from wsbus.config import state_dir
 from wsbus.errors import ClientError
@@ -98,13 +98,7 @@ def _spawn(component: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Pa
 
 def _local(url: str) -> bool:
     """Whether ``url`` points at this machine (loopback), where `up` may start a hub."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 def _abandon(component: str, proc: subprocess.Popen[bytes]) -> None:

@@ -26,7 +26,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from wsbus.auth import TokenRecord, bearer, may_act_as, may_use_channel
+from wsbus.auth import (
+    TokenRecord,
+    bearer,
+    is_loopback,
+    loopback_host_header,
+    may_act_as,
+    may_use_channel,
+)
 from wsbus.client import new_ref
 from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
@@ -180,6 +187,14 @@ class HttpShim:
                 raise LegacyError(
                     403, f"browser origin {origin[:100]!r} is not allowed (--allow-origin)"
                 )
+            if (
+                self.hub.gate is None
+                and is_loopback(self.host)
+                and not loopback_host_header(request.headers.get("Host"))
+            ):
+                raise LegacyError(
+                    403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1"
+                )
             if path == "/healthz":
                 return await handler(request, None)
             grant = self._authenticate(request, path_token)
@@ -194,7 +209,7 @@ class HttpShim:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("HTTP %s %s failed", request.method, request.path)
+            log.exception("HTTP %s %s failed", request.method, path)  # never the /t/TOKEN
             return _error(500, "internal error (logged by the hub)")
 
     def _authenticate(self, request: web.BaseRequest, path_token: str | None) -> TokenRecord | None:

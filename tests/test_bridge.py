@@ -263,7 +263,7 @@ async def test_two_machines_talk_through_one_hub_and_see_each_other_up(
     assert [ln.split("| ", 1)[1] for ln in claude.submitted()] == ["hello from beta"]
     # a second bridge cannot take a name the first one serves
     b.agent("claude", registry=True)  # beta's registry now claims claude too
-    wait_for(lambda: "'claude' is served by another bridge" in b.bridge_output(), timeout=20)
+    wait_for(lambda: "the hub refused 'claude'" in b.bridge_output(), timeout=20)
 
 
 async def test_roster_state_follows_the_pane(

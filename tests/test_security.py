@@ -559,10 +559,10 @@ async def test_connection_limits(
     first = [Client(hub.url, channels=[], token=tokens.alice) for _ in range(2)]
     for c in first:
         await c.connect()
-    with pytest.raises(ConnectionLost) as lost:
+    with pytest.raises(HubUnreachable) as busy:  # 4029: a client retries later, with backoff
         async with Client(hub.url, channels=[], token=tokens.alice):
             pass
-    assert "too_many_connections" in str(lost.value)
+    assert "too_many_connections" in str(busy.value)
     more = [Client(hub.url, channels=[], token=tokens.bob) for _ in range(2)]
     for c in more:
         await c.connect()
@@ -594,8 +594,70 @@ async def test_block_secrets_refuses_credentials_on_every_entry_point(
                 await alice.send("bob", body)
             assert refused.value.code == "secret_in_body"
             assert "--attach" in refused.value.message
+        with pytest.raises(SendRefused) as refused:
+            await alice.send("bob", "see meta", meta={"creds": {"aws": aws}})
+        assert refused.value.code == "secret_in_body"
         ok = await alice.send("bob", "the key is in ~/.ssh/id_ed25519 (sha256=" + "ab" * 32 + ")")
     status, answer, _ = http(hub.http_url + "/send", body=send_body("alice", "bob", key))
     assert status == 400 and "private key" in answer["error"]
     async with Client(hub.url, "bob", channels=[]) as bob:
         assert [e.seq for e in (await bob.history(to="bob")).events] == [ok.seq]
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+async def test_a_loopback_hub_without_auth_refuses_other_host_names(hub: HubProcess) -> None:
+    """DNS rebinding: a page whose name now resolves to 127.0.0.1 sends its own Host."""
+    upgrade = (
+        f"GET / HTTP/1.1\r\nHost: evil.example:{hub.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    writer.write(upgrade.encode())
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert b" 403 " in status_line, status_line
+    status, answer, _ = http(
+        f"{hub.http_url}/recv?to=bob", headers={"Host": f"evil.example:{hub.http_port}"}
+    )
+    assert status == 403 and "Host" in answer["error"]
+    for host in (f"localhost:{hub.http_port}", f"127.0.0.1:{hub.http_port}", "[::1]"):
+        assert http(f"{hub.http_url}/recv?to=bob", headers={"Host": host})[0] == 200, host
+    conn = await connect(hub.url.replace("127.0.0.1", "localhost"))
+    await conn.close()
+
+
+async def test_only_the_same_token_takes_over_a_bridge(authhub: HubProcess, tokens: Tokens) -> None:
+    bridge = RawClient(authhub.url, additional_headers=bearer(tokens.bridge))
+    welcome = await bridge.open({"kind": "bridge", "names": ["claude"], "host": "alpha"})
+    assert welcome["names"] == ["claude"]
+    # another token (here an admin's, which may act as claude) posing as alpha's bridge
+    rogue = RawClient(authhub.url, additional_headers=bearer(tokens.admin))
+    welcome = await rogue.open({"kind": "bridge", "names": ["claude"], "host": "alpha"})
+    assert welcome["refused"] == ["claude"]
+    await bridge.send({"op": "ping", "ref": "still"})
+    assert (await bridge.recv_op("pong"))["ref"] == "still"  # the real bridge stays
+    # the same token from the same host does take over (a restarted bridge)
+    again = RawClient(authhub.url, additional_headers=bearer(tokens.bridge))
+    welcome = await again.open({"kind": "bridge", "names": ["claude"], "host": "alpha"})
+    assert welcome["names"] == ["claude"]
+    with pytest.raises(ConnectionClosed) as closed:
+        await bridge.recv_op("never", timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4009
+    await rogue.close()
+    await again.close()
+
+
+def test_token_commands_use_the_hubs_token_file(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "hub-tokens.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "wsbus", "token", "create", "alice"],
+        env=dict(env, WSBUS_AUTH=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    assert TokenStore(path).load().verify(r.stdout.strip()) is not None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -51,6 +52,8 @@ __all__ = [
     "TokenStore",
     "bearer",
     "default_auth_path",
+    "is_loopback",
+    "loopback_host_header",
     "may_act_as",
     "may_use_channel",
     "reads_all",
@@ -315,8 +318,8 @@ class Gate:
     :meth:`refresh` (the hub calls it every second) re-reads the file when its
     size, mtime or inode changed, so ``wsbus token revoke`` takes effect on open
     connections without restarting the hub. A file that turns unreadable or
-    invalid keeps the tokens last read (and logs why), rather than locking
-    everybody out or letting everybody in.
+    invalid keeps the tokens last read (and logs why); a deleted file holds no
+    tokens, so every connection is closed (fail closed).
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -361,3 +364,39 @@ class Gate:
     def live(self) -> int:
         """How many tokens are not revoked."""
         return sum(1 for r in self.store.list() if r.revoked is None)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_host_header(value: str | None) -> bool:
+    """Whether an HTTP ``Host`` header names this machine's loopback.
+
+    A hub without ``--auth`` listens on loopback and trusts whoever reaches it, so
+    it refuses requests whose ``Host`` is a domain name: a web page that rebinds
+    its own DNS name (``evil.example``) to 127.0.0.1 gets that name in ``Host``.
+    Loopback names and addresses pass, and so do single-label names (the
+    machine's own host name, an SSH alias), which no outside DNS serves.
+    """
+    if not value:
+        return True  # HTTP/1.0 clients may omit it; a browser always sends it
+    host = value.strip()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if is_loopback(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return False  # another address: not this machine's loopback
+    except ValueError:
+        return "." not in host.rstrip(".") and host != ""

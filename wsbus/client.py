@@ -512,6 +512,8 @@ class Client:
             raise
         if isinstance(frame, Error):
             await conn.close()
+            if frame.code == ErrorCode.TOO_MANY_CONNECTIONS:  # 4029: later, with backoff
+                raise OSError(f"{frame.code}: {frame.message}")
             code = 4001 if frame.code in ("unauthorized", "forbidden") else 4002
             raise ConnectionLost(code, f"{frame.code}: {frame.message}")
         if not isinstance(frame, Welcome):

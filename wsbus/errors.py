@@ -71,7 +71,7 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.UNAUTHORIZED: "No valid token: missing, unknown, malformed or revoked.",
     ErrorCode.FORBIDDEN: "The token does not allow this name, channel or operation.",
     ErrorCode.RATE_LIMITED: "Over the connection's rate (`rate_events`/s or `rate_bytes`/s).",
-    ErrorCode.TOO_MANY_CONNECTIONS: "Over `max_connections` or `max_identity_connections`.",
+    ErrorCode.TOO_MANY_CONNECTIONS: "The token already has `max_identity_connections` open.",
     ErrorCode.SECRET_IN_BODY: "The body looks like it carries a credential (`block_secrets`).",
     ErrorCode.UNKNOWN_MEMBER: "`register` with `leave` for a name not in the roster.",
     ErrorCode.STORE_FAILED: "The store could not commit; the send was not accepted.",

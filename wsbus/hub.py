@@ -106,6 +106,13 @@ class HubConfig(msgspec.Struct):
     auth_reload: float = 1.0
 
 
+def _same_grant(a: Session, b: Session) -> bool:
+    """Whether two sessions authenticated with the same token (or neither did)."""
+    if a.grant is None or b.grant is None:
+        return a.grant is None and b.grant is None
+    return a.grant.id == b.grant.id
+
+
 class _Pending(msgspec.Struct):
     event: Event
     waiters: list[Session]
@@ -341,7 +348,13 @@ class Hub:
                 for c in channels
                 if (c, n) in self._claims and not self._claims[(c, n)].closed
             ]
-            stale = [s for s in held if host is not None and s.info.get("host") == host]
+            stale = [
+                s
+                for s in held
+                if host is not None
+                and s.info.get("host") == host
+                and _same_grant(s, session)  # with --auth, only the same token takes over
+            ]
             for old in stale:
                 log.info("bridge %s on %s takes over from %s", session.id, host, old.id)
                 self.close_session(old)
@@ -591,6 +604,8 @@ class Hub:
                 ) from None
         if self.find_secret is not None:
             found = self.find_secret(send.body)
+            if found is None and send.meta:
+                found = self.find_secret(JSON.encode(send.meta).decode())
             if found is not None:
                 raise FrameError(
                     ErrorCode.SECRET_IN_BODY,

@@ -10,11 +10,11 @@ from typing import Any, cast
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
-from websockets.typing import Origin
+from websockets.typing import Origin, Subprotocol
 
-from .auth import bearer
+from .auth import bearer, is_loopback, loopback_host_header
 from .codec import Codec, codec_for
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hub import Hub
@@ -56,6 +56,18 @@ def _salvage_ref(data: str | bytes, binary: bool) -> str | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return ref if isinstance(ref, str) and len(ref) <= 128 else None
+
+
+def _select_subprotocol(
+    conn: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """The first subprotocol offered that the hub speaks; none offered: JSON (the default)."""
+    for p in offered:
+        if p in SUBPROTOCOLS:
+            return p
+    if not offered:
+        return None
+    raise NegotiationError(f"no supported subprotocol; offer one of {', '.join(SUBPROTOCOLS)}")
 
 
 def _reason(message: str) -> str:
@@ -157,6 +169,7 @@ class WsServer:
             self.host,
             self.port,
             subprotocols=[cast(Any, p) for p in SUBPROTOCOLS],
+            select_subprotocol=_select_subprotocol,
             max_size=self.hub.config.max_frame,
             compression=None,
             ping_interval=self.ping_interval,
@@ -191,6 +204,11 @@ class WsServer:
     def scheme(self) -> str:
         return "wss" if self.ssl_context is not None else "ws"
 
+    @property
+    def _guard_host(self) -> bool:
+        """A loopback hub without tokens answers only requests addressed to loopback."""
+        return self.hub.gate is None and is_loopback(self.host)
+
     def _origins(self) -> list[Origin | None] | None:
         if "*" in self.allow_origins:
             return None  # no check
@@ -200,6 +218,12 @@ class WsServer:
         """Answer plain HTTP before the upgrade: health checks, a full hub, a bad token."""
         if request.path == "/healthz":
             return conn.respond(200, '{"ok": true}\n')
+        # every Host header counts: a duplicate is not an excuse
+        hosts: list[str | None] = [*request.headers.get_all("Host")] or [None]
+        if self._guard_host and not all(loopback_host_header(h) for h in hosts):
+            return conn.respond(
+                403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1\n"
+            )
         if len(self._sessions) >= self.max_connections:
             return conn.respond(503, "hub full: max_connections reached; retry later\n")
         gate = self.hub.gate
