@@ -24,26 +24,11 @@ from wsbus.cli.exits import CliError
 from wsbus.cli.verify import Reference, attach_line, digest, from_meta, parse_reference
 
 from .helpers import HubProcess, wait_for
+from .test_cli import wsbus
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 
 HOST = "build1"
-
-
-def wsbus(
-    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m wsbus ARGS`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "wsbus", *args],
-        env=env,
-        input=stdin,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
 
 
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
