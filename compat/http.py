@@ -50,6 +50,29 @@ __all__ = ["HttpShim", "RequestSession"]
 
 log = logging.getLogger("wsbus.compat")
 
+
+class _ClientFaults(logging.Filter):
+    """aiohttp logs every malformed request as an ERROR with a traceback: bad input
+    from a client is not a hub fault, and must not let anyone fill the log. Such a
+    record becomes one INFO line (dropped at the default WARNING level)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Error handling request"):
+            return True
+        if not parser_log.isEnabledFor(logging.INFO):
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = f"bad request from %s: {type(exc).__name__}: {str(exc)[:200]}"
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+#: the logger aiohttp's protocol handler writes to for this shim
+parser_log = logging.getLogger("wsbus.compat.http")
+parser_log.addFilter(_ClientFaults())
+
 _encode = msgspec.json.Encoder().encode
 
 _STATUS: dict[str, int] = {
@@ -144,7 +167,15 @@ class HttpShim:
         # application layer (four fixed routes need no router or middleware chain)
         # keepalive_timeout also bounds a connection that never completes its first
         # request (aiohttp >= 3.14.4): a stalled partial request is dropped
-        server = web.Server(self._handle, access_log=None, keepalive_timeout=self.request_timeout)
+        # lingering_time: how long an unread body is drained after an early answer
+        # (413, 408) before the connection is closed
+        server = web.Server(
+            self._handle,
+            access_log=None,
+            keepalive_timeout=self.request_timeout,
+            lingering_time=1.0,
+            logger=parser_log,
+        )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(
@@ -208,6 +239,9 @@ class HttpShim:
             return response
         except asyncio.CancelledError:
             raise
+        except ConnectionError as err:  # the client went away mid-request: nobody to answer
+            log.info("HTTP %s %s: client gone: %s", request.method, path, err)
+            return _error(400, "connection lost while reading the request")
         except Exception:
             log.exception("HTTP %s %s failed", request.method, path)  # never the /t/TOKEN
             return _error(500, "internal error (logged by the hub)")

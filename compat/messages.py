@@ -106,7 +106,7 @@ def parse_send(body: bytes) -> SendRequest:
     """Validate a ``POST /send`` body."""
     try:
         data: Any = _decode_any(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise LegacyError(400, "invalid JSON: the body must be a UTF-8 JSON object") from None
     if not isinstance(data, dict):
         raise LegacyError(400, "the body must be a JSON object with from, to and msg")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +58,14 @@ class HubProcess:
         self.http_url = ""
         self.http_port = 0
         self.output: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def _read_rest(self, proc: subprocess.Popen[str]) -> None:
+        """Keep reading the hub's output: a full pipe would block the hub's next log line."""
+        assert proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):
+            for line in proc.stdout:
+                self.output.append(line)
 
     def start(self, port: int | None = None) -> HubProcess:
         store = [] if "--memory" in self.args else ["--db", str(self.db)]
@@ -87,6 +97,10 @@ class HubProcess:
             if m:
                 self.url = m.group(1)
                 self.port = int(self.url.rsplit(":", 1)[1])
+                self._reader = threading.Thread(
+                    target=self._read_rest, args=(self.proc,), name="hub-output", daemon=True
+                )
+                self._reader.start()
                 return self
         raise AssertionError("hub did not start in time")
 
@@ -95,14 +109,20 @@ class HubProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._join()
+
+    def _join(self) -> None:
+        if self._reader is not None:
+            self._reader.join(10)
+            self._reader = None
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
         """Graceful stop; returns the exit status and the rest of its output."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=20)
-        self.output.append(out or "")
+        self.proc.wait(20)
+        self._join()
         return self.proc.returncode, "".join(self.output)
 
     def restart(self) -> HubProcess:

@@ -17,12 +17,20 @@ from .schema import (
 
 __all__ = [
     "JSON",
+    "MAX_META_DEPTH",
     "MSGPACK",
     "Codec",
     "codec_for",
     "encode_json",
     "encode_msgpack",
+    "meta_problem",
+    "quote",
 ]
+
+#: deepest nesting accepted in ``send.meta`` (a history page nests events deeper still)
+MAX_META_DEPTH = 32
+#: longest piece of a client's input quoted back in an error message
+QUOTE_MAX = 120
 
 encode_json = msgspec.json.Encoder().encode
 encode_msgpack = msgspec.msgpack.Encoder().encode
@@ -33,9 +41,44 @@ _hub_json = msgspec.json.Decoder(HubFrame)
 _hub_msgpack = msgspec.msgpack.Decoder(HubFrame)
 
 
+def quote(text: str, limit: int = QUOTE_MAX) -> str:
+    """``text`` made safe to echo in one error line: controls escaped, length capped."""
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text)} characters)"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def meta_problem(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` is not plain JSON that every codec stores unchanged, or None."""
+    if depth > MAX_META_DEPTH:
+        return f"nested deeper than {MAX_META_DEPTH} levels"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return "object keys must be strings"
+            found = meta_problem(v, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for v in value:
+            found = meta_problem(v, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "NaN and infinities are not JSON"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**64:
+            return "integers must fit in 64 bits"
+    elif value is not None and not isinstance(value, str | bool):
+        return f"{type(value).__name__} values are not JSON"
+    return None
+
+
 def _explain(err: msgspec.ValidationError) -> FrameError:
-    text = str(err)
-    if "`$.op`" in text and text.startswith("Invalid value"):
+    raw = str(err)
+    text = quote(raw, 300)  # msgspec quotes the bad value: cap it, escape it
+    if raw.endswith("`$.op`") and raw.startswith("Invalid value"):
         return FrameError(ErrorCode.UNKNOWN_OP, f"unknown op ({text})")
     if "missing required field `op`" in text:
         return FrameError(ErrorCode.INVALID_FRAME, "a frame must be an object with an `op` field")
@@ -61,13 +104,17 @@ class Codec:
         if isinstance(data, str) == self.binary:
             kind = "text" if isinstance(data, str) else "binary"
             raise FrameError(ErrorCode.WRONG_FRAME_TYPE, f"{kind} frame on subprotocol {self.name}")
+        code = ErrorCode.INVALID_MSGPACK if self.binary else ErrorCode.INVALID_JSON
         try:
             return self._client.decode(cast(bytes, data))
         except msgspec.ValidationError as err:
             raise _explain(err) from None
         except msgspec.DecodeError as err:
-            code = ErrorCode.INVALID_MSGPACK if self.binary else ErrorCode.INVALID_JSON
-            raise FrameError(code, f"could not decode frame: {err}") from None
+            raise FrameError(code, f"could not decode frame: {quote(str(err))}") from None
+        except RecursionError:
+            raise FrameError(code, "could not decode frame: nested too deeply") from None
+        except UnicodeDecodeError:
+            raise FrameError(code, "could not decode frame: a string is not valid UTF-8") from None
 
     def decode_hub(self, data: str | bytes) -> Any:
         """Decode one hub frame (used by the client)."""

@@ -28,7 +28,7 @@ import msgspec
 
 from . import __version__
 from .auth import Gate, may_act_as, may_use_channel, reads_all
-from .codec import JSON, MSGPACK
+from .codec import JSON, MSGPACK, meta_problem
 from .errors import CloseCode, ErrorCode, FrameError
 from .loopguard import LoopGuard
 from .routing import PresenceChange, Router
@@ -593,15 +593,14 @@ class Hub:
                 send.ref,
             )
         if send.meta is not None:
-            try:
-                JSON.encode(send.meta)
-                MSGPACK.encode(send.meta)
-            except (TypeError, ValueError, OverflowError) as err:
+            problem = meta_problem(send.meta)
+            if problem is not None:
                 raise FrameError(
                     ErrorCode.INVALID_FRAME,
-                    f"meta must be plain JSON (objects, arrays, strings, 64-bit numbers): {err}",
+                    f"meta must be plain JSON (objects, arrays, strings, 64-bit numbers): "
+                    f"{problem}",
                     send.ref,
-                ) from None
+                )
         if self.find_secret is not None:
             found = self.find_secret(send.body)
             if found is None and send.meta:

@@ -51,9 +51,11 @@ _ref_msgpack = msgspec.msgpack.Decoder(_RefOnly)
 
 def _salvage_ref(data: str | bytes, binary: bool) -> str | None:
     """The ``ref`` of a frame that failed validation, so the error can name it."""
+    if isinstance(data, str) == binary:
+        return None  # the wrong frame type for the subprotocol
     try:
         ref = (_ref_msgpack if binary else _ref_json).decode(cast(bytes, data)).ref
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # anything undecodable has no ref to name
         return None
     return ref if isinstance(ref, str) and len(ref) <= 128 else None
 
