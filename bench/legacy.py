@@ -23,7 +23,7 @@ import aiohttp
 import msgspec
 
 from .common import BenchError, body, decode
-from .scenarios import Params, percentile, run_tag
+from .scenarios import Params, latency_summary, percentile, run_tag
 from .servers import ServerProcess
 
 __all__ = ["legacy_burst", "legacy_latency", "legacy_pending", "legacy_sends"]
@@ -254,18 +254,7 @@ async def legacy_latency(server: ServerProcess, p: Params) -> dict[str, Any]:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-    samples.sort()
-    return {
-        "samples": len(samples),
-        "lost": lost,
-        "p50_ms": percentile(samples, 50),
-        "p90_ms": percentile(samples, 90),
-        "p99_ms": percentile(samples, 99),
-        "max_ms": samples[-1] if samples else float("nan"),
-        "mean_ms": statistics.fmean(samples) if samples else float("nan"),
-        "gap_ms": gap * 1e3,
-        "complete": len(samples) == p.legacy_latency_samples,
-    }
+    return {**latency_summary(samples, lost, p.legacy_latency_samples), "gap_ms": gap * 1e3}
 
 
 # --------------------------------------------------------------------------- send throughput

@@ -114,6 +114,21 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def latency_summary(samples: list[float], lost: int, wanted: int) -> dict[str, Any]:
+    """The figures of a latency run (``samples`` in ms, any order)."""
+    samples = sorted(samples)
+    return {
+        "samples": len(samples),
+        "lost": lost,
+        "p50_ms": percentile(samples, 50),
+        "p90_ms": percentile(samples, 90),
+        "p99_ms": percentile(samples, 99),
+        "max_ms": samples[-1] if samples else float("nan"),
+        "mean_ms": sum(samples) / len(samples) if samples else float("nan"),
+        "complete": len(samples) == wanted,
+    }
+
+
 def _publish_frame(mode: Mode, seq: int, ref: str, text: str) -> bytes:
     """What a publisher sends: a wsbus ``send``, or to the bare server the ``event`` it delivers."""
     return send_frame(ref, text) if mode == "wsbus" else event_frame(seq, ref, text)
@@ -174,17 +189,7 @@ async def latency(server: ServerProcess, p: Params) -> dict[str, Any]:
                         samples.append(ns / 1e6)
         if errors:
             raise BenchError(f"{server.label}: hub answered errors: {errors[:3]}")
-        samples.sort()
-        return {
-            "samples": len(samples),
-            "lost": lost,
-            "p50_ms": percentile(samples, 50),
-            "p90_ms": percentile(samples, 90),
-            "p99_ms": percentile(samples, 99),
-            "max_ms": samples[-1] if samples else float("nan"),
-            "mean_ms": sum(samples) / len(samples) if samples else float("nan"),
-            "complete": len(samples) == p.latency_samples,
-        }
+        return latency_summary(samples, lost, p.latency_samples)
     finally:
         await _close(pub, sub)
         _cancel(*tasks)

@@ -17,7 +17,8 @@ from wsbus.compat.http import HttpShim
 from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
-from wsbus.server import RateLimits, WsServer
+from wsbus.limits import RateLimits
+from wsbus.server import WsServer
 from wsbus.store import MemoryStore, SqliteStore, Store
 
 from .common import Subcommands

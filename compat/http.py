@@ -38,9 +38,8 @@ from wsbus.client import new_ref
 from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
 from wsbus.hub import Hub
-from wsbus.limits import Throttle
+from wsbus.limits import RateLimits, Throttle
 from wsbus.schema import Error, Ok, Send
-from wsbus.server import RateLimits
 from wsbus.session import Session
 
 from .longpoll import LongPoll
@@ -153,6 +152,8 @@ class HttpShim:
         self.max_polls = max_polls
         self._callers: OrderedDict[str, Throttle] = OrderedDict()
         self._polls: dict[str, int] = {}
+        #: a loopback hub without tokens answers only requests addressed to loopback
+        self._guard_host = hub.gate is None and is_loopback(host)
         self._runner: web.ServerRunner | None = None
         #: the route table: path -> (method, handler)
         self.routes: dict[str, tuple[str, Handler]] = {
@@ -218,11 +219,7 @@ class HttpShim:
                 raise LegacyError(
                     403, f"browser origin {origin[:100]!r} is not allowed (--allow-origin)"
                 )
-            if (
-                self.hub.gate is None
-                and is_loopback(self.host)
-                and not loopback_host_header(request.headers.get("Host"))
-            ):
+            if self._guard_host and not loopback_host_header(request.headers.get("Host")):
                 raise LegacyError(
                     403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1"
                 )

@@ -25,6 +25,8 @@ from wsbus.auth import (
     may_use_channel,
 )
 
+from .test_cli import one_line_error
+
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 
 
@@ -366,15 +368,6 @@ def wsbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         encoding="utf-8",
         timeout=30,
     )
-
-
-def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("wsbus: "), lines[0]
-    assert r.stdout == ""
-    return lines[0]
 
 
 def test_token_create_list_revoke(env: dict[str, str], tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 from wsbus.cli.inject import stamp_hm
 from wsbus.cli.wire import wait_receipt
 
-from wsbus.client import Client
+from wsbus.client import Client, SendResult
 
 from .helpers import HubProcess, wait_for
 from .tmuxkit import FAKE_TUI, TMUX, Machine
@@ -44,20 +44,26 @@ async def sender(hub: HubProcess, name: str) -> Client:
     return c
 
 
+async def submitted(hub: HubProcess, to: str, body: str, timeout: float = 20) -> SendResult:
+    """Send ``body`` from claude to ``to`` and wait until its bridge reports it submitted."""
+    c = await sender(hub, "claude")
+    try:
+        ok = await c.send(to, body)
+        got = await wait_receipt(c, ok.seq, {to}, timeout=timeout)
+        assert got[to].status == "submitted", got
+    finally:
+        await c.close()
+    return ok
+
+
 async def test_short_message_is_one_submitted_line_with_a_receipt(
     hub: HubProcess, machines: Callable[[str], Machine]
 ) -> None:
     m = machines("alpha")
     codex = m.agent("codex")
     m.start_bridge()
-    c = await sender(hub, "claude")
-    try:
-        ok = await c.send("codex", "build the parser")
-        assert ok.online is True
-        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
-        assert got["codex"].status == "submitted", got
-    finally:
-        await c.close()
+    ok = await submitted(hub, "codex", "build the parser")
+    assert ok.online is True
     line = f"{MARKER} from=claude {stamp_hm(ok.ts)} | build the parser"
     assert codex.submitted() == [line]
 
@@ -69,13 +75,7 @@ async def test_multiline_body_arrives_as_one_doorbell_line_pointing_at_a_copy(
     codex = m.agent("codex")
     m.start_bridge()
     body = "step 1: parse\nstep 2: build\nstep 3: ship"
-    c = await sender(hub, "claude")
-    try:
-        ok = await c.send("codex", body)
-        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
-        assert got["codex"].status == "submitted"
-    finally:
-        await c.close()
+    ok = await submitted(hub, "codex", body)
     lines = codex.submitted()
     assert len(lines) == 1, lines
     line = lines[0]
@@ -95,13 +95,7 @@ async def test_control_characters_neither_interrupt_nor_corrupt(
     codex = m.agent("codex")
     m.start_bridge()
     evil = "stop\x03 now\x1b[2J\x1b]0;pwned\x07 \x7fdone\u202e!"
-    c = await sender(hub, "claude")
-    try:
-        ok = await c.send("codex", evil)
-        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
-        assert got["codex"].status == "submitted"
-    finally:
-        await c.close()
+    ok = await submitted(hub, "codex", evil)
     assert codex.submitted() == [f"{MARKER} from=claude {stamp_hm(ok.ts)} | stop now done!"]
     assert "<interrupt>" not in codex.records()
 
@@ -114,13 +108,7 @@ async def test_fast_enter_is_retried_until_the_message_is_submitted(
     m = machines("alpha")
     codex = m.agent("codex", "--ignore-fast-enter-ms", "200", enter_delay=0.05)
     m.start_bridge()
-    c = await sender(hub, "claude")
-    try:
-        ok = await c.send("codex", "submit me once")
-        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=20)
-        assert got["codex"].status == "submitted", got
-    finally:
-        await c.close()
+    ok = await submitted(hub, "codex", "submit me once")
     assert codex.submitted() == [f"{MARKER} from=claude {stamp_hm(ok.ts)} | submit me once"]
 
 
@@ -310,13 +298,7 @@ async def test_revive_cmd_from_the_registry_brings_the_session_back(
     m.agent_entry("codex", revive_cmd=revive, enter_delay=0.05)
     m.start_bridge()
     ready = codex.records().count("<ready>")
-    c = await sender(hub, "claude")
-    try:
-        ok = await c.send("codex", "wake up")
-        got = await wait_receipt(c, ok.seq, {"codex"}, timeout=30)
-        assert got["codex"].status == "submitted", got
-    finally:
-        await c.close()
+    await submitted(hub, "codex", "wake up", timeout=30)
     assert codex.records().count("<ready>") == ready + 1  # started by the revive_cmd
     assert codex.submitted()[-1].endswith("| wake up")
 
@@ -378,12 +360,7 @@ async def test_a_second_bridge_on_the_same_host_takes_over_and_the_first_stops(
     assert first.wait(20) == 1
     assert "another bridge for host alpha took over" in m.bridge_output()
     assert "Traceback" not in m.bridge_output()
-    c = await sender(hub, "claude")
-    try:
-        ok = await c.send("codex", "exactly once")
-        assert (await wait_receipt(c, ok.seq, {"codex"}, 20))["codex"].status == "submitted"
-    finally:
-        await c.close()
+    await submitted(hub, "codex", "exactly once")
     assert [ln.split("| ", 1)[1] for ln in codex.submitted()] == ["exactly once"]
 
 
@@ -393,12 +370,7 @@ async def test_a_bridge_moved_to_another_hub_does_not_type_its_history(
     m = machines("alpha")
     codex = m.agent("codex", enter_delay=0.05)
     m.start_bridge()
-    c = await sender(hub, "claude")
-    try:
-        ok = await c.send("codex", "on hub one")
-        assert (await wait_receipt(c, ok.seq, {"codex"}, 20))["codex"].status == "submitted"
-    finally:
-        await c.close()
+    ok = await submitted(hub, "codex", "on hub one")
     m.stop_bridge()
     other = hub_factory("--memory")  # a new database: a different hub id, seqs from 1
     c2 = await sender(other, "claude")

@@ -7,7 +7,6 @@ what it shows, with ``capture-pane``. Only this test's tmux server is stopped.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from wsbus import Client
-from wsbus.schema import Event
 
 from .helpers import HubProcess, async_wait_for
+from .test_chat import next_event
 from .tmuxkit import TMUX, TmuxServer
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
@@ -34,16 +33,6 @@ def tmux() -> Iterator[TmuxServer]:
         yield server
     finally:
         server.kill()
-
-
-async def next_event(c: Client, timeout: float = 10.0) -> Event:
-    async def first() -> Event:
-        async for item in c:
-            if isinstance(item, Event):
-                return item
-        raise AssertionError("client closed")
-
-    return await asyncio.wait_for(first(), timeout)
 
 
 def rows(tmux: TmuxServer) -> list[str]:

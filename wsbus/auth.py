@@ -111,8 +111,7 @@ def _hash(secret: str) -> str:
 
 
 def _is_name(value: object) -> bool:
-    # valid_name's ``$`` also matches before a trailing newline: refuse that here
-    return isinstance(value, str) and not value.endswith("\n") and valid_name(value)
+    return isinstance(value, str) and valid_name(value)
 
 
 def _unique(values: Iterable[str]) -> list[str]:

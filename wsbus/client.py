@@ -48,8 +48,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from .codec import JSON, MSGPACK, Codec
 from .errors import (
     FATAL_CLOSE_CODES,
+    HELLO_CLOSE_CODES,
     RETRYABLE_ERRORS,
     ClientError,
+    CloseCode,
     ConnectionLost,
     ErrorCode,
     HubUnreachable,
@@ -496,7 +498,7 @@ class Client:
                 )
                 hint = "" if self.token else " (set WSBUS_TOKEN)"
                 raise ConnectionLost(
-                    4001,
+                    CloseCode.UNAUTHORIZED,
                     f"the hub refused the connection ({status}): {why or 'unauthorized'}{hint}",
                 ) from None
             raise
@@ -512,9 +514,11 @@ class Client:
             raise
         if isinstance(frame, Error):
             await conn.close()
-            if frame.code == ErrorCode.TOO_MANY_CONNECTIONS:  # 4029: later, with backoff
+            # the same close code the hub sends after this error: fatal ones end the
+            # client, the others (4029: too many connections) are retried with backoff
+            code = HELLO_CLOSE_CODES.get(frame.code, CloseCode.BAD_HELLO)
+            if code not in FATAL_CLOSE_CODES:
                 raise OSError(f"{frame.code}: {frame.message}")
-            code = 4001 if frame.code in ("unauthorized", "forbidden") else 4002
             raise ConnectionLost(code, f"{frame.code}: {frame.message}")
         if not isinstance(frame, Welcome):
             await conn.close()

@@ -10,7 +10,9 @@ in a socket the way a frame can).
 
 from __future__ import annotations
 
-__all__ = ["Bucket", "Throttle"]
+import msgspec
+
+__all__ = ["Bucket", "RateLimits", "Throttle"]
 
 
 class Bucket:
@@ -88,3 +90,16 @@ class Throttle:
             self.events.charge(1, now)
             self.bytes.charge(size, now)
         return wait
+
+
+class RateLimits(msgspec.Struct, frozen=True):
+    """Per-connection rate: frames/s and bytes/s (0: no limit), a bucket holding
+    ``burst`` seconds of each, and ``abuse``: seconds throttled in a row before 4029."""
+
+    events: float = 1000.0
+    bytes: float = 4 << 20
+    burst: float = 5.0
+    abuse: float = 30.0
+
+    def throttle(self, now: float) -> Throttle:
+        return Throttle(self.events, self.bytes, self.burst, self.abuse, now)

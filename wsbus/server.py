@@ -18,7 +18,7 @@ from .auth import bearer, is_loopback, loopback_host_header
 from .codec import Codec, codec_for
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hub import Hub
-from .limits import Throttle
+from .limits import RateLimits, Throttle
 from .schema import (
     SUBPROTOCOLS,
     Ack,
@@ -118,19 +118,6 @@ def ws_broadcast(
     return slow
 
 
-class RateLimits(msgspec.Struct, frozen=True):
-    """Per-connection rate: frames/s and bytes/s (0: no limit), a bucket holding
-    ``burst`` seconds of each, and ``abuse``: seconds throttled in a row before 4029."""
-
-    events: float = 1000.0
-    bytes: float = 4 << 20
-    burst: float = 5.0
-    abuse: float = 30.0
-
-    def throttle(self, now: float) -> Throttle:
-        return Throttle(self.events, self.bytes, self.burst, self.abuse, now)
-
-
 class WsServer:
     """Serves the hub on one websocket endpoint."""
 
@@ -161,6 +148,8 @@ class WsServer:
         self.allow_origins = list(allow_origins)
         self.max_connections = max_connections
         self.rates = rates or RateLimits()
+        #: a loopback hub without tokens answers only requests addressed to loopback
+        self._guard_host = hub.gate is None and is_loopback(host)
         self._server: Server | None = None
         self._sessions: set[WsSession] = set()
         hub.broadcast = ws_broadcast
@@ -205,11 +194,6 @@ class WsServer:
     @property
     def scheme(self) -> str:
         return "wss" if self.ssl_context is not None else "ws"
-
-    @property
-    def _guard_host(self) -> bool:
-        """A loopback hub without tokens answers only requests addressed to loopback."""
-        return self.hub.gate is None and is_loopback(self.host)
 
     def _origins(self) -> list[Origin | None] | None:
         if "*" in self.allow_origins:
