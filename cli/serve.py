@@ -19,7 +19,7 @@ from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
 from wsbus.limits import RateLimits
 from wsbus.server import WsServer
-from wsbus.store import MemoryStore, SqliteStore, Store
+from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked
 
 from .common import Subcommands
 from .exits import CliError, Exit
@@ -74,6 +74,13 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="fsync every commit (survives power loss; slower)",
+    )
+    p.add_argument(
+        "--busy-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a commit waits while another process locks the database "
+        "(off the event loop; then the send fails with store_failed; default 5)",
     )
     p.add_argument(
         "--auth",
@@ -151,7 +158,7 @@ def _raise_nofile() -> int:
 def make_store(settings: Settings) -> Store:
     if settings.memory:
         return MemoryStore()
-    return SqliteStore(settings.db_path(), fsync=settings.fsync)
+    return SqliteStore(settings.db_path(), fsync=settings.fsync, busy_timeout=settings.busy_timeout)
 
 
 def hub_config(settings: Settings) -> HubConfig:
@@ -231,6 +238,7 @@ async def run(args: argparse.Namespace) -> int:
         "db": args.db,
         "memory": args.memory,
         "fsync": args.fsync,
+        "busy_timeout": args.busy_timeout,
         "insecure": args.insecure,
         "retention_days": args.retention_days,
         "retention_count": args.retention_count,
@@ -311,6 +319,8 @@ async def run(args: argparse.Namespace) -> int:
     )
     try:
         await hub.start()
+    except StoreLocked as err:
+        raise CliError(str(err)) from None
     except Exception as err:
         raise CliError(f"cannot open the store at {store.location}: {err}") from None
     shim = (

@@ -379,6 +379,9 @@ class HttpShim:
         return _json(InboxResponse(recipients=out, now=time.time()))
 
     async def healthz(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
+        failure = self.hub.store.failure
+        if failure is not None:
+            return _json({"ok": False, "error": failure, "now": time.time()}, 503)
         return _json({"ok": True, "now": time.time()})
 
 

@@ -404,13 +404,17 @@ async def test_append_is_durable_across_instances(tmp_path: Path) -> None:
     await s.open()
     batch = [ev(1, "alice", "bob", "ü", meta={"k": [1]}), ev(2, "bob", BROADCAST, ref="x")]
     await s.append(batch, [rc(1, "bob")])
-    # a second instance on the same file sees the commit without the first closing
+    # another connection to the file sees the commit without the store closing
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")] == [1, 2]
+    assert conn.execute("SELECT name, status FROM receipts").fetchall() == [("bob", "read")]
+    conn.close()
+    await s.close()
     other = SqliteStore(path)
     await other.open()
     assert await other.query(Query(limit=10)) == batch
     assert await other.receipts(1) == [rc(1, "bob")]
     await other.close()
-    await s.close()
 
 
 async def test_failed_batch_commits_nothing(tmp_path: Path) -> None:

@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     db: str | None = None
     memory: bool = False
     fsync: bool = False
+    busy_timeout: float = 5.0
+    legacy_cache_bytes: int = 16 << 20
+    legacy_cache_events: int = 20_000
     insecure: bool = False
     retention_days: float = 30.0
     retention_count: int = 0
@@ -114,6 +117,9 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "poll_timeout": ("WSBUS_POLL_TIMEOUT",),
     "db": ("WSBUS_DB",),
     "fsync": ("WSBUS_FSYNC",),
+    "busy_timeout": ("WSBUS_BUSY_TIMEOUT",),
+    "legacy_cache_bytes": ("WSBUS_LEGACY_CACHE_BYTES",),
+    "legacy_cache_events": ("WSBUS_LEGACY_CACHE_EVENTS",),
     "retention_days": ("WSBUS_RETENTION_DAYS",),
     "retention_count": ("WSBUS_RETENTION_COUNT",),
     "max_body": ("WSBUS_MAX_BODY",),

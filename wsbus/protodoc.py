@@ -83,7 +83,8 @@ CONNECTING = f"""\
 ## Connecting
 
 - Endpoint: `ws://HOST:8765/` (any path; `GET /healthz` answers `{{"ok": true}}` over
-  plain HTTP), or `wss://` when the hub has `--tls-cert`/`--tls-key`. Without
+  plain HTTP, or 503 `{{"ok": false, "error": ...}}` when the store refuses commits),
+  or `wss://` when the hub has `--tls-cert`/`--tls-key`. Without
   `--auth` the hub listens on loopback only (another address needs `--insecure`).
 - Authentication (`--auth FILE`, docs/SECURITY.md): the token travels as
   `Authorization: Bearer TOKEN` on the upgrade request (a wrong one is answered

@@ -203,6 +203,11 @@ class WsServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP before the upgrade: health checks, a full hub, a bad token."""
         if request.path == "/healthz":
+            failure = self.hub.store.failure
+            if failure is not None:
+                return conn.respond(
+                    503, msgspec.json.encode({"ok": False, "error": failure}).decode() + "\n"
+                )
             return conn.respond(200, '{"ok": true}\n')
         # every Host header counts: a duplicate is not an excuse
         hosts: list[str | None] = [*request.headers.get_all("Host")] or [None]

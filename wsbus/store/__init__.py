@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
+from .dbfiles import StoreLocked
 from .memory import MemoryStore
 from .sqlite import SqliteStore
 
@@ -14,4 +15,5 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreInfo",
+    "StoreLocked",
 ]

@@ -84,6 +84,9 @@ class Store(abc.ABC):
 
     #: a human description of where data lives (printed by ``wsbus serve``)
     location: str = ""
+    #: why the store refuses every commit from now on (None: it takes them); the hub
+    #: reports it on ``/healthz`` (503)
+    failure: str | None = None
 
     @abc.abstractmethod
     async def open(self) -> StoreInfo:

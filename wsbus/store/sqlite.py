@@ -6,11 +6,22 @@ second thread with their own connection, so a long history query never holds
 up a commit. ``synchronous=NORMAL`` (the default) survives a crash of the hub
 process; ``fsync=True`` selects ``synchronous=FULL``, which also survives power
 loss at the cost of one fsync per commit.
+
+The event loop never waits for a file lock: a small batch commits inline with no
+busy wait, and when another process holds the database's write lock it falls
+back to the writer thread, which waits up to ``busy_timeout`` seconds. One hub
+per database: :meth:`SqliteStore.open` takes an exclusive ``flock`` on
+``<db>.lock`` (the kernel releases it when the process dies, even by SIGKILL).
+After each commit the database and WAL files are checked to be the ones the
+store opened (same inode): a file deleted or replaced under a running hub stops
+every later commit (:attr:`SqliteStore.failure`) instead of acknowledging events
+into a file that is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import sqlite3
@@ -25,8 +36,11 @@ import msgspec
 
 from ..schema import BROADCAST, Event, ThreadInfo
 from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
+from .dbfiles import FileGuard, HubLock, StoreLocked
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "StoreLocked"]
+
+log = logging.getLogger("wsbus.store")
 
 T = TypeVar("T")
 
@@ -68,6 +82,29 @@ CREATE TABLE IF NOT EXISTS members (
 
 #: batches up to this many rows commit on the event loop's thread (not with --fsync)
 INLINE_ROWS = 64
+
+#: SQLITE_BUSY: another connection holds the lock (the primary result code)
+_SQLITE_BUSY = 5
+
+
+def _is_busy(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == _SQLITE_BUSY
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open, keeping the first error the caller raises.
+
+    SQLite already rolled back on some errors (a full disk, SQLITE_FULL): a
+    second ROLLBACK would fail and hide the real cause.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        log.warning("rollback failed: %s", err)
+
 
 _COLUMNS = "seq, ts, channel, sender, recipient, thread, kind, body, meta, ref"
 _meta_encode = msgspec.json.Encoder().encode
@@ -170,10 +207,18 @@ def _last_seq_before(conn: sqlite3.Connection, ts: float) -> int:
 class SqliteStore(Store):
     """Events and receipts in one SQLite database file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = False, busy_timeout: float = 5.0
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        #: seconds a commit off the loop waits for another process's write lock
+        self.busy_timeout = busy_timeout
         self.location = f"{self.path} (SQLite, WAL, synchronous={'FULL' if fsync else 'NORMAL'})"
+        self.lock = HubLock(self.path)
+        self.files = FileGuard(self.path)
+        #: why commits are refused for good (the database or WAL file went away)
+        self.failure: str | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-w")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-r")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-c")
@@ -184,13 +229,13 @@ class SqliteStore(Store):
 
     # -- plumbing
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_ms: int) -> sqlite3.Connection:
         # the writer connection is used from its thread and, for small commits, from the
         # event loop's thread, never at once (self._wlock)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         return conn
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
@@ -202,40 +247,75 @@ class SqliteStore(Store):
 
     def _rconn(self) -> sqlite3.Connection:
         if self._r is None:
-            self._r = self._connect()
+            self._r = self._connect(self._busy_ms)
         return self._r
+
+    @property
+    def _busy_ms(self) -> int:
+        return max(0, round(self.busy_timeout * 1000))
+
+    def _check_files(self) -> None:
+        """Refuse this and every later commit when a file went away (see FileGuard)."""
+        problem = self.files.problem()
+        if problem is not None:
+            self.failure = problem
+            log.error("store failed: %s", problem)
+            raise sqlite3.OperationalError(problem)
+
+    def _write(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the writer connection, waiting up to ``busy_timeout`` for
+        another process's write lock (the writer thread only)."""
+        with self._wlock:
+            conn = self._wconn()
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            try:
+                return work()
+            finally:
+                conn.execute("PRAGMA busy_timeout=0")
 
     # -- interface
 
     async def open(self) -> StoreInfo:
         def work() -> StoreInfo:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # the database holds every message: readable by its owner only
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            self._w = conn = self._connect()
-            # checkpoints run on their own thread (checkpoint()), not inside commits
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            conn.executescript(SCHEMA)
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            if "hub_id" not in meta:
-                meta["hub_id"] = uuid.uuid4().hex[:12]
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('hub_id', ?)", (meta["hub_id"],)
-                )
-            pruned = int(meta.get("pruned_seq", 0))
-            row = conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-            count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-            return StoreInfo(
-                hub_id=meta["hub_id"],
-                last_seq=row[0] if row else pruned,
-                last_ts=row[1] if row else float(meta.get("pruned_ts", 0.0)),
-                pruned_seq=pruned,
-                count=count,
-            )
+            self.lock.acquire()
+            try:
+                return self._open()
+            except BaseException:
+                self.lock.release()
+                raise
 
         return await self._on(self._writer, work)
 
+    def _open(self) -> StoreInfo:
+        # the database holds every message: readable by its owner only
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # no busy wait by default: inline commits must not hold up the event loop
+        self._w = conn = self._connect(0)
+        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        # checkpoints run on their own thread (checkpoint()), not inside commits
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.executescript(SCHEMA)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if "hub_id" not in meta:
+            meta["hub_id"] = uuid.uuid4().hex[:12]
+            conn.execute("INSERT INTO meta (key, value) VALUES ('hub_id', ?)", (meta["hub_id"],))
+        pruned = int(meta.get("pruned_seq", 0))
+        row = conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout=0")
+        self.files.remember()
+        return StoreInfo(
+            hub_id=meta["hub_id"],
+            last_seq=row[0] if row else pruned,
+            last_ts=row[1] if row else float(meta.get("pruned_ts", 0.0)),
+            pruned_seq=pruned,
+            count=count,
+        )
+
     async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
+        if self.failure is not None:
+            raise sqlite3.OperationalError(self.failure)
         ev_rows = [
             (
                 e.seq,
@@ -271,23 +351,25 @@ class SqliteStore(Store):
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
+            self._check_files()
 
         small = not self.fsync and len(ev_rows) + len(rc_rows) <= INLINE_ROWS
         # a small batch without fsync commits right here, cheaper than a thread round
-        # trip; never wait for the lock on the loop (a long prune may hold it)
+        # trip; never wait for a lock on the loop: not ours (a long prune may hold it),
+        # not another process's (SQLITE_BUSY at once: the writer thread waits instead)
         if small and self._wlock.acquire(blocking=False):
             try:
                 work()
+                return
+            except sqlite3.OperationalError as err:
+                if not _is_busy(err):
+                    raise
             finally:
                 self._wlock.release()
-            return
-        await self._on(self._writer, lambda: self._locked(work))
-
-    def _locked(self, fn: Callable[[], T]) -> T:
-        with self._wlock:
-            return fn()
+            log.info("database busy (another process writes to it): committing off the loop")
+        await self._on(self._writer, lambda: self._write(work))
 
     async def query(self, q: Query) -> list[Event]:
         where, args = _where(q)
@@ -399,10 +481,10 @@ class SqliteStore(Store):
                 conn.execute("COMMIT")
                 return n, cut
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
-        return await self._on(self._writer, lambda: self._locked(work))
+        return await self._on(self._writer, lambda: self._write(work))
 
     async def threads(self, channel: str | None) -> list[ThreadInfo]:
         where = "WHERE thread IS NOT NULL" + (" AND channel = ?" if channel is not None else "")
@@ -434,7 +516,7 @@ class SqliteStore(Store):
                 (member.channel, member.name, data),
             )
 
-        await self._on(self._writer, lambda: self._locked(work))
+        await self._on(self._writer, lambda: self._write(work))
 
     async def remove_member(self, channel: str, name: str) -> None:
         def work() -> None:
@@ -442,14 +524,14 @@ class SqliteStore(Store):
                 "DELETE FROM members WHERE channel = ? AND name = ?", (channel, name)
             )
 
-        await self._on(self._writer, lambda: self._locked(work))
+        await self._on(self._writer, lambda: self._write(work))
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking writers (PASSIVE)."""
 
         def work() -> None:
             if self._c is None:
-                self._c = self._connect()
+                self._c = self._connect(self._busy_ms)
             self._c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
         await self._on(self._checkpointer, work)
@@ -461,9 +543,10 @@ class SqliteStore(Store):
                 self._c = None
 
         def close_writer() -> None:
-            if self._w is not None:
-                self._w.close()
-                self._w = None
+            with self._wlock:
+                if self._w is not None:
+                    self._w.close()
+                    self._w = None
 
         def close_reader() -> None:
             if self._r is not None:
@@ -473,6 +556,7 @@ class SqliteStore(Store):
         await self._on(self._checkpointer, close_checkpointer)
         await self._on(self._reader, close_reader)
         # the last connection to close checkpoints the WAL
-        await self._on(self._writer, lambda: self._locked(close_writer))
+        await self._on(self._writer, close_writer)
         for pool in (self._checkpointer, self._reader, self._writer):
             pool.shutdown(wait=True)
+        self.lock.release()
