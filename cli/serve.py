@@ -336,6 +336,8 @@ async def run(args: argparse.Namespace) -> int:
             request_timeout=settings.hello_timeout,
             rates=rates,
             max_polls=settings.max_polls,
+            cache_events=settings.legacy_cache_events,
+            cache_bytes=settings.legacy_cache_bytes,
         )
     )
     try:

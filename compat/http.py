@@ -138,12 +138,16 @@ class HttpShim:
         request_timeout: float = 10.0,
         rates: RateLimits | None = None,
         max_polls: int = 16,
+        cache_events: int = 20_000,
+        cache_bytes: int = 16 << 20,
     ) -> None:
         self.hub = hub
         self.host = host
         self.port = port
         self.max_body = hub.config.max_body
-        self.longpoll = LongPoll(hub, poll_timeout)
+        self.longpoll = LongPoll(
+            hub, poll_timeout, cache_events=cache_events, cache_bytes=cache_bytes
+        )
         self.ssl_context = ssl_context
         self.allow_origins = set(allow_origins)
         #: seconds to receive a whole request (headers and body); idle keep-alive too

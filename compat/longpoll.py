@@ -15,16 +15,16 @@ returned, so the cursor rule ``since = max(max(ts), now)`` resumes right after i
 from __future__ import annotations
 
 import asyncio
-import bisect
 from collections.abc import Callable, Iterable
 
 from wsbus.hub import Hub
 from wsbus.schema import BROADCAST, Event
 from wsbus.store import Query
 
-from .messages import RecvParams, RecvResponse, legacy_message
+from .messages import LegacyMessage, RecvParams, RecvResponse, legacy_message
+from .window import RecentEvents
 
-__all__ = ["LongPoll", "RecentEvents", "Waiters"]
+__all__ = ["LongPoll", "Waiters"]
 
 
 class Waiters:
@@ -80,52 +80,22 @@ def _set_all(futs: set[asyncio.Future[None]]) -> None:
             fut.set_result(None)
 
 
-class RecentEvents:
-    """The latest committed events in memory, so most polls never touch the store.
-
-    Holds every event with ``ts > floor_ts``; older ones are looked up in the store.
-    """
-
-    def __init__(self, floor_ts: float, size: int = 20_000) -> None:
-        self.floor_ts = floor_ts
-        self.size = size
-        self._events: list[Event] = []
-        self._ts: list[float] = []
-
-    def add(self, events: list[Event]) -> None:
-        self._events.extend(events)
-        self._ts.extend(e.ts for e in events)
-        if len(self._events) > 2 * self.size:
-            cut = len(self._events) - self.size
-            self.floor_ts = self._ts[cut - 1]
-            del self._events[:cut]
-            del self._ts[:cut]
-
-    def covers(self, since: float) -> bool:
-        return since >= self.floor_ts
-
-    def fetch(self, channel: str, name: str, since: float, limit: int, min_seq: int) -> list[Event]:
-        """Messages for ``name`` on ``channel`` with ``ts > since``, oldest first."""
-        out: list[Event] = []
-        for i in range(bisect.bisect_right(self._ts, since), len(self._events)):
-            ev = self._events[i]
-            if ev.channel != channel or ev.seq <= min_seq:
-                continue
-            if ev.to == name or (ev.to == BROADCAST and ev.from_ != name):
-                out.append(ev)
-                if len(out) >= limit:
-                    break
-        return out
-
-
 class LongPoll:
     """Answers ``/recv`` from the hub's committed events, blocking without polling."""
 
-    def __init__(self, hub: Hub, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        timeout: float = 30.0,
+        *,
+        cache_events: int = 20_000,
+        cache_bytes: int = 16 << 20,
+    ) -> None:
         self.hub = hub
         self.timeout = timeout
         self.waiters = Waiters()
-        self.recent = RecentEvents(hub.committed_ts)
+        self.recent = RecentEvents(hub.committed_ts, cache_events, cache_bytes)
+        self._pruned_seq = hub.pruned_seq
         self.stopping = False
         hub.listeners.append(self.committed)
         hub.auth_listeners.append(self.waiters.wake_all)  # pollers re-check their token
@@ -140,13 +110,20 @@ class LongPoll:
         self.stopping = True
         self.waiters.wake_all()
 
-    async def fetch(self, p: RecvParams) -> list[Event]:
+    async def fetch(self, p: RecvParams) -> list[LegacyMessage]:
+        """From the window when it covers ``since`` (the usual case), else from the
+        store, on its reader thread."""
+        if self.hub.pruned_seq > self._pruned_seq:  # retention ran since the last poll
+            self._pruned_seq = self.hub.pruned_seq
+            self.recent.drop_through(self._pruned_seq)
         if self.recent.covers(p.since):
-            return self.recent.fetch(p.channel, p.to, p.since, p.max, self.hub.pruned_seq)
+            found = self.recent.fetch(p.channel, p.to, p.since, p.max)
+            if found is not None:
+                return found
         store = self.hub.store
-        after = await store.seq_at_ts(p.since)
+        after = max(await store.seq_at_ts(p.since), self.hub.pruned_seq)
         q = Query(limit=p.max, channels=[p.channel], entitled=[p.to], after=after)
-        return await store.query(q)
+        return [legacy_message(e) for e in await store.query(q)]
 
     async def recv(
         self, p: RecvParams, still_valid: Callable[[], bool] | None = None
@@ -166,7 +143,7 @@ class LongPoll:
                 if events or fut is None or self.stopping or left <= 0:
                     if len(events) >= p.max:
                         now = events[-1].ts  # cut short: resume right after the last one
-                    return RecvResponse([legacy_message(e) for e in events], now)
+                    return RecvResponse(events, now)
                 await asyncio.wait([fut], timeout=left)
             finally:
                 if fut is not None:

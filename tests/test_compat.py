@@ -184,20 +184,52 @@ async def test_blocked_recv_times_out_empty(
     assert 0.9 <= elapsed < 10
 
 
-async def test_shutdown_answers_every_pending_poll(
-    hub: HubProcess, http: aiohttp.ClientSession
-) -> None:
+def _unread_by_hub(http_port: int, client_ports: set[int]) -> int:
+    """How many of these client connections still have request bytes the hub has not
+    read (the receive queue of the hub's end, from /proc/net/tcp)."""
+    unread = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.split(":")[1], 16) != http_port:
+                continue
+            if int(remote.split(":")[1], 16) in client_ports and int(queues.split(":")[1], 16):
+                unread += 1
+    return unread
+
+
+async def _raw_get(
+    host: str, port: int, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a whole GET request on a fresh connection (keep the writer: dropping it
+    closes the connection)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def test_shutdown_answers_every_pending_poll(hub: HubProcess) -> None:
     since = time.time()
-    polls = [
-        asyncio.create_task(get(http, hub, f"/recv?to=p{i}&since={since}&block=true"))
-        for i in range(20)
-    ]
-    await async_wait_for(lambda: _pending_polls(hub) >= 20, 30)
+    opened = [await _raw_get("127.0.0.1", hub.http_port, f"/recv?to=p{i}&since={since}&block=true")
+              for i in range(20)]  # fmt: skip
+    ports = {w.get_extra_info("sockname")[1] for _, w in opened}
+    # every request was read by the hub (and, being a blocked poll, is pending there)
+    await async_wait_for(
+        lambda: _pending_polls(hub) >= 20 and _unread_by_hub(hub.http_port, ports) == 0, 30
+    )
     started = time.monotonic()
     assert hub.proc is not None
     hub.proc.send_signal(signal.SIGTERM)
-    answers = await asyncio.wait_for(asyncio.gather(*polls), 20)
-    assert all(status == 200 and data["messages"] == [] for status, data in answers)
+    answers = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in opened)), 20)
+    for _, writer in opened:
+        writer.close()
+    for raw in answers:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), raw[:200]
+        assert json.loads(body)["messages"] == []
     assert time.monotonic() - started < 10
     await asyncio.to_thread(hub.proc.wait, 20)  # a second SIGTERM would force-quit it
     status, output = await asyncio.to_thread(hub.stop)

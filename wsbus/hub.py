@@ -160,6 +160,7 @@ class Hub:
         self._pruner: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._stopping = False
+        self._store_error: str | None = None
         self.sessions: set[Session] = set()
         #: called with each committed batch, after fan-out (e.g. the HTTP shim)
         self.listeners: list[Callable[[list[Event]], None]] = []
@@ -683,7 +684,9 @@ class Hub:
         try:
             await self.store.append(events, [r for r, _ in receipts])
         except Exception as err:  # the store refused: nothing of the batch is acknowledged
-            log.error("store commit failed: %s", err)
+            if str(err) != self._store_error:  # once per cause, not once per batch
+                self._store_error = str(err)
+                log.error("store commit failed: %s", err)
             for p in batch:
                 self._inflight.pop(p.event.seq, None)
                 assert p.event.ref is not None
@@ -698,6 +701,7 @@ class Hub:
                     )
             self._room.set()
             return
+        self._store_error = None
         if events:
             self.committed_seq = events[-1].seq
             self.committed_ts = events[-1].ts
