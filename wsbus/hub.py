@@ -27,7 +27,7 @@ from typing import Any, cast
 import msgspec
 
 from . import __version__
-from .auth import Gate, may_act_as, may_use_channel, reads_all
+from .auth import Gate, may_act_as, may_use_channel, party_of, reads_all
 from .codec import JSON, MSGPACK, meta_problem
 from .errors import CloseCode, ErrorCode, FrameError
 from .loopguard import LoopGuard
@@ -831,7 +831,7 @@ class Hub:
             if h.pending and h.to is not None:
                 self._check_name(session, h.to, h.ref)
             channels = channels or (list(grant.channels) or None)
-            party = [grant.name] if grant.role == "agent" else list(grant.names)
+            party = party_of(grant)
         q = Query(
             limit=h.limit,
             channels=channels,
@@ -984,8 +984,11 @@ class Hub:
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", t.ref)
         self._check_channels(session, [t.channel], t.ref)
-        threads = await self.store.threads(t.channel)
         grant = session.grant
+        # counted over what the token may read: others' direct events do not show
+        threads = await self.store.threads(
+            t.channel, party_of(grant) if grant is not None else None
+        )
         if grant is not None:
             threads = [th for th in threads if may_use_channel(grant, th.channel)]
         return ThreadsResult(ref=t.ref, threads=threads)

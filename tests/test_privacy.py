@@ -1,0 +1,90 @@
+"""What a token learns about events it may not read: nothing. Acks, threads and
+receipts on a hub with ``--auth``, tokens made by ``wsbus token create``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import HubProcess, RawClient
+from .test_auth import wsbus
+
+
+class AuthHub:
+    """An ``--auth`` hub and its tokens; connections as :class:`RawClient`."""
+
+    def __init__(self, process: HubProcess, tokens: dict[str, str]) -> None:
+        self.process = process
+        self.tokens = tokens
+        self.clients: list[RawClient] = []
+
+    async def connect(self, token: str, **hello: Any) -> RawClient:
+        auth = {"Authorization": f"Bearer {self.tokens[token]}"}
+        client = RawClient(self.process.url, additional_headers=auth)
+        self.clients.append(client)
+        await client.open(hello)
+        return client
+
+    def receipts(self, seq: int) -> list[tuple[str, str]]:
+        """(channel, name) of the receipts stored for ``seq``, read from the database."""
+        with sqlite3.connect(f"file:{self.process.db}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT channel, name FROM receipts WHERE seq = ?", (seq,))
+            return list(rows.fetchall())
+
+
+@pytest.fixture
+async def bus(hub_factory: Callable[..., HubProcess], env: dict[str, str], tmp_path: Path) -> Any:
+    auth = tmp_path / "tokens.json"
+    made = {}
+    for key, *args in (
+        ("alice", "alice"),
+        ("alice-alpha", "alice", "-c", "alpha"),  # a second token for alice, one channel
+        ("bob", "bob"),
+        ("carol-alpha", "carol", "-c", "alpha"),
+        ("mallory", "mallory"),
+        ("admin", "root", "--role", "admin"),
+    ):
+        r = wsbus(env, "token", "create", *args, "--auth", str(auth))
+        assert r.returncode == 0, r.stderr
+        made[key] = r.stdout.strip()
+    h = AuthHub(hub_factory("--auth", str(auth)), made)
+    yield h
+    for client in h.clients:
+        await client.close()
+
+
+async def send(client: RawClient, ref: str, to: str, channel: str, **more: Any) -> int:
+    await client.send({"op": "send", "ref": ref, "to": to, "body": ref, "channel": channel, **more})
+    ok = await client.recv_op("ok")
+    assert ok["ref"] == ref, ok
+    return int(ok["seq"])  # type: ignore[call-overload]
+
+
+async def refused_ack(client: RawClient, seq: int, **more: Any) -> dict[str, Any]:
+    await client.send({"op": "ack", "seq": seq, "status": "read", **more})
+    return await client.recv_op("error")
+
+
+async def test_threads_count_only_what_the_token_may_read(bus: AuthHub) -> None:
+    alice = await bus.connect("alice", channels=["default"])
+    await send(alice, "p1", "bob", "default", thread="plan")
+    await send(alice, "p2", "*", "default", thread="plan")
+    await send(alice, "s1", "bob", "default", thread="secret")
+    await send(alice, "o1", "*", "alpha", thread="alpha-only")
+
+    async def threads(token: str) -> list[tuple[str, str, int]]:
+        client = await bus.connect(token, channels=[])
+        await client.send({"op": "threads", "ref": "t"})
+        answer = await client.recv_op("threads_result")
+        return sorted((t["channel"], t["thread"], t["entries"]) for t in answer["threads"])
+
+    everything = [("alpha", "alpha-only", 1), ("default", "plan", 2), ("default", "secret", 1)]
+    assert await threads("admin") == everything
+    assert await threads("bob") == everything
+    # mallory: the broadcast only; no thread made of alice and bob's direct messages
+    assert await threads("mallory") == [("alpha", "alpha-only", 1), ("default", "plan", 1)]
+    assert await threads("carol-alpha") == [("alpha", "alpha-only", 1)]
