@@ -69,6 +69,48 @@ async def refused_ack(client: RawClient, seq: int, **more: Any) -> dict[str, Any
     return await client.recv_op("error")
 
 
+async def test_a_channel_restricted_token_acks_only_in_its_channels(bus: AuthHub) -> None:
+    alice = await bus.connect("alice", channels=["alpha", "beta"])
+    carol = await bus.connect("carol-alpha", channels=["alpha"])
+    news = await send(alice, "beta-news", "*", "beta")
+    direct = await send(alice, "beta-direct", "carol", "beta")
+    mine = await send(alice, "alpha-news", "*", "alpha")
+
+    # a broadcast and a direct event in beta: refused as if they did not exist
+    seqs = (news, direct, 10**6)
+    answers = [await refused_ack(carol, seq) for seq in seqs]
+    assert [a["code"] for a in answers] == ["unknown_event"] * 3, answers
+    texts = {a["message"].replace(str(s), "N") for a, s in zip(answers, seqs, strict=True)}
+    assert len(texts) == 1 and "beta" not in texts.pop(), answers
+
+    # carol's own channel still works; the first receipt alice gets is that one
+    await carol.send({"op": "ack", "seq": mine, "status": "read"})
+    receipt = await alice.recv_op("receipt")
+    assert (receipt["seq"], receipt["by"], receipt["channel"]) == (mine, "carol", "alpha")
+    assert bus.receipts(news) == [] and bus.receipts(direct) == []
+    assert bus.receipts(mine) == [("alpha", "carol")]
+
+
+async def test_ack_says_nothing_about_other_peoples_events(bus: AuthHub) -> None:
+    alice = await bus.connect("alice", channels=["default"])
+    bob = await bus.connect("bob", channels=["default"])
+    mallory = await bus.connect("mallory", channels=["default"])
+    seq = await send(alice, "for-bob", "bob", "default")
+    answers = [await refused_ack(mallory, s) for s in (seq, 10**6)]
+    assert [a["code"] for a in answers] == ["unknown_event"] * 2, answers
+    assert answers[0]["message"].replace(str(seq), "N") == answers[1]["message"].replace(
+        str(10**6), "N"
+    )
+    assert "bob" not in answers[0]["message"] and "alice" not in answers[0]["message"]
+    # a name the connection does not have: about the connection, not the event
+    assert (await refused_ack(mallory, seq, name="bob"))["code"] == "not_your_name"
+    # bob may: alice's first receipt is bob's
+    await bob.send({"op": "ack", "seq": seq, "status": "read"})
+    receipt = await alice.recv_op("receipt")
+    assert (receipt["seq"], receipt["by"]) == (seq, "bob")
+    assert bus.receipts(seq) == [("default", "bob")]
+
+
 async def test_threads_count_only_what_the_token_may_read(bus: AuthHub) -> None:
     alice = await bus.connect("alice", channels=["default"])
     await send(alice, "p1", "bob", "default", thread="plan")

@@ -781,7 +781,12 @@ class Hub:
     # ------------------------------------------------------------------ acks
 
     async def ack(self, session: Session, ack: Ack) -> None:
-        """Record a recipient's acknowledgement and tell the sender."""
+        """Record a recipient's acknowledgement and tell the sender.
+
+        An event the name may not acknowledge (addressed to another name, or on a
+        channel the token may not use) gets the answer a missing one gets: the
+        refusal tells nothing about events the connection may not read.
+        """
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
         name = ack.name or session.name
@@ -790,14 +795,18 @@ class Hub:
         known = self._recent.get(ack.seq)
         if known is None:
             ev = await self.store.get(ack.seq)
-            if ev is None:
-                raise FrameError(ErrorCode.UNKNOWN_EVENT, f"no event with seq {ack.seq}")
-            known = (ev.channel, ev.from_, ev.to)
-        channel, sender, to = known
-        if to != name and to != BROADCAST:
+            known = (ev.channel, ev.from_, ev.to) if ev is not None else None
+        grant = session.grant
+        if (
+            known is None
+            or known[2] not in (name, BROADCAST)
+            or (grant is not None and not may_use_channel(grant, known[0]))
+        ):
             raise FrameError(
-                ErrorCode.NOT_YOUR_NAME, f"event {ack.seq} is addressed to {to!r}, not {name!r}"
+                ErrorCode.UNKNOWN_EVENT,
+                f"no event with seq {ack.seq} that {name!r} may acknowledge",
             )
+        channel, sender, _ = known
         record = ReceiptRecord(
             seq=ack.seq,
             channel=channel,
