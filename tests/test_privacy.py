@@ -130,3 +130,17 @@ async def test_threads_count_only_what_the_token_may_read(bus: AuthHub) -> None:
     # mallory: the broadcast only; no thread made of alice and bob's direct messages
     assert await threads("mallory") == [("alpha", "alpha-only", 1), ("default", "plan", 1)]
     assert await threads("carol-alpha") == [("alpha", "alpha-only", 1)]
+
+
+async def test_receipts_go_only_to_connections_that_may_use_the_channel(bus: AuthHub) -> None:
+    # alice's channel-alpha token must not learn of her events in beta through receipts
+    alice = await bus.connect("alice", channels=["alpha", "beta"])
+    alice_alpha = await bus.connect("alice-alpha", channels=["alpha"])
+    bob = await bus.connect("bob", channels=["alpha", "beta"])
+    in_beta = await send(alice, "in-beta", "bob", "beta")
+    in_alpha = await send(alice, "in-alpha", "bob", "alpha")
+    for seq in (in_beta, in_alpha):
+        await bob.send({"op": "ack", "seq": seq, "status": "read"})
+    assert [(await alice.recv_op("receipt"))["seq"] for _ in range(2)] == [in_beta, in_alpha]
+    receipt = await alice_alpha.recv_op("receipt")
+    assert (receipt["seq"], receipt["channel"]) == (in_alpha, "alpha"), receipt

@@ -730,7 +730,14 @@ class Hub:
                 ts=record.ts,
                 reason=record.reason,
             )
-            self._push(list(self._by_name.get(sender, ())), frame)
+            # the sender's connections, whatever their channels, but never to a token
+            # that may not use the event's channel (a name can have several tokens)
+            targets = [
+                s
+                for s in self._by_name.get(sender, ())
+                if s.grant is None or may_use_channel(s.grant, record.channel)
+            ]
+            self._push(targets, frame)
         if self.has_room():
             self._room.set()
 
