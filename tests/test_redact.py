@@ -87,6 +87,9 @@ def test_redact_bytes_keeps_msgpack_readable() -> None:
     assert msgspec.msgpack.decode(out)["name"] == "alice"  # same length: still a map
     long = msgspec.msgpack.encode({"op": "hello", "token": "x" * 40 + SECRET * 8})
     assert leaked(redact_bytes(long).decode("latin-1"), SECRET) == []
+    # a token key with no string after it does not stop the search
+    odd = msgspec.msgpack.encode([{"token": 5}, {"token": "x" + SECRET}])
+    assert leaked(redact_bytes(odd).decode("latin-1"), SECRET) == []
     # JSON bytes, and a token-shaped value anywhere
     assert leaked(redact_bytes(json.dumps({"token": SECRET}).encode()).decode(), SECRET) == []
     assert redact_bytes(f"body {TOKEN} end".encode()) == f"body wsbus_{ID}_{MARK} end".encode()

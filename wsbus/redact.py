@@ -60,8 +60,9 @@ def redact(text: str) -> str:
     return text
 
 
-def _msgpack_str_end(text: str, start: int) -> tuple[int, int] | None:
-    """Where the MessagePack string whose header is at ``start`` holds its content."""
+def _msgpack_str_span(text: str, start: int) -> tuple[int, int] | None:
+    """Where the content of the MessagePack string whose header is at ``start`` begins
+    and ends (None: no string header there)."""
     if start >= len(text):
         return None
     head = ord(text[start])
@@ -77,28 +78,29 @@ def _msgpack_str_end(text: str, start: int) -> tuple[int, int] | None:
 
 def redact_bytes(data: bytes) -> bytes:
     """:func:`redact` for a raw frame: JSON text, or MessagePack whose ``token`` value
-    is masked in place (same length, so the frame still decodes)."""
+    is first masked in place (``*``, same length: the map around it stays readable)."""
     text = data.decode("latin-1")  # byte for byte: ASCII patterns match as in text
     at = text.find(_MSGPACK_TOKEN)
     while at >= 0:
-        span = _msgpack_str_end(text, at + len(_MSGPACK_TOKEN))
-        if span is None:
-            break
-        first, end = span[0], min(span[1], len(text))
-        text = text[:first] + "*" * (end - first) + text[end:]
-        at = text.find(_MSGPACK_TOKEN, end)
+        after = at + len(_MSGPACK_TOKEN)
+        span = _msgpack_str_span(text, after)
+        if span is not None:
+            first, end = span[0], min(span[1], len(text))
+            text = text[:first] + "*" * (end - first) + text[end:]
+            after = end
+        at = text.find(_MSGPACK_TOKEN, after)
     return redact(text).encode("latin-1")
 
 
 def _redact_frame(frame: Frame) -> Frame:
-    data = bytes(frame.data)
-    if len(data) > 2 * FRAME_WINDOW:  # the middle is never shown: not scanned either
-        head = redact_bytes(data[:FRAME_WINDOW])
-        tail = redact_bytes(data[-FRAME_WINDOW:])
-        data = head + bytes(max(0, len(data) - len(head) - len(tail))) + tail
-    else:
-        data = redact_bytes(data)
-    return dataclasses.replace(frame, data=data)
+    data = frame.data
+    if len(data) <= 2 * FRAME_WINDOW:
+        return dataclasses.replace(frame, data=redact_bytes(bytes(data)))
+    # the middle is never shown, so it is not scanned either: zeros keep the length
+    head = redact_bytes(bytes(data[:FRAME_WINDOW]))
+    tail = redact_bytes(bytes(data[-FRAME_WINDOW:]))
+    middle = bytes(max(0, len(data) - len(head) - len(tail)))
+    return dataclasses.replace(frame, data=head + middle + tail)
 
 
 def _argument(arg: object) -> object:
