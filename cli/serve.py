@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wsbus.compat.http import HttpShim
 
+from wsbus import redact
 from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
@@ -263,6 +264,7 @@ async def run(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact.install()  # no token in any log line, whichever library writes it
 
     def say(message: str) -> None:
         if not args.quiet:

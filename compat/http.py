@@ -39,6 +39,7 @@ from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
 from wsbus.hub import Hub
 from wsbus.limits import RateLimits, Throttle
+from wsbus.redact import redact
 from wsbus.schema import Error, Ok, Send
 from wsbus.session import Session
 
@@ -53,7 +54,8 @@ log = logging.getLogger("wsbus.compat")
 class _ClientFaults(logging.Filter):
     """aiohttp logs every malformed request as an ERROR with a traceback: bad input
     from a client is not a hub fault, and must not let anyone fill the log. Such a
-    record becomes one INFO line (dropped at the default WARNING level)."""
+    record becomes one INFO line (dropped at the default WARNING level), its tokens
+    redacted before it is cut short (aiohttp quotes the request line: ``/t/TOKEN``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not str(record.msg).startswith("Error handling request"):
@@ -61,7 +63,10 @@ class _ClientFaults(logging.Filter):
         if not parser_log.isEnabledFor(logging.INFO):
             return False
         exc = record.exc_info[1] if record.exc_info else None
-        record.msg = f"bad request from %s: {type(exc).__name__}: {str(exc)[:200]}"
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        detail = " ".join(redact(str(exc)).split())[:200]
+        record.msg = "bad request from %s: %s: %s"
+        record.args = (remote, type(exc).__name__, detail)
         record.exc_info = None
         record.exc_text = None
         record.levelno, record.levelname = logging.INFO, "INFO"

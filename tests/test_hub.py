@@ -180,12 +180,20 @@ async def test_ack_checks_the_addressee() -> None:
     alice, carol = await join(hub, "alice"), await join(hub, "carol")
     hub.submit(alice, Send(ref="r", to="bob", body="for bob"))
     await async_wait_for(lambda: alice.of(Ok))
-    with pytest.raises(FrameError) as err:
-        await hub.ack(carol, Ack(seq=1, status="read"))
+    # someone else's event and no event at all get the same answer: it does not
+    # name the recipient, nor tell whether the seq exists
+    refusals = []
+    for seq in (1, 99):
+        with pytest.raises(FrameError) as err:
+            await hub.ack(carol, Ack(seq=seq, status="read"))
+        assert err.value.code == ErrorCode.UNKNOWN_EVENT
+        refusals.append(err.value.message.replace(str(seq), "N"))
+    assert refusals[0] == refusals[1] and "bob" not in refusals[0], refusals
+    with pytest.raises(FrameError) as err:  # a name the connection does not have
+        await hub.ack(carol, Ack(seq=1, status="read", name="bob"))
     assert err.value.code == ErrorCode.NOT_YOUR_NAME
-    with pytest.raises(FrameError) as err:
-        await hub.ack(carol, Ack(seq=99, status="read"))
-    assert err.value.code == ErrorCode.UNKNOWN_EVENT
+    await hub.stop()
+    assert alice.of(Receipt) == []
 
 
 async def test_send_rules() -> None:

@@ -149,6 +149,41 @@ async def test_query_entitled(filled: Store) -> None:
     assert await seqs(filled, entitled=["nobody"]) == [3, 5, 6]
 
 
+async def test_threads_count_only_what_the_party_may_read(store: Store) -> None:
+    await store.append(
+        [
+            ev(1, "alice", "bob", thread="plan"),
+            ev(2, "alice", BROADCAST, thread="plan"),
+            ev(3, "bob", "alice", thread="plan"),
+            ev(4, "alice", "bob", thread="secret"),
+            ev(5, "carol", BROADCAST, thread="open", channel="ops"),
+            ev(6, "carol", "mallory", thread="secret", channel="ops"),
+            ev(7, "alice", "bob", thread="plan"),
+        ]
+    )
+
+    async def listing(channel: str | None = None, party: list[str] | None = None) -> list[Any]:
+        found = await store.threads(channel, party)
+        return [(t.channel, t.thread, t.entries, t.first_ts - T0, t.last_ts - T0) for t in found]
+
+    assert await listing() == [
+        ("default", "plan", 4, 1, 7),
+        ("ops", "secret", 1, 6, 6),
+        ("ops", "open", 1, 5, 5),
+        ("default", "secret", 1, 4, 4),
+    ]
+    # mallory reads broadcasts and what is to or from mallory: not alice and bob's thread
+    assert await listing(party=["mallory"]) == [
+        ("ops", "secret", 1, 6, 6),
+        ("ops", "open", 1, 5, 5),
+        ("default", "plan", 1, 2, 2),
+    ]
+    assert await listing("default", ["mallory"]) == [("default", "plan", 1, 2, 2)]
+    assert await listing("default", ["bob"]) == await listing("default")
+    assert await listing("ops", ["alice", "bob"]) == [("ops", "open", 1, 5, 5)]
+    assert await listing(party=[]) == [("ops", "open", 1, 5, 5), ("default", "plan", 1, 2, 2)]
+
+
 async def test_query_pending_only(store: Store) -> None:
     await store.append(
         [

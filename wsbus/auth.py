@@ -56,6 +56,7 @@ __all__ = [
     "loopback_host_header",
     "may_act_as",
     "may_use_channel",
+    "party_of",
     "reads_all",
 ]
 
@@ -299,6 +300,14 @@ def may_use_channel(rec: TokenRecord, channel: str) -> bool:
 def reads_all(rec: TokenRecord) -> bool:
     """Whether the holder of ``rec`` reads every event (``watch``, others' history)."""
     return rec.role == "admin" and rec.revoked is None
+
+
+def party_of(rec: TokenRecord) -> list[str] | None:
+    """The names whose direct events the holder of ``rec`` may read (besides every
+    broadcast of its channels); None when it reads everything."""
+    if reads_all(rec):
+        return None
+    return [rec.name] if rec.role == "agent" else list(rec.names)
 
 
 def bearer(header: str | None) -> str | None:

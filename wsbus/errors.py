@@ -65,7 +65,8 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.ALREADY_HELLO: "A second `hello` on one connection.",
     ErrorCode.NOT_YOUR_NAME: "`from` or `name` is not one of this connection's names.",
     ErrorCode.TOO_MANY_CHANNELS: "More channels than `max_channels` on one connection.",
-    ErrorCode.UNKNOWN_EVENT: "`ack` for a seq that does not exist (or was pruned).",
+    ErrorCode.UNKNOWN_EVENT: "`ack` of a seq this name may not acknowledge: none such (or "
+    "pruned), another name's, or on a channel the token may not use (one answer for all).",
     ErrorCode.LIMIT_TOO_LARGE: "A history `limit` above `max_history`.",
     ErrorCode.NAME_CLAIMED: "Another connected bridge already serves this name in the channel.",
     ErrorCode.UNAUTHORIZED: "No valid token: missing, unknown, malformed or revoked.",

@@ -27,7 +27,7 @@ from typing import Any, cast
 import msgspec
 
 from . import __version__
-from .auth import Gate, may_act_as, may_use_channel, reads_all
+from .auth import Gate, may_act_as, may_use_channel, party_of, reads_all
 from .codec import JSON, MSGPACK, meta_problem
 from .errors import CloseCode, ErrorCode, FrameError
 from .loopguard import LoopGuard
@@ -734,7 +734,14 @@ class Hub:
                 ts=record.ts,
                 reason=record.reason,
             )
-            self._push(list(self._by_name.get(sender, ())), frame)
+            # the sender's connections, whatever their channels, but never to a token
+            # that may not use the event's channel (a name can have several tokens)
+            targets = [
+                s
+                for s in self._by_name.get(sender, ())
+                if s.grant is None or may_use_channel(s.grant, record.channel)
+            ]
+            self._push(targets, frame)
         if self.has_room():
             self._room.set()
 
@@ -785,7 +792,12 @@ class Hub:
     # ------------------------------------------------------------------ acks
 
     async def ack(self, session: Session, ack: Ack) -> None:
-        """Record a recipient's acknowledgement and tell the sender."""
+        """Record a recipient's acknowledgement and tell the sender.
+
+        An event the name may not acknowledge (addressed to another name, or on a
+        channel the token may not use) gets the answer a missing one gets: the
+        refusal tells nothing about events the connection may not read.
+        """
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
         name = ack.name or session.name
@@ -794,14 +806,18 @@ class Hub:
         known = self._recent.get(ack.seq)
         if known is None:
             ev = await self.store.get(ack.seq)
-            if ev is None:
-                raise FrameError(ErrorCode.UNKNOWN_EVENT, f"no event with seq {ack.seq}")
-            known = (ev.channel, ev.from_, ev.to)
-        channel, sender, to = known
-        if to != name and to != BROADCAST:
+            known = (ev.channel, ev.from_, ev.to) if ev is not None else None
+        grant = session.grant
+        if (
+            known is None
+            or known[2] not in (name, BROADCAST)
+            or (grant is not None and not may_use_channel(grant, known[0]))
+        ):
             raise FrameError(
-                ErrorCode.NOT_YOUR_NAME, f"event {ack.seq} is addressed to {to!r}, not {name!r}"
+                ErrorCode.UNKNOWN_EVENT,
+                f"no event with seq {ack.seq} that {name!r} may acknowledge",
             )
+        channel, sender, _ = known
         record = ReceiptRecord(
             seq=ack.seq,
             channel=channel,
@@ -835,7 +851,7 @@ class Hub:
             if h.pending and h.to is not None:
                 self._check_name(session, h.to, h.ref)
             channels = channels or (list(grant.channels) or None)
-            party = [grant.name] if grant.role == "agent" else list(grant.names)
+            party = party_of(grant)
         q = Query(
             limit=h.limit,
             channels=channels,
@@ -988,8 +1004,11 @@ class Hub:
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", t.ref)
         self._check_channels(session, [t.channel], t.ref)
-        threads = await self.store.threads(t.channel)
         grant = session.grant
+        # counted over what the token may read: others' direct events do not show
+        threads = await self.store.threads(
+            t.channel, party_of(grant) if grant is not None else None
+        )
         if grant is not None:
             threads = [th for th in threads if may_use_channel(grant, th.channel)]
         return ThreadsResult(ref=t.ref, threads=threads)

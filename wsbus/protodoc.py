@@ -209,10 +209,13 @@ RECEIPTS = """\
 ## Receipts
 
 A recipient reports what happened to an event with `ack` (`seq`, `status`, `reason`?,
-`name`?). The acknowledging name must be the event's `to` (or the event a broadcast).
+`name`?). The acknowledging name must be the event's `to` (or the event a broadcast),
+on a channel the connection's token may use. Any other `ack` gets `unknown_event`, the
+same answer whether the seq does not exist, was pruned, or is another name's or another
+channel's event: an `ack` reveals nothing about events the connection may not read.
 The receipt is stored with the next commit, then pushed as a `receipt` frame to every
 connection of the sender, whatever its channels (a send-only connection can wait for
-the receipt of what it sent).
+the receipt of what it sent), except those whose token may not use the event's channel.
 
 {statuses}
 
@@ -250,9 +253,11 @@ replays the direct events still pending for the names from before `resume` (a br
 taking over a new name gets what waited for it).
 
 Threads are events with a `thread` (`a/b` names are allowed); `threads` lists them with
-their entry counts. Each live event carries `loop`: for each recipient in an exchange
-with the sender (messages went both ways within `loop_window` seconds), the number of
-events between the two (notices excluded). Recipients warn agents caught in a loop.
+their entry counts and times. With `--auth` they are counted over what the token may
+read (as `history` below): a thread made only of others' direct events is not listed.
+Each live event carries `loop`: for each recipient in an exchange with the sender
+(messages went both ways within `loop_window` seconds), the number of events between
+the two (notices excluded). Recipients warn agents caught in a loop.
 """
 
 QUERIES = """\
@@ -260,10 +265,12 @@ QUERIES = """\
 
 `history` reads the store: without `after`, the latest `limit` events (before `before`,
 if given); with `after`, the next `limit` events after that seq. Filters: `channel` (all
-channels when absent), `to`, `from`, `thread`. Results are in seq order and are not
-limited to what the asking connection is entitled to. `more` is true when the page came
-back full: ask again (with `before` = the first seq, or `after` = the last) until a page
-is short.
+channels when absent), `to`, `from`, `thread`. Results are in seq order. Without
+`--auth` they are not limited to what the asking connection is entitled to; with it, a
+token that does not read everything (not `admin`) gets the broadcasts and the direct
+events from or to its names, on its channels. `more` is true when the page came back
+full: ask again (with `before` = the first seq, or `after` = the last) until a page is
+short.
 """
 
 SLOW = f"""\

@@ -176,7 +176,8 @@ class Ack(Frame, tag="ack"):
     """Report what happened to an event delivered to this connection.
 
     Produces a ``receipt`` frame to the sender's connections and is kept in the
-    store. ``name`` picks which of the connection's names acknowledges.
+    store. ``name`` picks which of the connection's names acknowledges. An event
+    that name may not acknowledge gets ``unknown_event``, whether it exists or not.
     """
 
     seq: Seq
@@ -262,7 +263,9 @@ class Status(Frame, tag="status"):
 
 
 class Threads(Frame, tag="threads"):
-    """List the threads of a channel (or of every channel); answered by ``threads_result``."""
+    """List the threads of a channel (or of every channel); answered by ``threads_result``.
+
+    With ``--auth``, counted over the events the connection's token may read."""
 
     ref: Ref
     channel: Channel | None = None
@@ -393,7 +396,8 @@ class Presence(Frame, tag="presence"):
 
 class Receipt(Frame, tag="receipt"):
     """A recipient acknowledged event ``seq`` (stored, and pushed to every connection
-    of the sender, whatever its channels: a send-only connection can wait for it)."""
+    of the sender, whatever its channels: a send-only connection can wait for it;
+    never to one whose token may not use the event's channel)."""
 
     seq: int
     channel: str

@@ -126,8 +126,14 @@ class Store(abc.ABC):
         (``keep`` 0: no count limit). Returns ``(removed, pruned_seq)``."""
 
     @abc.abstractmethod
-    async def threads(self, channel: str | None) -> list[ThreadInfo]:
-        """Threads with retained events (of ``channel``, or all), most recent first."""
+    async def threads(
+        self, channel: str | None, party: list[str] | None = None
+    ) -> list[ThreadInfo]:
+        """Threads with retained events (of ``channel``, or all), most recent first.
+
+        ``party`` (as in :class:`Query`): count only broadcasts and the direct events
+        to or from those names; a thread with none of them is not listed.
+        """
 
     @abc.abstractmethod
     async def members(self) -> list[MemberRecord]:

@@ -106,10 +106,13 @@ class MemoryStore(Store):
         del self._seqs[:cut]
         return cut, self._pruned_seq
 
-    async def threads(self, channel: str | None) -> list[ThreadInfo]:
+    async def threads(
+        self, channel: str | None, party: list[str] | None = None
+    ) -> list[ThreadInfo]:
+        q = Query(limit=0, channels=[channel] if channel is not None else None, party=party)
         found: dict[tuple[str, str], ThreadInfo] = {}
         for ev in self._events:
-            if ev.thread is None or (channel is not None and ev.channel != channel):
+            if ev.thread is None or not matches(q, ev.channel, ev.from_, ev.to, ev.thread):
                 continue
             key = (ev.channel, ev.thread)
             info = found.get(key)

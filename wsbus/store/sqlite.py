@@ -521,13 +521,16 @@ class SqliteStore(Store):
 
         return await self._on(self._writer, lambda: self._write(work))
 
-    async def threads(self, channel: str | None) -> list[ThreadInfo]:
-        where = "WHERE thread IS NOT NULL" + (" AND channel = ?" if channel is not None else "")
+    async def threads(
+        self, channel: str | None, party: list[str] | None = None
+    ) -> list[ThreadInfo]:
+        q = Query(limit=0, channels=[channel] if channel is not None else None, party=party)
+        where, args = _where(q)  # the same filters as history's
+        where += (" AND " if where else " WHERE ") + "thread IS NOT NULL"
         sql = (
-            "SELECT channel, thread, count(*), min(ts), max(ts) FROM events "
+            "SELECT channel, thread, count(*), min(ts), max(ts) FROM events"
             f"{where} GROUP BY channel, thread ORDER BY max(ts) DESC"
         )
-        args = (channel,) if channel is not None else ()
 
         def work() -> list[ThreadInfo]:
             rows = self._rconn().execute(sql, args).fetchall()
