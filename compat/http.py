@@ -33,6 +33,7 @@ from wsbus.auth import (
     loopback_host_header,
     may_act_as,
     may_use_channel,
+    party_of,
 )
 from wsbus.client import new_ref
 from wsbus.codec import JSON
@@ -40,7 +41,7 @@ from wsbus.errors import ErrorCode, FrameError
 from wsbus.hub import Hub
 from wsbus.limits import RateLimits, Throttle
 from wsbus.redact import redact
-from wsbus.schema import Error, Ok, Send
+from wsbus.schema import BROADCAST, Error, Ok, Send
 from wsbus.session import Session
 
 from .longpoll import LongPoll
@@ -381,9 +382,14 @@ class HttpShim:
 
     async def inbox(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
         self._charge(self._caller(request, grant), 0)
+        # a token that does not read everything counts broadcasts and its own names
+        party = None if grant is None else party_of(grant)
+        seen = None if party is None else {BROADCAST, *party}
         out: dict[str, dict[str, int]] = {}
         for (channel, recipient), count in self.hub.counts.items():
-            if count > 0 and (grant is None or may_use_channel(grant, channel)):
+            if count <= 0 or (seen is not None and recipient not in seen):
+                continue
+            if grant is None or may_use_channel(grant, channel):
                 out.setdefault(channel, {})[recipient] = count
         return _json(InboxResponse(recipients=out, now=time.time()))
 

@@ -148,13 +148,9 @@ async def test_receipts_go_only_to_connections_that_may_use_the_channel(bus: Aut
     assert (receipt["seq"], receipt["channel"]) == (in_alpha, "alpha"), receipt
 
 
-# Leaks found while checking, in code this branch does not own (the fan-out path of
-# wsbus/hub.py, the shim's /inbox): strict xfails, so that the fix turns them red.
+# Leaks found while checking: the loop-guard counts of a broadcast, and /inbox.
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="a broadcast carries every member's loop count"
-)
 async def test_a_broadcast_does_not_tell_others_who_wrote_to_its_sender(bus: AuthHub) -> None:
     alice = await bus.connect("alice", channels=["default"])
     bob = await bus.connect("bob", channels=["default"])
@@ -164,11 +160,10 @@ async def test_a_broadcast_does_not_tell_others_who_wrote_to_its_sender(bus: Aut
     event = await mallory.recv_op("event")
     assert event["seq"] == seq
     assert "bob" not in (event.get("loop") or {}), event  # mallory may not read bob's DMs
+    mine = await bob.recv_op("event")
+    assert mine["seq"] == seq and mine["loop"] == {"bob": 2}, mine  # bob learns his own
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="/inbox counts every recipient's direct messages"
-)
 async def test_inbox_counts_only_what_the_token_may_read(bus: AuthHub) -> None:
     alice = await bus.connect("alice", channels=["default"])
     await send(alice, "to-bob", "bob", "default")

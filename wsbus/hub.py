@@ -113,6 +113,14 @@ def _same_grant(a: Session, b: Session) -> bool:
     return a.grant.id == b.grant.id
 
 
+def _own_loop(ev: Event, names: Sequence[str]) -> Event:
+    """``ev`` with only the loop-guard counts of ``names`` (a broadcast's ``loop``
+    holds one count per member in an exchange with its sender)."""
+    assert ev.loop is not None
+    mine = {n: c for n, c in ev.loop.items() if n in names}
+    return msgspec.structs.replace(ev, loop=mine or None)
+
+
 class _Pending(msgspec.Struct):
     event: Event
     waiters: list[Session]
@@ -414,7 +422,8 @@ class Hub:
         held, session.held = session.held, []
         encode = session.codec.encode
         for ev in held:
-            session.write(encode(ev))
+            mine = _own_loop(ev, session.names) if ev.loop and ev.to == BROADCAST else ev
+            session.write(encode(mine))
         session.live = True
         session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
 
@@ -778,7 +787,16 @@ class Hub:
                 s.held.append(ev)  # replaying: written after the replay, in order
                 if len(s.held) > max_held:
                     self._slow(s)
-        if live:
+        if not live:
+            return
+        if ev.loop and ev.to == BROADCAST:
+            # each recipient learns the count of its own pair only: the others tell who
+            # exchanged direct messages with the sender
+            special = {s for n in ev.loop for s in self._by_name.get(n, ()) if s.live}
+            self._write_all([s for s in live if s not in special], _own_loop(ev, ()))
+            for s in special.intersection(live):
+                self._write_all([s], _own_loop(ev, s.names))
+        else:
             self._write_all(live, ev)
 
     def _slow(self, s: Session) -> None:

@@ -257,7 +257,9 @@ their entry counts and times. With `--auth` they are counted over what the token
 read (as `history` below): a thread made only of others' direct events is not listed.
 Each live event carries `loop`: for each recipient in an exchange with the sender
 (messages went both ways within `loop_window` seconds), the number of events between
-the two (notices excluded). Recipients warn agents caught in a loop.
+the two (notices excluded). Each connection gets only the counts of its own names (a
+broadcast's other entries would tell who exchanged direct messages with its sender).
+Recipients warn agents caught in a loop.
 """
 
 QUERIES = """\

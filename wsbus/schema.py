@@ -328,8 +328,8 @@ class Event(Frame, tag="event"):
 
     ``loop`` (live events only, not stored): for each recipient in an exchange with
     the sender (messages went both ways within the hub's loop window), how many
-    events went between the two, this one included. Recipients use it to warn
-    agents caught in a reply loop.
+    events went between the two, this one included; a connection gets only the
+    counts of its own names. Recipients use it to warn agents caught in a reply loop.
     """
 
     seq: int
