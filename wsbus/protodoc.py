@@ -149,8 +149,10 @@ have no name (it then only listens) or several (a bridge acting for many agents;
 `send.from` and `ack.name` pick one, the first is the default). Presence and receipt
 frames are not part of the seq stream and are never replayed.
 
-When the hub stops it commits what it has accepted, then closes every connection with
-1001; clients reconnect and resume.
+When the hub stops it commits what it has accepted and answers each of those sends with
+its `ok`, then closes every connection with 1001; clients reconnect and resume. Frames
+that arrive meanwhile get `shutting_down` (not counted as bad frames): resend them after
+reconnecting, with the same `ref`.
 """
 
 CURSORS = """\
