@@ -104,7 +104,8 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     p.add_argument(
         "--rate-events",
         type=float,
-        help="frames/s per connection, requests/s per HTTP caller (default 1000; 0: no limit)",
+        help="frames/s per connection, requests/s per HTTP caller (its token; without --auth, "
+        "its address and name) (default 1000; 0: no limit)",
     )
     p.add_argument(
         "--rate-bytes", type=int, help="bytes/s per connection or caller (default 4 MiB; 0: none)"
