@@ -211,9 +211,10 @@ class WsServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP before the upgrade: health checks, a bad token, a full hub.
 
-        The budget is checked here and counted in :meth:`_handle`, which websockets
-        calls right after this handshake with nothing that waits in between: a
-        connection whose handshake fails holds nothing."""
+        The budget is checked here and counted in :meth:`_handle`, so a connection
+        whose handshake fails afterwards holds nothing. websockets runs the two in one
+        task with no wait in between (writing the 101 waits only on a full socket
+        buffer, which a new connection does not have), so no other check slips in."""
         if request.path == "/healthz":
             return conn.respond(200, '{"ok": true}\n')
         # every Host header counts: a duplicate is not an excuse
