@@ -18,7 +18,7 @@ from wsbus import redact
 from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
-from wsbus.limits import RateLimits
+from wsbus.limits import RateLimits, connection_budget
 from wsbus.server import WsServer
 from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked
 
@@ -112,13 +112,28 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     p.add_argument(
         "--rate-events",
         type=float,
-        help="frames/s per connection, requests/s per HTTP caller (default 1000; 0: no limit)",
+        help="frames/s per connection, requests/s per HTTP caller (its token; without --auth, "
+        "its address and name) (default 1000; 0: no limit)",
     )
     p.add_argument(
         "--rate-bytes", type=int, help="bytes/s per connection or caller (default 4 MiB; 0: none)"
     )
     p.add_argument(
         "--max-connections", type=int, help="websocket connections in total (default 10000)"
+    )
+    p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        metavar="N",
+        help="of those, connections without a token on the upgrade that have not yet sent "
+        "their hello (without --auth: every connection until its hello); beyond: HTTP 503 "
+        "(default: a tenth of --max-connections)",
+    )
+    p.add_argument(
+        "--max-unauthenticated-per-address",
+        type=int,
+        metavar="N",
+        help="such connections from one address (IPv6: one /64); beyond: HTTP 429 (default 64)",
     )
     p.add_argument(
         "--max-polls", type=int, help="pending /recv long-polls per token or name (default 16)"
@@ -253,6 +268,8 @@ async def run(args: argparse.Namespace) -> int:
         "rate_events": args.rate_events,
         "rate_bytes": args.rate_bytes,
         "max_connections": args.max_connections,
+        "max_unauthenticated": args.max_unauthenticated,
+        "max_unauthenticated_per_address": args.max_unauthenticated_per_address,
         "max_polls": args.max_polls,
         "hello_timeout": args.hello_timeout,
     }
@@ -298,6 +315,12 @@ async def run(args: argparse.Namespace) -> int:
             f"no live tokens in {gate.path}: nobody can connect; "
             f"create one with: wsbus token create NAME --auth {gate.path}"
         )
+    if settings.unauthenticated_budget() >= settings.max_connections:
+        warn(
+            f"max_unauthenticated ({settings.unauthenticated_budget()}) is not below "
+            f"max_connections ({settings.max_connections}): connections that never send "
+            "hello can take every slot"
+        )
     # handlers first: a signal that arrives while starting still stops cleanly
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -316,8 +339,8 @@ async def run(args: argparse.Namespace) -> int:
         ping_interval=settings.ping_interval,
         ssl_context=tls,
         allow_origins=settings.allow_origin,
-        max_connections=settings.max_connections,
         rates=rates,
+        budget=connection_budget(settings),
     )
     try:
         await hub.start()

@@ -92,6 +92,9 @@ Handler = Callable[[web.BaseRequest, TokenRecord | None], Awaitable[web.StreamRe
 #: how many callers' rate buckets are remembered (least recently used dropped first)
 MAX_CALLERS = 10_000
 
+#: a rate budget's key: ("token", id), or ("addr", address, name) without ``--auth``
+Caller = tuple[str, ...]
+
 
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encode(payload), status=status, content_type="application/json")
@@ -160,7 +163,7 @@ class HttpShim:
         self.request_timeout = request_timeout
         self.rates = rates or RateLimits()
         self.max_polls = max_polls
-        self._callers: OrderedDict[str, Throttle] = OrderedDict()
+        self._callers: OrderedDict[Caller, Throttle] = OrderedDict()
         self._polls: dict[str, int] = {}
         #: a loopback hub without tokens answers only requests addressed to loopback
         self._guard_host = hub.gate is None and is_loopback(host)
@@ -279,8 +282,8 @@ class HttpShim:
                 403, f"token {grant.id} ({grant.name}) may not use channel {channel!r}"
             )
 
-    def _charge(self, key: str, size: int) -> None:
-        """429 when the caller (its token, else its address) is over its rate."""
+    def _charge(self, key: Caller, size: int) -> None:
+        """429 when the caller (see :meth:`_caller`) is over its rate."""
         throttle = self._callers.get(key)
         now = time.monotonic()
         if throttle is None:
@@ -300,8 +303,16 @@ class HttpShim:
                 retry_after=wait,
             )
 
-    def _caller(self, request: web.BaseRequest, grant: TokenRecord | None) -> str:
-        return f"token:{grant.id}" if grant is not None else f"addr:{request.remote}"
+    def _caller(
+        self, request: web.BaseRequest, grant: TokenRecord | None, name: str = ""
+    ) -> Caller:
+        """Whose rate budget a request spends: its token; without ``--auth``, its
+        address and the name it speaks for (``from`` of ``/send``, ``to`` of
+        ``/recv``), since every local agent shares 127.0.0.1; ``""`` when there is
+        no name (``/inbox``, or a request that does not parse: not free either)."""
+        if grant is not None:
+            return ("token", grant.id)
+        return ("addr", request.remote or "", name)
 
     async def _body(self, request: web.BaseRequest) -> bytes:
         """The request body, refused (413) as soon as it passes ``max_body``, and
@@ -333,8 +344,12 @@ class HttpShim:
 
     async def send(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
         body = await self._body(request)
-        self._charge(self._caller(request, grant), len(body))
-        req = parse_send(body)
+        try:
+            req = parse_send(body)
+        except LegacyError:
+            self._charge(self._caller(request, grant), len(body))
+            raise
+        self._charge(self._caller(request, grant, req.sender), len(body))
         self._allow(grant, req.sender, req.channel)
         hub = self.hub
         if not hub.has_room():
@@ -352,8 +367,12 @@ class HttpShim:
         return _json(SendAck(ok=True, ts=answer.ts, channel=req.channel, seq=answer.seq))
 
     async def recv(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
-        self._charge(self._caller(request, grant), 0)
-        params = parse_recv(request.query, self.hub.config.max_history)
+        try:
+            params = parse_recv(request.query, self.hub.config.max_history)
+        except LegacyError:
+            self._charge(self._caller(request, grant), 0)
+            raise
+        self._charge(self._caller(request, grant, params.to), 0)
         self._allow(grant, params.to, params.channel)
         if not params.block:
             return _json(await self.longpoll.recv(params))

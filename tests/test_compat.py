@@ -321,3 +321,37 @@ async def test_recv_returns_broadcasts_with_to_and_extra_fields(
         "alice", "*", "to all", "plan", "default",
     )  # fmt: skip
     assert isinstance(m["ts"], float) and isinstance(m["seq"], int)
+
+
+async def test_without_auth_the_http_rate_is_per_name_not_per_address(
+    hub_factory: Callable[..., HubProcess], env: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    """Every local agent is 127.0.0.1: one flooding name must not get another's /send
+    or /recv refused (429). Requests that name nobody (garbage, /inbox) share the
+    address's own budget, so garbage is not free either."""
+    env.update(WSBUS_RATE_BURST="4")
+    # a bucket of 2 requests per caller, refilled in 2 s: nothing here waits that long
+    hub = hub_factory("--memory", "--rate-events", "0.5")
+
+    async def until_refused(call: Callable[[], Any]) -> list[int]:
+        statuses: list[int] = []
+        for _ in range(20):  # bounded: the bucket holds 2
+            statuses.append((await call())[0])
+            if statuses[-1] == 429:
+                break
+        return statuses
+
+    flood = {"from": "flood", "to": "x", "msg": "spam"}
+    assert (await until_refused(lambda: post(http, hub, flood)))[-1] == 429
+    status, ack = await post(http, hub, {"from": "alice", "to": "bob", "msg": "innocent"})
+    assert status == 200 and ack["ok"] is True, ack
+
+    assert (await until_refused(lambda: get(http, hub, "/recv?to=flood")))[-1] == 429
+    status, data = await get(http, hub, "/recv?to=bob")
+    assert status == 200 and [m["msg"] for m in data["messages"]] == ["innocent"]
+
+    garbage = await until_refused(lambda: post(http, hub, b"not json"))
+    assert garbage[0] == 400 and garbage[-1] == 429
+    assert (await get(http, hub, "/inbox"))[0] == 429  # the address's nameless budget
+    status, _ = await post(http, hub, {"from": "alice", "to": "bob", "msg": "still fine"})
+    assert status == 200

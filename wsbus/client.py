@@ -665,6 +665,8 @@ class Client:
                 return
             req = self._requests.get(frame.ref)
             if req is not None and not req[1].done():
+                if frame.code == ErrorCode.SHUTTING_DOWN:
+                    return  # asked again after the next hello (_resend)
                 req[1].set_exception(SendRefused(frame.code, frame.message))
                 return
         log.warning("hub error: %s: %s", frame.code, frame.message)

@@ -97,11 +97,22 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_burst: float = 5.0
     rate_abuse: float = 30.0
     max_connections: int = 10_000
+    #: connections not yet authenticated (no token on the upgrade, no hello yet);
+    #: None: a tenth of max_connections (see unauthenticated_budget)
+    max_unauthenticated: int | None = None
+    max_unauthenticated_per_address: int = 64
     max_identity_connections: int = 64
     max_polls: int = 16
 
     def db_path(self) -> Path:
         return Path(self.db).expanduser() if self.db else data_dir() / "wsbus.db"
+
+    def unauthenticated_budget(self) -> int:
+        """``max_unauthenticated``, by default a tenth of ``max_connections`` (at least 1):
+        the other nine tenths stay free for clients that present a token."""
+        if self.max_unauthenticated is not None:
+            return self.max_unauthenticated
+        return max(1, self.max_connections // 10)
 
 
 #: setting -> environment variables, first set wins
@@ -142,6 +153,8 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "rate_burst": ("WSBUS_RATE_BURST",),
     "rate_abuse": ("WSBUS_RATE_ABUSE",),
     "max_connections": ("WSBUS_MAX_CONNECTIONS",),
+    "max_unauthenticated": ("WSBUS_MAX_UNAUTHENTICATED",),
+    "max_unauthenticated_per_address": ("WSBUS_MAX_UNAUTHENTICATED_PER_ADDRESS",),
     "max_identity_connections": ("WSBUS_MAX_IDENTITY_CONNECTIONS",),
     "max_polls": ("WSBUS_MAX_POLLS",),
 }

@@ -1,4 +1,5 @@
-"""Rate limits as token buckets: plain arithmetic on a clock the caller passes in.
+"""Rate limits as token buckets, and the websocket connection budget: plain
+arithmetic on a clock the caller passes in.
 
 A websocket connection is *throttled*: when its bucket is empty the hub stops
 reading from it until the bucket refills (TCP pushes back on the client, no
@@ -6,13 +7,33 @@ frame is dropped), tells it once with a ``rate_limited`` error, and closes it
 with 4029 when it stays throttled for ``abuse`` seconds in a row. An HTTP
 caller is *refused* with 429 and ``Retry-After`` instead (a request cannot wait
 in a socket the way a frame can).
+
+:class:`ConnectionBudget` decides, before the websocket upgrade, whether a new
+connection may open: ``max_connections`` in all, of which at most
+``max_unauthenticated`` (and ``max_unauthenticated_per_address`` from one address)
+may be connections that have not yet proven who they are, so a flood of silent
+sockets cannot lock out clients that hold a token.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
+
 import msgspec
 
-__all__ = ["Bucket", "RateLimits", "Throttle"]
+from .config import Settings
+
+__all__ = [
+    "Bucket",
+    "ConnectionBudget",
+    "RateLimits",
+    "Refusal",
+    "Throttle",
+    "Ticket",
+    "address_key",
+    "connection_budget",
+]
 
 
 class Bucket:
@@ -103,3 +124,149 @@ class RateLimits(msgspec.Struct, frozen=True):
 
     def throttle(self, now: float) -> Throttle:
         return Throttle(self.events, self.bytes, self.burst, self.abuse, now)
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """A connection refused before the upgrade: HTTP ``status``, one sentence, and
+    the seconds for ``Retry-After`` (None: no header)."""
+
+    status: int
+    message: str
+    retry_after: int | None = None
+
+
+def address_key(host: str) -> str | None:
+    """What the per-address cap counts by: an IPv4 address, or the /64 of an IPv6
+    one (a single host is usually given a whole /64). None for loopback, which is
+    not capped: it is this machine's own clients, or a proxy in front of the hub
+    that hides the real addresses (``max_unauthenticated`` still holds)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class ConnectionBudget:
+    """Open websocket connections: ``total`` in all, of which at most
+    ``unauthenticated`` (and ``per_address`` from one address) not yet authenticated.
+
+    A connection is *unauthenticated* from its upgrade until its ``hello`` is
+    accepted, unless the upgrade carried a valid ``Authorization: Bearer`` token
+    (checked before the upgrade). Without ``--auth`` no connection has a token,
+    so the budget holds the connections that have not yet said ``hello``.
+    Refused: the hub is full (503), the unauthenticated budget is full (503,
+    ``Retry-After``), or the address has ``per_address`` unauthenticated
+    connections open (429, ``Retry-After``; loopback is not capped, see
+    :func:`address_key`). ``retry_after`` is the hello
+    timeout: by then every connection now waiting has said hello or been dropped.
+    """
+
+    __slots__ = (
+        "by_address",
+        "open",
+        "per_address",
+        "retry_after",
+        "total",
+        "unauthenticated",
+        "waiting",
+    )
+
+    def __init__(
+        self, total: int, unauthenticated: int, per_address: int, retry_after: float
+    ) -> None:
+        self.total = total
+        self.unauthenticated = unauthenticated
+        self.per_address = per_address
+        self.retry_after = max(1, math.ceil(retry_after))
+        #: connections open, and those of them not yet authenticated
+        self.open = 0
+        self.waiting = 0
+        #: address key -> its unauthenticated connections (no entry at zero)
+        self.by_address: dict[str, int] = {}
+
+    def refusal(self, address: str, authenticated: bool) -> Refusal | None:
+        """Why a new connection from ``address`` may not open now (None: it may)."""
+        if self.open >= self.total:
+            return Refusal(503, "hub full: max_connections reached; retry later")
+        if authenticated:
+            return None
+        if self.waiting >= self.unauthenticated:
+            return Refusal(
+                503,
+                f"too many connections waiting to authenticate (max_unauthenticated "
+                f"{self.unauthenticated}); send the token as Authorization: Bearer, "
+                "or retry later",
+                self.retry_after,
+            )
+        key = address_key(address)
+        if key is not None and self.by_address.get(key, 0) >= self.per_address:
+            return Refusal(
+                429,
+                f"too many connections from {address} waiting to authenticate "
+                f"(max_unauthenticated_per_address {self.per_address}); retry later",
+                self.retry_after,
+            )
+        return None
+
+    def admit(self, address: str, authenticated: bool) -> Ticket:
+        """Count a connection that opened (after :meth:`refusal` let it)."""
+        self.open += 1
+        key = address_key(address)
+        if not authenticated:
+            self.waiting += 1
+            if key is not None:
+                self.by_address[key] = self.by_address.get(key, 0) + 1
+        return Ticket(self, key, waiting=not authenticated)
+
+    def _authenticated(self, key: str | None) -> None:
+        self.waiting -= 1
+        if key is None:
+            return
+        left = self.by_address[key] - 1
+        if left:
+            self.by_address[key] = left
+        else:
+            del self.by_address[key]
+
+
+def connection_budget(settings: Settings) -> ConnectionBudget:
+    """The budget the settings describe (defaults: ``Settings()``)."""
+    return ConnectionBudget(
+        total=settings.max_connections,
+        unauthenticated=settings.unauthenticated_budget(),
+        per_address=settings.max_unauthenticated_per_address,
+        retry_after=settings.hello_timeout,
+    )
+
+
+class Ticket:
+    """One connection's place in a :class:`ConnectionBudget`. :meth:`authenticated`
+    (its hello was accepted) and :meth:`close` may each be called more than once."""
+
+    __slots__ = ("budget", "key", "open", "waiting")
+
+    def __init__(self, budget: ConnectionBudget, key: str | None, *, waiting: bool) -> None:
+        self.budget = budget
+        self.key = key
+        self.waiting = waiting
+        self.open = True
+
+    def authenticated(self) -> None:
+        """Leave the unauthenticated budget (the connection still counts in the total)."""
+        if self.waiting:
+            self.waiting = False
+            self.budget._authenticated(self.key)
+
+    def close(self) -> None:
+        """The connection is gone: give back everything it held."""
+        self.authenticated()
+        if self.open:
+            self.open = False
+            self.budget.open -= 1

@@ -96,7 +96,12 @@ CONNECTING = f"""\
   revoked while connected closes its connections with 4001.
 - Handshake answers before the upgrade: 403 for a browser `Origin` not allowed
   (`--allow-origin`; clients that send no `Origin` are allowed), 503 when
-  `max_connections` are open. Per-message compression is off.
+  `max_connections` are open. A connection without a header token counts as
+  *unauthenticated* until its `hello` is accepted (without `--auth`: every connection):
+  when `max_unauthenticated` of those are open the answer is 503, when
+  `max_unauthenticated_per_address` are open from the client's address (loopback is not
+  capped) it is 429, both with `Retry-After` (the hello timeout). A header token skips
+  both. Per-message compression is off.
 - Rate: each connection may send `rate_events` frames/s and `rate_bytes` bytes/s
   (token buckets holding `rate_burst` seconds of each). Over it, the hub reads that
   connection more slowly (nothing is dropped) and says so once with a
@@ -150,8 +155,10 @@ have no name (it then only listens) or several (a bridge acting for many agents;
 `send.from` and `ack.name` pick one, the first is the default). Presence and receipt
 frames are not part of the seq stream and are never replayed.
 
-When the hub stops it commits what it has accepted, then closes every connection with
-1001; clients reconnect and resume.
+When the hub stops it commits what it has accepted and answers each of those sends with
+its `ok`, then closes every connection with 1001; clients reconnect and resume. Frames
+that arrive meanwhile get `shutting_down` (not counted as bad frames): resend them after
+reconnecting, with the same `ref`.
 """
 
 CURSORS = """\
@@ -343,6 +350,10 @@ SERVER_NOTES: dict[str, str] = {
     "max_bad_frames": "bad frames in a row before the connection is closed (1008)",
     "ping_interval": "seconds between websocket pings; also the pong timeout",
     "max_connections": "open websocket connections in total (HTTP 503 before the upgrade)",
+    "max_unauthenticated": "of those, connections without a header token that have not yet "
+    "had a `hello` accepted (HTTP 503); `None`: a tenth of `max_connections`",
+    "max_unauthenticated_per_address": "such connections from one address, an IPv6 /64 "
+    "counting as one; loopback is not capped (HTTP 429)",
     "rate_events": "frames/s per connection (0: no limit); the HTTP shim: requests/s per caller",
     "rate_bytes": "bytes/s per connection (0: no limit); the HTTP shim: per caller",
     "rate_burst": "seconds of `rate_events`/`rate_bytes` a connection may spend at once",

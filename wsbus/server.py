@@ -16,9 +16,10 @@ from websockets.typing import Origin, Subprotocol
 
 from .auth import bearer, is_loopback, loopback_host_header
 from .codec import Codec, codec_for
+from .config import Settings
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hub import Hub
-from .limits import RateLimits, Throttle
+from .limits import ConnectionBudget, RateLimits, Throttle, connection_budget
 from .schema import (
     SUBPROTOCOLS,
     Ack,
@@ -70,6 +71,12 @@ def _select_subprotocol(
     if not offered:
         return None
     raise NegotiationError(f"no supported subprotocol; offer one of {', '.join(SUBPROTOCOLS)}")
+
+
+def _peer(conn: ServerConnection) -> str:
+    """The client's address ("" when the transport does not say)."""
+    peer = conn.remote_address
+    return str(peer[0]) if peer else ""
 
 
 def _reason(message: str) -> str:
@@ -133,8 +140,8 @@ class WsServer:
         shutdown_grace: float = 3.0,
         ssl_context: ssl.SSLContext | None = None,
         allow_origins: Sequence[str] = (),
-        max_connections: int = 10_000,
         rates: RateLimits | None = None,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self.hub = hub
         self.host = host
@@ -146,8 +153,9 @@ class WsServer:
         self.ssl_context = ssl_context
         #: browsers' Origin values accepted ("*": any); clients sending no Origin always are
         self.allow_origins = list(allow_origins)
-        self.max_connections = max_connections
         self.rates = rates or RateLimits()
+        #: who may open a connection: in all, and not yet authenticated
+        self.budget = budget or connection_budget(Settings(hello_timeout=hello_timeout))
         #: a loopback hub without tokens answers only requests addressed to loopback
         self._guard_host = hub.gate is None and is_loopback(host)
         self._server: Server | None = None
@@ -201,7 +209,12 @@ class WsServer:
         return [None, *(Origin(o) for o in self.allow_origins)]
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        """Answer plain HTTP before the upgrade: health checks, a full hub, a bad token."""
+        """Answer plain HTTP before the upgrade: health checks, a bad token, a full hub.
+
+        The budget is checked here and counted in :meth:`_handle`, so a connection
+        whose handshake fails afterwards holds nothing. websockets runs the two in one
+        task with no wait in between (writing the 101 waits only on a full socket
+        buffer, which a new connection does not have), so no other check slips in."""
         if request.path == "/healthz":
             failure = self.hub.store.failure
             if failure is not None:
@@ -215,23 +228,33 @@ class WsServer:
             return conn.respond(
                 403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1\n"
             )
-        if len(self._sessions) >= self.max_connections:
-            return conn.respond(503, "hub full: max_connections reached; retry later\n")
         gate = self.hub.gate
         header = request.headers.get("Authorization")
         if gate is not None and header is not None and gate.verify(bearer(header)) is None:
             response = conn.respond(401, "unauthorized: unknown, malformed or revoked token\n")
             response.headers["WWW-Authenticate"] = 'Bearer realm="wsbus"'
             return response
-        return None
+        refusal = self.budget.refusal(_peer(conn), self._token_checked(header))
+        if refusal is None:
+            return None
+        response = conn.respond(refusal.status, refusal.message + "\n")
+        if refusal.retry_after is not None:
+            response.headers["Retry-After"] = str(refusal.retry_after)
+        return response
+
+    def _token_checked(self, header: str | None) -> bool:
+        """Whether the upgrade authenticated the connection: a header token, which
+        :meth:`_process_request` verified (a ``hello.token`` is checked only later)."""
+        return self.hub.gate is not None and header is not None
 
     # ------------------------------------------------------------------ connections
 
     async def _handle(self, conn: ServerConnection) -> None:
         codec = codec_for(conn.subprotocol)
         session = WsSession(conn, codec)
-        if conn.request is not None:
-            session.token = bearer(conn.request.headers.get("Authorization"))
+        header = conn.request.headers.get("Authorization") if conn.request else None
+        session.token = bearer(header)
+        ticket = self.budget.admit(_peer(conn), self._token_checked(header))
         self._sessions.add(session)
         replay: asyncio.Task[None] | None = None
         try:
@@ -245,6 +268,7 @@ class WsServer:
                 code = HELLO_CLOSE_CODES.get(err.code, CloseCode.BAD_HELLO)
                 await conn.close(code, _reason(err.message))
                 return
+            ticket.authenticated()
             session.send(welcome)
             for name in welcome.refused:
                 session.send(self.hub.refusal(name, session))
@@ -267,6 +291,10 @@ class WsServer:
                 except FrameError as err:
                     ref = err.ref or _salvage_ref(data, codec.binary)
                     session.send(Error(code=err.code, message=err.message, ref=ref))
+                    if err.code == ErrorCode.SHUTTING_DOWN:
+                        # the hub's doing, not the client's: the drain ends in 1001, and a
+                        # policy close now would drop the oks of what the drain commits
+                        continue
                     bad += 1
                     if bad >= self.max_bad_frames:
                         self.hub.close_session(session)
@@ -283,6 +311,7 @@ class WsServer:
         except ConnectionClosed:
             pass
         finally:
+            ticket.close()
             self._sessions.discard(session)
             self.hub.close_session(session)
             session.closed = True
