@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .common import BenchError, raise_nofile, step, summary
+from .hostile import HostileParams, hostile_rows
+from .hostile import section as hostile_section
 from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
@@ -29,7 +31,9 @@ from .tmux import section as tmux_section
 from .workers import Worker
 
 
-def _notes(p: Params, agent_bus: bool, tp: TmuxParams, tmux_skipped: str | None = None) -> str:
+def _notes(
+    p: Params, agent_bus: bool, tp: TmuxParams, hp: HostileParams, tmux_skipped: str | None = None
+) -> str:
     """What each row measures and against which baseline, wrapped for a terminal."""
     ref_runs = (
         "The reference runs the legacy scenarios in the first repetition only (its 0.5 s polls "
@@ -96,6 +100,14 @@ def _notes(p: Params, agent_bus: bool, tp: TmuxParams, tmux_skipped: str | None 
             f"samples is about the maximum). {tp.messages} messages: wsbus sends them all at "
             "once, until every receipt; the baseline delivers them one after another."
         ),
+        f"hostile load (once, hubs of their own): old cursors = {hp.rounds} rounds of "
+        f"{hp.polls} concurrent GET /recv (half since=0, half inside the shim's window) for "
+        f"names with no messages among {hp.events:,} stored events, from another process, "
+        "while a websocket client pings one ping after another; baseline: the same rounds of "
+        f"GET /healthz. Stored bodies: hub RSS growth over {hp.bodies} sends of 64,000-"
+        "character bodies nobody polls; baseline: a hub with --no-http. Another writer: a "
+        f"process holds the database's write lock (BEGIN IMMEDIATE) for {hp.lock_s:g} s "
+        "while a send waits; worst ping meanwhile; baseline: the same with no lock.",
         "targets (wsbus): delivery p50 <= 2 ms; >= 7,500 durable sends/s; burst worst < 100 "
         "ms. Issue figures for the reference on this machine: p50 243 / p99 492 ms, ~2,500 "
         "sends/s, burst worst 0.9-1.5 s.",
@@ -137,6 +149,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
     runs: dict[str, Any] = {}
     errors: list[str] = []
     tp = TmuxParams.quick() if quick else TmuxParams()
+    hp = HostileParams.quick() if quick else HostileParams()
     tmux_skipped: str | None = None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wsbus-bench-") as tmpname:
@@ -215,6 +228,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
                     durable_publish(fsync, p.durable_fsync_events, p),
                 )
             tmux_skipped = await tmux_section(runs, errors, tmp, env, tp, p.repeat)
+            await hostile_section(runs, errors, tmp, env, hp)
             for s in servers:
                 if s.proc is not None and s.proc.poll() is not None:
                     errors.append(f"{s.label} exited early: {s.output()[-500:]}")
@@ -233,7 +247,8 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
         tmux_messages=tp.messages,
         tmux_skipped=tmux_skipped,
     )
-    notes = _notes(p, agent_bus is not None, tp, tmux_skipped)
+    table += hostile_rows(results, hp)
+    notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped)
     print(machine_text(info))
     print(f"mode: {'quick' if quick else 'full'}; took {time.monotonic() - started:.0f}s\n")
     print(markdown(table))

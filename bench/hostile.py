@@ -69,10 +69,15 @@ class _Peer:
     @classmethod
     async def open(cls, url: str, name: str) -> _Peer:
         conn = await connect(url, subprotocols=["wsbus.v1.json"], compression=None)  # type: ignore[list-item]
-        await conn.send(_encode({"op": "hello", "name": name, "channels": [], "presence": False}))
+        await conn.send(
+            _encode({"op": "hello", "name": name, "channels": [], "presence": False}), text=True
+        )
         peer = cls(conn)
         await peer.until("welcome")
         return peer
+
+    async def put(self, frame: dict[str, Any]) -> None:
+        await self.conn.send(_encode(frame), text=True)
 
     async def until(self, op: str, timeout: float = 60.0) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
@@ -84,7 +89,7 @@ class _Peer:
     async def ping(self) -> float:
         self.n += 1
         start = time.perf_counter()
-        await self.conn.send(_encode({"op": "ping", "ref": f"p{self.n}"}))
+        await self.put({"op": "ping", "ref": f"p{self.n}"})
         await self.until("pong")
         return time.perf_counter() - start
 
@@ -94,7 +99,7 @@ class _Peer:
         while acked < count:
             while sent < count and sent - acked < window:
                 frame = {"op": "send", "ref": f"r{sent}", "to": to, "body": body}
-                await self.conn.send(_encode(frame))
+                await self.put(frame)
                 sent += 1
             await self.until("ok")
             acked += 1
@@ -134,7 +139,7 @@ async def old_cursors(hub: ServerProcess, path: str, hp: HostileParams) -> dict[
     peer = await _Peer.open(hub.url, "pinger")
     try:
         inside = max(1, hp.events * 3 // 4)  # a cursor inside the shim's window
-        await peer.conn.send(_encode({"op": "history", "ref": "h", "after": inside, "limit": 1}))
+        await peer.put({"op": "history", "ref": "h", "after": inside, "limit": 1})
         events = (await peer.until("history_result"))["events"]
         recent = repr(events[0]["ts"]) if events else "0"
         cpu0 = hub.cpu()
@@ -205,7 +210,7 @@ async def another_writer(
             assert locker.stdout is not None
             locker.stdout.readline()
             started = time.monotonic()
-            await writer.conn.send(_encode({"op": "send", "ref": "during", "to": "x", "body": "y"}))
+            await writer.put({"op": "send", "ref": "during", "to": "x", "body": "y"})
             ok = asyncio.ensure_future(writer.until("ok", hp.deadline))
             rtts = await _pings_while(pinger, locker, hp.deadline)
             await ok
@@ -220,13 +225,20 @@ async def another_writer(
         await pinger.close()
 
 
+def _no_http_hub(tmp: Path, env: dict[str, str]) -> ServerProcess:
+    """A hub without the legacy shim (ServerProcess.hub always gives it a port)."""
+    args = ["-m", "wsbus", "serve", "--host", "127.0.0.1", "--port", "0", "--no-http",
+            "--db", str(tmp / "hostile-no-http.db"), *_UNLIMITED]  # fmt: skip
+    return ServerProcess("hostile-no-http", "wsbus", args, env, tmp / "hostile-no-http.log")
+
+
 async def section(
     runs: dict[str, Any], errors: list[str], tmp: Path, env: dict[str, str], hp: HostileParams
 ) -> None:
     """Each scenario on hubs of their own (stored history would skew the others)."""
     polls = ServerProcess.hub("hostile-polls", tmp, env, *_UNLIMITED).start()
     with_shim = ServerProcess.hub("hostile-bodies", tmp, env, *_UNLIMITED).start()
-    no_shim = ServerProcess.hub("hostile-no-http", tmp, env, *_UNLIMITED, "--no-http").start()
+    no_shim = _no_http_hub(tmp, env).start()
     locked = ServerProcess.hub("hostile-writer", tmp, env, *_UNLIMITED).start()
     db = tmp / "hostile-writer.db"  # ServerProcess.hub names the database after the label
     try:

@@ -32,6 +32,9 @@ SCENARIOS = [
     "burst 100 receivers: worst send",
     "burst 100 receivers: median send",
     "burst 100 receivers: answered",
+    "2 x 200 old-cursor /recv (vs /healthz): worst ping",
+    "300 bodies of 64 KB stored: hub RSS growth",
+    "write lock held 1 s by another process: worst ping",
 ]
 LEGACY_KEYS = [
     "legacy_latency",
@@ -75,5 +78,9 @@ def test_bench_quick(tmp_path: Path) -> None:
         results["legacy_burst"]["wsbus"]["answered"]
         == results["legacy_burst"]["wsbus"]["receivers"]
     )
+    for key in ("hostile_polls", "hostile_bodies", "hostile_writer"):
+        assert "wsbus" in results[key] and len(results[key]) == 2, key  # and its baseline
+        assert all("error" not in r for r in results[key].values()), results[key]
+    assert results["hostile_polls"]["wsbus"]["complete"] is True
     row = next(line for line in table if line.startswith("| long-poll delivery p50"))
     assert "n/a (run with --agent-bus-server)" in row, row
