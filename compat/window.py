@@ -41,13 +41,14 @@ _IN_STORE = "\x00(in the store)"
 
 
 class _Run:
-    """The messages of one ``(channel, recipient)``, oldest first; the oldest are
-    dropped by moving ``head`` (the lists are compacted now and then)."""
+    """The messages of one ``(channel, recipient)``, oldest first. Dropping the oldest
+    clears its slot and moves ``head`` (so a dropped body is freed at once); the
+    lists are compacted when half of them is dropped slots."""
 
     __slots__ = ("head", "msgs", "ts")
 
     def __init__(self) -> None:
-        self.msgs: list[LegacyMessage] = []
+        self.msgs: list[LegacyMessage | None] = []
         self.ts: list[float] = []
         self.head = 0
 
@@ -59,11 +60,14 @@ class _Run:
         self.ts.append(msg.ts)
 
     def first(self) -> LegacyMessage:
-        return self.msgs[self.head]
+        msg = self.msgs[self.head]
+        assert msg is not None
+        return msg
 
     def drop_first(self) -> None:
+        self.msgs[self.head] = None
         self.head += 1
-        if self.head >= 1024 and 2 * self.head >= len(self.msgs):
+        if self.head >= 64 and 2 * self.head >= len(self.msgs):
             del self.msgs[: self.head]
             del self.ts[: self.head]
             self.head = 0
@@ -143,8 +147,9 @@ class RecentEvents:
         ``max_skip`` of the poller's own broadcasts were in the way."""
         direct = self._runs.get((channel, name))
         shared = self._runs.get((channel, BROADCAST))
-        d_msgs = direct.msgs if direct is not None else []
-        b_msgs = shared.msgs if shared is not None else []
+        # slots before a run's head are dropped (None); i and j start at or after it
+        d_msgs: list[LegacyMessage | None] = direct.msgs if direct is not None else []
+        b_msgs: list[LegacyMessage | None] = shared.msgs if shared is not None else []
         i = direct.after(since) if direct is not None else 0
         j = shared.after(since) if shared is not None else 0
         out: list[LegacyMessage] = []

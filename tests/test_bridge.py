@@ -21,7 +21,7 @@ from wsbus.cli.wire import wait_receipt
 
 from wsbus.client import Client, SendResult
 
-from .helpers import HubProcess, wait_for
+from .helpers import HubProcess, async_wait_for, wait_for
 from .tmuxkit import FAKE_TUI, TMUX, Machine
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
@@ -300,7 +300,8 @@ async def test_revive_cmd_from_the_registry_brings_the_session_back(
     ready = codex.records().count("<ready>")
     await submitted(hub, "codex", "wake up", timeout=30)
     assert codex.records().count("<ready>") == ready + 1  # started by the revive_cmd
-    assert codex.submitted()[-1].endswith("| wake up")
+    # the receipt comes from the pane's screen; the agent's record of it may lag a little
+    await async_wait_for(lambda: codex.submitted() and codex.submitted()[-1].endswith("| wake up"))
 
 
 async def test_inbox_prints_unread_and_marks_read(

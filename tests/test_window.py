@@ -124,3 +124,21 @@ def test_messages_are_the_legacy_shape() -> None:
     window = RecentEvents(0.0)
     window.add([e])
     assert window.fetch("c", "b", 0.0, 10) == [legacy_message(e)]
+
+
+def test_dropped_messages_are_freed_at_once() -> None:
+    """Spread over many recipients, every run drops its oldest now and then: what the
+    window dropped must not stay referenced by its run (memory within the budget)."""
+    budget = 1 << 20
+    window = RecentEvents(0.0, max_events=10**9, max_bytes=budget)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for seq in range(1, 20_001):
+            # a new body each time (as the hub's are), so a dropped one can be freed
+            window.add([ev(seq, "a", f"r{seq % 100}", f"{seq:08d}" + "x" * 3000)])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert window.bytes <= budget
+    assert held < 2 * budget, f"{held / 2**20:.1f} MiB held for a {budget >> 20} MiB window"

@@ -28,6 +28,7 @@ class HubLock:
     """An exclusive, non-blocking ``flock`` on ``<db>.lock`` holding the owner's pid."""
 
     def __init__(self, db: Path) -> None:
+        db = db.resolve()  # a symlink to the same database is the same database
         self.path = db.with_name(db.name + ".lock")
         self.db = db
         self._fd: int | None = None
@@ -45,9 +46,15 @@ class HubLock:
                 f"another wsbus hub ({who}) is serving {self.db} (it holds {self.path.name}); "
                 "stop it, or give this hub its own --db"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
+        try:  # who holds it, for the message above (the lock itself is the flock)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same
 
     def release(self) -> None:
         if self._fd is not None:
@@ -67,13 +74,17 @@ class FileGuard:
     """The database and WAL files a store opened, checked after each commit."""
 
     def __init__(self, db: Path) -> None:
-        self.db = db
-        self.wal = db.with_name(db.name + "-wal")
+        self.db = db.resolve()  # SQLite puts the WAL beside the file a symlink points to
+        self.wal = self.db.with_name(self.db.name + "-wal")
         self._ids: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)
 
     def remember(self) -> None:
         """Record the files as they are now (right after opening)."""
         self._ids = (_file_id(self.db), _file_id(self.wal))
+
+    def database_intact(self) -> bool:
+        """Whether the database file is still the one opened (only the WAL moved)."""
+        return _file_id(self.db) == self._ids[0]
 
     def problem(self) -> str | None:
         """Why the files on disk are not the ones opened, or None when they are."""

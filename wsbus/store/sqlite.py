@@ -87,6 +87,23 @@ INLINE_ROWS = 64
 _SQLITE_BUSY = 5
 
 
+#: what clients are told once the database or WAL file went away (the log names it)
+GONE = (
+    "the hub's database files were deleted or replaced while it ran; it refuses every "
+    "send until it is restarted (the hub's log says which file)"
+)
+
+
+class _FilesMoved(Exception):
+    """The database or WAL file is not the one opened (``committed``: found after the
+    batch committed, into the file that is gone)."""
+
+    def __init__(self, problem: str, committed: bool) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.committed = committed
+
+
 def _is_busy(err: sqlite3.Error) -> bool:
     code = getattr(err, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == _SQLITE_BUSY
@@ -268,9 +285,9 @@ class SqliteStore(Store):
         # the writer connection is used from its thread and, for small commits, from the
         # event loop's thread, never at once (self._wlock)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")  # first: journal_mode may wait too
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         return conn
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
@@ -289,13 +306,27 @@ class SqliteStore(Store):
     def _busy_ms(self) -> int:
         return max(0, round(self.busy_timeout * 1000))
 
-    def _check_files(self) -> None:
-        """Refuse this and every later commit when a file went away (see FileGuard)."""
-        problem = self.files.problem()
-        if problem is not None:
-            self.failure = problem
-            log.error("store failed: %s", problem)
-            raise sqlite3.OperationalError(problem)
+    def _fail(self, problem: str) -> bool:
+        """Refuse every commit from now on; when only the WAL went away, first copy what
+        it holds into the database (the writer still has the deleted file open), so the
+        events acknowledged before are kept. Returns whether that copy was complete.
+        Runs on the writer thread, under ``_wlock``."""
+        self.failure = GONE
+        saved = False
+        if self.files.database_intact():
+            try:
+                busy, frames, copied = (
+                    self._wconn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                )
+                saved = busy == 0 and frames == copied
+            except sqlite3.Error as err:
+                log.error("copying the deleted WAL into %s failed: %s", self.path, err)
+        log.error(
+            "store failed: %s; %s", problem,
+            "what it held was copied into the database first" if saved
+            else "acknowledged events still in the WAL may be lost",
+        )  # fmt: skip
+        return saved
 
     def _write(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the writer connection, waiting up to ``busy_timeout`` for
@@ -317,6 +348,9 @@ class SqliteStore(Store):
             try:
                 return self._open()
             except BaseException:
+                if self._w is not None:
+                    self._w.close()
+                    self._w = None
                 self.lock.release()
                 raise
 
@@ -325,9 +359,9 @@ class SqliteStore(Store):
     def _open(self) -> StoreInfo:
         # the database holds every message: readable by its owner only
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        # no busy wait by default: inline commits must not hold up the event loop
-        self._w = conn = self._connect(0)
-        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        # opening waits for locks (off the loop); then no busy wait by default: inline
+        # commits must not hold up the event loop
+        self._w = conn = self._connect(self._busy_ms)
         # checkpoints run on their own thread (checkpoint()), not inside commits
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.executescript(SCHEMA)
@@ -374,6 +408,9 @@ class SqliteStore(Store):
             conn = self._wconn()
             conn.execute("BEGIN IMMEDIATE")
             try:
+                moved = self.files.problem()  # gone before this commit: write nothing
+                if moved is not None:
+                    raise _FilesMoved(moved, committed=False)
                 if ev_rows:
                     conn.executemany(
                         f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev_rows
@@ -388,23 +425,33 @@ class SqliteStore(Store):
             except BaseException:
                 _rollback(conn)
                 raise
-            self._check_files()
+            moved = self.files.problem()  # gone while it committed
+            if moved is not None:
+                raise _FilesMoved(moved, committed=True)
 
         small = not self.fsync and len(ev_rows) + len(rc_rows) <= INLINE_ROWS
         # a small batch without fsync commits right here, cheaper than a thread round
         # trip; never wait for a lock on the loop: not ours (a long prune may hold it),
         # not another process's (SQLITE_BUSY at once: the writer thread waits instead)
-        if small and self._wlock.acquire(blocking=False):
-            try:
-                work()
-                return
-            except sqlite3.OperationalError as err:
-                if not _is_busy(err):
-                    raise
-            finally:
-                self._wlock.release()
-            log.info("database busy (another process writes to it): committing off the loop")
-        await self._on(self._writer, lambda: self._write(work))
+        try:
+            if small and self._wlock.acquire(blocking=False):
+                try:
+                    work()
+                    return
+                except sqlite3.OperationalError as err:
+                    if not _is_busy(err):
+                        raise
+                finally:
+                    self._wlock.release()
+                log.info("database busy (another process writes to it): committing off the loop")
+            await self._on(self._writer, lambda: self._write(work))
+            return
+        except _FilesMoved as moved:
+            problem, committed = moved.problem, moved.committed
+        saved = await self._on(self._writer, lambda: self._write(lambda: self._fail(problem)))
+        if committed and saved:
+            return  # this batch too was copied into the database: it is stored
+        raise sqlite3.OperationalError(GONE)
 
     async def query(self, q: Query) -> list[Event]:
         order = "DESC" if q.latest else "ASC"
@@ -566,6 +613,9 @@ class SqliteStore(Store):
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking writers (PASSIVE)."""
+
+        if self.failure is not None:
+            return  # a new connection would make a new WAL beside the deleted one
 
         def work() -> None:
             if self._c is None:
