@@ -413,10 +413,8 @@ class HttpShim:
         return _json(InboxResponse(recipients=out, now=time.time()))
 
     async def healthz(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
-        failure = self.hub.store.failure
-        if failure is not None:
-            return _json({"ok": False, "error": failure, "now": time.time()}, 503)
-        return _json({"ok": True, "now": time.time()})
+        status, health = self.hub.health()
+        return _json(health, status)
 
 
 def _split_token(path: str) -> tuple[str, str | None]:

@@ -84,6 +84,31 @@ async def test_store_failure_is_an_error_not_an_ok() -> None:
     assert alice.of(Error)[0].code == ErrorCode.STORE_FAILED
 
 
+async def test_an_ack_survives_a_commit_the_store_refused() -> None:
+    """A receipt in a batch the store refused (busy, full) is kept and committed by a
+    later batch: an ack has no ref, so nobody could resend it."""
+    hub = await make_hub()
+    alice, bob = await join(hub, "alice"), await join(hub, "bob")
+    hub.submit(alice, Send(ref="r", to="bob", body="hi"))
+    await async_wait_for(lambda: alice.of(Ok))
+    append = hub.store.append
+    refused: list[int] = []
+
+    async def busy_once(events: Any, receipts: Any = ()) -> None:
+        if receipts and not refused:
+            refused.append(len(receipts))
+            raise OSError("database is locked")
+        await append(events, receipts)
+
+    hub.store.append = busy_once  # type: ignore[method-assign]
+    await hub.ack(bob, Ack(seq=1, status="read"))
+    await async_wait_for(lambda: alice.of(Receipt), timeout=5)  # retried a second later
+    assert refused == [1]
+    assert [(r.seq, r.by, r.status) for r in alice.of(Receipt)] == [(1, "bob", "read")]
+    assert [r.status for r in await hub.store.receipts(1)] == ["read"]
+    await hub.stop()
+
+
 async def test_duplicate_ref_in_flight_and_after_commit() -> None:
     hub = await make_hub()
     alice = await join(hub, "alice")

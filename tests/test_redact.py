@@ -54,6 +54,7 @@ def leaked(text: str, secret: str, window: int = 8) -> list[str]:
         (f"{{'op': 'hello', 'token': '{SECRET}'}}", "'op': 'hello'"),
         (f'{{"token":"{SECRET[:5]}\\"{SECRET[5:]}"}}', '{"token":"'),
         (f"GET /recv?to=a&token={SECRET}&x=1", "&x=1"),
+        (f"Hello(name='a', token='{SECRET}', kind='agent')", "kind='agent'"),
         (f"WSBUS_TOKEN={TOKEN}", "WSBUS_TOKEN="),
         (f"the token {TOKEN} was refused", f"the token wsbus_{ID}_{MARK} was refused"),
         (f"cut short: wsbus_{ID}_{SECRET[:9]}", f"wsbus_{ID}_{MARK}"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import psutil
@@ -37,18 +36,18 @@ async def test_hub_memory_does_not_grow_with_stored_bodies(
 
 POLLERS = r"""
 import asyncio, sys, aiohttp
-async def main(url, rounds, width, recent):
+async def main(url, path, rounds, width, recent):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         async def one(i):
             since = "0" if i % 2 else recent  # older than the window, and inside it
-            async with s.get(f"{url}/recv", params={"to": f"nobody{i % 50}", "since": since,
+            async with s.get(f"{url}{path}", params={"to": f"nobody{i % 50}", "since": since,
                                                      "max": "100"}) as r:
                 assert r.status == 200, await r.text()
                 await r.read()
         print("ready", flush=True)
         for _ in range(rounds):
             await asyncio.gather(*(one(i) for i in range(width)))
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
 print("done", flush=True)
 """
 
@@ -66,24 +65,29 @@ async def test_old_cursor_polls_do_not_stall_the_loop(
     await raw.open({"name": "carol"})
     await raw.send({"op": "history", "ref": "h", "after": 29_999, "limit": 1})
     recent = (await raw.recv_op("history_result"))["events"][0]["ts"]  # type: ignore[index]
-    pollers = subprocess.Popen(
-        [sys.executable, "-c", POLLERS, hub.http_url, "3", "400", repr(recent)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert pollers.stdout is not None and pollers.stdout.readline().strip() == "ready"
-        started = time.monotonic()
-        rtts = await _ping_rtts(raw, lambda: pollers.poll() is not None, 60)
-        took = time.monotonic() - started
-        assert pollers.wait(60) == 0
-    finally:
-        if pollers.poll() is None:
-            pollers.kill()
-            pollers.wait(10)
-    worst = max(rtts)
-    print(f"1200 old-cursor polls in {took:.2f} s; worst ping {worst * 1000:.0f} ms")
-    # before: 2.4 s (each poll scanned the window on the loop); now ~0.1 s, what 400
-    # concurrent /healthz cost too (aiohttp's own work per request)
-    assert worst < 0.5, f"a ping waited {worst * 1000:.0f} ms"
+
+    async def worst_ping_during(path: str) -> float:
+        pollers = subprocess.Popen(
+            [sys.executable, "-c", POLLERS, hub.http_url, path, "3", "400", repr(recent)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert pollers.stdout is not None and pollers.stdout.readline().strip() == "ready"
+            rtts = await _ping_rtts(raw, lambda: pollers.poll() is not None, 60)
+            assert pollers.wait(60) == 0
+        finally:
+            if pollers.poll() is None:
+                pollers.kill()
+                pollers.wait(10)
+        return max(rtts)
+
+    # the baseline: what 3 x 400 concurrent requests cost aiohttp itself
+    floor = await worst_ping_during("/healthz")
+    worst = await worst_ping_during("/recv")
+    print(f"worst ping: {worst * 1000:.0f} ms during old-cursor polls, "
+          f"{floor * 1000:.0f} ms during as many /healthz")  # fmt: skip
+    # before: 2 s against 50 ms (each poll scanned the window on the loop); now about
+    # twice the floor (a /recv does more than a /healthz)
+    assert worst < 3 * floor + 0.05, f"a ping waited {worst * 1000:.0f} ms"
     await raw.close()

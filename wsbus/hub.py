@@ -113,6 +113,10 @@ def _same_grant(a: Session, b: Session) -> bool:
     return a.grant.id == b.grant.id
 
 
+#: receipts kept for a retry while the store refuses commits (the oldest dropped beyond)
+MAX_KEPT_RECEIPTS = 10_000
+
+
 def _own_loop(ev: Event, names: Sequence[str]) -> Event:
     """``ev`` with only the loop-guard counts of ``names`` (a broadcast's ``loop``
     holds one count per member in an exchange with its sender)."""
@@ -232,6 +236,13 @@ class Hub:
     async def close_store(self) -> None:
         """Close the store (after the transports stopped using the hub)."""
         await self.store.close()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: 200 ``{"ok": true, "now"}``, or 503 with the store's failure."""
+        failure = self.store.failure
+        if failure is not None:
+            return 503, {"ok": False, "error": failure, "now": time.time()}
+        return 200, {"ok": True, "now": time.time()}
 
     def limits(self) -> Limits:
         c = self.config
@@ -680,11 +691,13 @@ class Hub:
             await asyncio.sleep(0)
             self._wake.clear()
             while self._queue or self._receipt_queue:
-                await self._flush_once()
+                if not await self._flush_once() and not self._queue:
+                    break  # only receipts left, kept for a retry: not in a tight loop
             if self._stopping:
                 return
 
-    async def _flush_once(self) -> None:
+    async def _flush_once(self) -> bool:
+        """Commit one batch and answer it; False when the store refused it."""
         batch = self._queue[: self.config.batch_max]
         del self._queue[: len(batch)]
         receipts = self._receipt_queue
@@ -708,8 +721,12 @@ class Hub:
                             ref=p.event.ref,
                         )
                     )
+            if receipts and self.store.failure is None:
+                # acks have no ref to answer: keep them (newest 10,000) for a retry
+                self._receipt_queue = (receipts + self._receipt_queue)[-MAX_KEPT_RECEIPTS:]
+                asyncio.get_running_loop().call_later(1.0, self._wake.set)
             self._room.set()
-            return
+            return False
         self._store_error = None
         if events:
             self.committed_seq = events[-1].seq
@@ -753,6 +770,7 @@ class Hub:
             self._push(targets, frame)
         if self.has_room():
             self._room.set()
+        return True
 
     def legacy_now(self) -> float:
         """A ``now`` for the legacy long-poll contract (invariant 5).

@@ -170,8 +170,10 @@ class ConnectionBudget:
 
     __slots__ = (
         "by_address",
+        "by_token",
         "open",
         "per_address",
+        "per_token",
         "retry_after",
         "total",
         "unauthenticated",
@@ -179,11 +181,20 @@ class ConnectionBudget:
     )
 
     def __init__(
-        self, total: int, unauthenticated: int, per_address: int, retry_after: float
+        self,
+        total: int,
+        unauthenticated: int,
+        per_address: int,
+        retry_after: float,
+        per_token: int = 64,
     ) -> None:
         self.total = total
         self.unauthenticated = unauthenticated
         self.per_address = per_address
+        #: connections one header token may hold open (``max_identity_connections``)
+        self.per_token = per_token
+        #: token id -> its open connections that showed it in the handshake
+        self.by_token: dict[str, int] = {}
         self.retry_after = max(1, math.ceil(retry_after))
         #: connections open, and those of them not yet authenticated
         self.open = 0
@@ -191,11 +202,19 @@ class ConnectionBudget:
         #: address key -> its unauthenticated connections (no entry at zero)
         self.by_address: dict[str, int] = {}
 
-    def refusal(self, address: str, authenticated: bool) -> Refusal | None:
-        """Why a new connection from ``address`` may not open now (None: it may)."""
+    def refusal(self, address: str, token: str | None) -> Refusal | None:
+        """Why a new connection from ``address`` may not open now (None: it may);
+        ``token``: the id of the valid token its handshake carried."""
         if self.open >= self.total:
             return Refusal(503, "hub full: max_connections reached; retry later")
-        if authenticated:
+        if token is not None:
+            if self.by_token.get(token, 0) >= self.per_token:
+                return Refusal(
+                    429,
+                    f"token {token} already has {self.per_token} connections open "
+                    "(max_identity_connections); close some, or retry later",
+                    self.retry_after,
+                )
             return None
         if self.waiting >= self.unauthenticated:
             return Refusal(
@@ -215,15 +234,26 @@ class ConnectionBudget:
             )
         return None
 
-    def admit(self, address: str, authenticated: bool) -> Ticket:
+    def admit(self, address: str, token: str | None) -> Ticket:
         """Count a connection that opened (after :meth:`refusal` let it)."""
         self.open += 1
         key = address_key(address)
-        if not authenticated:
+        if token is not None:
+            self.by_token[token] = self.by_token.get(token, 0) + 1
+        else:
             self.waiting += 1
             if key is not None:
                 self.by_address[key] = self.by_address.get(key, 0) + 1
-        return Ticket(self, key, waiting=not authenticated)
+        return Ticket(self, key, token, waiting=token is None)
+
+    def _closed(self, token: str | None) -> None:
+        self.open -= 1
+        if token is not None:
+            left = self.by_token[token] - 1
+            if left:
+                self.by_token[token] = left
+            else:
+                del self.by_token[token]
 
     def _authenticated(self, key: str | None) -> None:
         self.waiting -= 1
@@ -243,6 +273,7 @@ def connection_budget(settings: Settings) -> ConnectionBudget:
         unauthenticated=settings.unauthenticated_budget(),
         per_address=settings.max_unauthenticated_per_address,
         retry_after=settings.hello_timeout,
+        per_token=settings.max_identity_connections,
     )
 
 
@@ -250,11 +281,14 @@ class Ticket:
     """One connection's place in a :class:`ConnectionBudget`. :meth:`authenticated`
     (its hello was accepted) and :meth:`close` may each be called more than once."""
 
-    __slots__ = ("budget", "key", "open", "waiting")
+    __slots__ = ("budget", "key", "open", "token", "waiting")
 
-    def __init__(self, budget: ConnectionBudget, key: str | None, *, waiting: bool) -> None:
+    def __init__(
+        self, budget: ConnectionBudget, key: str | None, token: str | None, *, waiting: bool
+    ) -> None:
         self.budget = budget
         self.key = key
+        self.token = token
         self.waiting = waiting
         self.open = True
 
@@ -269,4 +303,4 @@ class Ticket:
         self.authenticated()
         if self.open:
             self.open = False
-            self.budget.open -= 1
+            self.budget._closed(self.token)

@@ -82,7 +82,7 @@ field's type never changes. Fields equal to their default are omitted on the wir
 CONNECTING = f"""\
 ## Connecting
 
-- Endpoint: `ws://HOST:8765/` (any path; `GET /healthz` answers `{{"ok": true}}` over
+- Endpoint: `ws://HOST:8765/` (any path; `GET /healthz` answers `{{"ok": true, "now": ...}}` over
   plain HTTP, or 503 `{{"ok": false, "error": ...}}` when the store refuses commits),
   or `wss://` when the hub has `--tls-cert`/`--tls-key`. Without
   `--auth` the hub listens on loopback only (another address needs `--insecure`).

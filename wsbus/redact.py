@@ -39,7 +39,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\bbearer\s+)(?!realm=)[^\s'\",;]+", re.I), rf"\g<1>{MARK}"),
     # a token field: JSON or Python ("token": "…"), a query or variable (token=…)
     (re.compile(r"""(["']token["']\s*:\s*["'])(?:[^"'\\]|\\.)*""", re.I), rf"\g<1>{MARK}"),
-    (re.compile(r"((?<![A-Za-z0-9])token=)[^&\s'\"]+", re.I), rf"\g<1>{MARK}"),
+    (re.compile(r"((?<![A-Za-z0-9])token=['\"]?)[^&\s'\"]+", re.I), rf"\g<1>{MARK}"),
     # the token format itself, anywhere, even cut short
     (re.compile(r"(wsbus_[0-9a-f]{8}_)[A-Za-z0-9_-]+"), rf"\g<1>{MARK}"),
 ]

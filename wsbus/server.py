@@ -216,12 +216,8 @@ class WsServer:
         task with no wait in between (writing the 101 waits only on a full socket
         buffer, which a new connection does not have), so no other check slips in."""
         if request.path == "/healthz":
-            failure = self.hub.store.failure
-            if failure is not None:
-                return conn.respond(
-                    503, msgspec.json.encode({"ok": False, "error": failure}).decode() + "\n"
-                )
-            return conn.respond(200, '{"ok": true}\n')
+            status, health = self.hub.health()
+            return conn.respond(status, msgspec.json.encode(health).decode() + "\n")
         # every Host header counts: a duplicate is not an excuse
         hosts: list[str | None] = [*request.headers.get_all("Host")] or [None]
         if self._guard_host and not all(loopback_host_header(h) for h in hosts):
@@ -230,11 +226,12 @@ class WsServer:
             )
         gate = self.hub.gate
         header = request.headers.get("Authorization")
-        if gate is not None and header is not None and gate.verify(bearer(header)) is None:
+        token = self._token_id(header)
+        if gate is not None and header is not None and token is None:
             response = conn.respond(401, "unauthorized: unknown, malformed or revoked token\n")
             response.headers["WWW-Authenticate"] = 'Bearer realm="wsbus"'
             return response
-        refusal = self.budget.refusal(_peer(conn), self._token_checked(header))
+        refusal = self.budget.refusal(_peer(conn), token)
         if refusal is None:
             return None
         response = conn.respond(refusal.status, refusal.message + "\n")
@@ -242,10 +239,15 @@ class WsServer:
             response.headers["Retry-After"] = str(refusal.retry_after)
         return response
 
-    def _token_checked(self, header: str | None) -> bool:
-        """Whether the upgrade authenticated the connection: a header token, which
-        :meth:`_process_request` verified (a ``hello.token`` is checked only later)."""
-        return self.hub.gate is not None and header is not None
+    def _token_id(self, header: str | None) -> str | None:
+        """The id of the valid token the upgrade carried (``Authorization: Bearer``),
+        which authenticates the connection; None without one (a ``hello.token`` is
+        checked only at the hello)."""
+        gate = self.hub.gate
+        if gate is None or header is None:
+            return None
+        grant = gate.verify(bearer(header))
+        return grant.id if grant is not None else None
 
     # ------------------------------------------------------------------ connections
 
@@ -254,7 +256,7 @@ class WsServer:
         session = WsSession(conn, codec)
         header = conn.request.headers.get("Authorization") if conn.request else None
         session.token = bearer(header)
-        ticket = self.budget.admit(_peer(conn), self._token_checked(header))
+        ticket = self.budget.admit(_peer(conn), self._token_id(header))
         self._sessions.add(session)
         replay: asyncio.Task[None] | None = None
         try:
