@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from wsbus import redact
 from wsbus.client import Client
 from wsbus.errors import ClientError, CloseCode, ConnectionLost, HubUnreachable
 from wsbus.schema import Event, RosterEntry
@@ -474,6 +475,7 @@ async def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.verbose:  # bugs' tracebacks too
         logging.basicConfig(format="%(name)s: %(message)s")
+        redact.install()  # no token in any line, as for the hub
         log.setLevel(logging.DEBUG)
     try:
         tunables = CommsTunables.from_env()

@@ -84,6 +84,22 @@ async def test_store_failure_is_an_error_not_an_ok() -> None:
     assert alice.of(Error)[0].code == ErrorCode.STORE_FAILED
 
 
+async def test_an_ack_of_a_pruned_event_is_refused() -> None:
+    hub = await make_hub(retention_count=1)
+    alice, bob = await join(hub, "alice"), await join(hub, "bob")
+    for ref in ("r1", "r2"):
+        hub.submit(alice, Send(ref=ref, to="bob", body="hi"))
+    await async_wait_for(lambda: len(alice.of(Ok)) == 2)
+    assert await hub.prune() == 1
+    with pytest.raises(FrameError) as err:  # retention removed it: it is not there
+        await hub.ack(bob, Ack(seq=1, status="read"))
+    assert err.value.code == ErrorCode.UNKNOWN_EVENT
+    await hub.ack(bob, Ack(seq=2, status="read"))
+    await async_wait_for(lambda: alice.of(Receipt))
+    assert [r.seq for r in alice.of(Receipt)] == [2]
+    await hub.stop()
+
+
 async def test_an_ack_survives_a_commit_the_store_refused() -> None:
     """A receipt in a batch the store refused (busy, full) is kept and committed by a
     later batch: an ack has no ref, so nobody could resend it."""

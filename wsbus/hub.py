@@ -839,8 +839,9 @@ class Hub:
         name = ack.name or session.name
         if name is None or name not in session.names:
             raise FrameError(ErrorCode.NOT_YOUR_NAME, f"{name!r} is not a name of this connection")
-        known = self._recent.get(ack.seq)
-        if known is None:
+        # a pruned event is gone, even while the cache still remembers it
+        known = self._recent.get(ack.seq) if ack.seq > self.pruned_seq else None
+        if known is None and ack.seq > self.pruned_seq:
             ev = await self.store.get(ack.seq)
             known = (ev.channel, ev.from_, ev.to) if ev is not None else None
         grant = session.grant
