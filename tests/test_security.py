@@ -23,6 +23,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from wsbus import Client
 from wsbus.auth import TokenStore
@@ -559,10 +560,20 @@ async def test_connection_limits(
     first = [Client(hub.url, channels=[], token=tokens.alice) for _ in range(2)]
     for c in first:
         await c.connect()
-    with pytest.raises(HubUnreachable) as busy:  # 4029: a client retries later, with backoff
+    # a third with the token in the handshake: 429 before the upgrade; a client retries
+    # later, with backoff
+    with pytest.raises(HubUnreachable) as busy:
         async with Client(hub.url, channels=[], token=tokens.alice):
             pass
-    assert "too_many_connections" in str(busy.value)
+    assert "HTTP 429" in str(busy.value) and "max_identity_connections" in str(busy.value)
+    # with the token in hello (browsers): counted at the hello, too_many_connections, 4029
+    async with connect(hub.url, subprotocols=[Subprotocol("wsbus.v1.json")]) as ws:
+        await ws.send(json.dumps({"op": "hello", "token": tokens.alice, "channels": []}))
+        refused = json.loads(await ws.recv())
+        assert refused["code"] == "too_many_connections", refused
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 4029
     more = [Client(hub.url, channels=[], token=tokens.bob) for _ in range(2)]
     for c in more:
         await c.connect()

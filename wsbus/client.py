@@ -701,5 +701,9 @@ def _why(err: BaseException) -> str:
         return "connection refused"
     if isinstance(err, TimeoutError):
         return "timed out"
+    if isinstance(err, InvalidStatus):  # the hub says why in one line (503, 429 before hello)
+        response = err.response
+        body = response.body.decode(errors="replace").strip() if response.body else ""
+        return f"HTTP {response.status_code}" + (f": {body.splitlines()[0][:200]}" if body else "")
     text = str(err) or type(err).__name__
     return text
