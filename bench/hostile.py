@@ -37,7 +37,7 @@ from .common import step
 from .report import Row, _get, _ratio, _section
 from .servers import ServerProcess
 
-__all__ = ["HostileParams", "hostile_rows", "section"]
+__all__ = ["POLLERS", "HostileParams", "hostile_rows", "section"]
 
 SECTION = "**hostile load** (baseline: the same measure without the hostile part, same run)"
 _encode = msgspec.json.Encoder().encode
@@ -117,7 +117,9 @@ async def _pings_while(peer: _Peer, busy: subprocess.Popen[str], deadline: float
     return rtts
 
 
-_POLLERS = r"""
+#: ``python -c POLLERS URL PATH ROUNDS WIDTH RECENT``: ROUNDS of WIDTH concurrent GET
+#: PATH (half with since=0, half with since=RECENT); prints "ready" before the first
+POLLERS = r"""
 import asyncio, sys, aiohttp
 async def main(url, path, rounds, width, recent):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
@@ -144,7 +146,7 @@ async def old_cursors(hub: ServerProcess, path: str, hp: HostileParams) -> dict[
         recent = repr(events[0]["ts"]) if events else "0"
         cpu0 = hub.cpu()
         pollers = subprocess.Popen(
-            [sys.executable, "-c", _POLLERS, hub.http_url, path, str(hp.rounds), str(hp.polls),
+            [sys.executable, "-c", POLLERS, hub.http_url, path, str(hp.rounds), str(hp.polls),
              recent],
             stdout=subprocess.PIPE,
             text=True,

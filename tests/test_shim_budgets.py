@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import psutil
 
+from bench.hostile import POLLERS
+
 from .helpers import HubProcess, RawClient
 from .test_invariants import publish
 from .test_store_faults import _ping_rtts
@@ -32,24 +34,6 @@ async def test_hub_memory_does_not_grow_with_stored_bodies(
     grown = proc.memory_info().rss - before
     print(f"hub RSS grew {grown / MiB:.1f} MiB for {count * 65000 / MiB:.0f} MiB of bodies")
     assert grown < 32 * MiB, f"hub RSS grew {grown / MiB:.0f} MiB"
-
-
-POLLERS = r"""
-import asyncio, sys, aiohttp
-async def main(url, path, rounds, width, recent):
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        async def one(i):
-            since = "0" if i % 2 else recent  # older than the window, and inside it
-            async with s.get(f"{url}{path}", params={"to": f"nobody{i % 50}", "since": since,
-                                                     "max": "100"}) as r:
-                assert r.status == 200, await r.text()
-                await r.read()
-        print("ready", flush=True)
-        for _ in range(rounds):
-            await asyncio.gather(*(one(i) for i in range(width)))
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
-print("done", flush=True)
-"""
 
 
 async def test_old_cursor_polls_do_not_stall_the_loop(

@@ -62,7 +62,7 @@ class HubLock:
             self._fd = None
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
+def _file_id(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -74,8 +74,9 @@ class FileGuard:
     """The database and WAL files a store opened, checked after each commit."""
 
     def __init__(self, db: Path) -> None:
-        self.db = db.resolve()  # SQLite puts the WAL beside the file a symlink points to
-        self.wal = self.db.with_name(self.db.name + "-wal")
+        resolved = db.resolve()  # SQLite puts the WAL beside the file a symlink points to
+        self.db = str(resolved)  # strings: stat() on every commit, no Path conversion
+        self.wal = str(resolved.with_name(resolved.name + "-wal"))
         self._ids: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)
 
     def remember(self) -> None:

@@ -408,9 +408,6 @@ class SqliteStore(Store):
             conn = self._wconn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                moved = self.files.problem()  # gone before this commit: write nothing
-                if moved is not None:
-                    raise _FilesMoved(moved, committed=False)
                 if ev_rows:
                     conn.executemany(
                         f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev_rows
@@ -425,7 +422,9 @@ class SqliteStore(Store):
             except BaseException:
                 _rollback(conn)
                 raise
-            moved = self.files.problem()  # gone while it committed
+            # a file gone before or during this commit: this batch is in the deleted WAL
+            # with those before it; _fail copies them all into the database if it can
+            moved = self.files.problem()
             if moved is not None:
                 raise _FilesMoved(moved, committed=True)
 
