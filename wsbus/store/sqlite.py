@@ -321,11 +321,13 @@ class SqliteStore(Store):
                 saved = busy == 0 and frames == copied
             except sqlite3.Error as err:
                 log.error("copying the deleted WAL into %s failed: %s", self.path, err)
-        log.error(
-            "store failed: %s; %s", problem,
-            "what it held was copied into the database first" if saved
-            else "acknowledged events still in the WAL may be lost",
-        )  # fmt: skip
+        if saved:
+            outcome = "the deleted WAL was copied into the database first: nothing is lost"
+        elif self.files.database_intact():
+            outcome = "the deleted WAL could not be copied whole: recent events may be lost"
+        else:
+            outcome = "the database file it opened is gone: restore it from a copy"
+        log.error("store failed: %s; %s", problem, outcome)
         return saved
 
     def _write(self, work: Callable[[], T]) -> T:
