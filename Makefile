@@ -21,6 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
+	@echo "wsbus is installed in $(BIN): in another terminal, '. $(BIN)/activate' puts wsbus on PATH"
 	$(BIN)/wsbus serve $(ARGS)
 
 test: $(VENV)/.installed-dev

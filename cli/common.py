@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from wsbus.config import ConfigError, Settings, load_settings
-from wsbus.errors import ConnectionLost, HubUnreachable, SendRefused
+from wsbus.errors import ConnectionLost, ErrorCode, HubUnreachable, SendRefused
 from wsbus.schema import NAME_RULE, valid_name
 
 from .exits import CliError, Exit
@@ -62,6 +62,10 @@ def need_name(settings: Settings, what: str) -> str:
     return settings.name
 
 
+#: what to do with a body too large for the bus
+ATTACH_HINT = "; send a large file as a reference instead: wsbus send TO --attach FILE"
+
+
 def warn(message: str) -> None:
     print(f"wsbus: {message}", file=sys.stderr, flush=True)
 
@@ -71,7 +75,8 @@ def client_errors(err: BaseException) -> CliError | None:
     if isinstance(err, HubUnreachable):
         return CliError(f"{err} (is `wsbus serve` running?)", Exit.UNREACHABLE)
     if isinstance(err, SendRefused):
-        return CliError(f"the hub refused: {err.message} ({err.code})", Exit.REFUSED)
+        hint = ATTACH_HINT if err.code == ErrorCode.BODY_TOO_LARGE else ""
+        return CliError(f"the hub refused: {err.message} ({err.code}){hint}", Exit.REFUSED)
     if isinstance(err, ConnectionLost) and err.code in (4001, 4002):
         return CliError(f"the hub refused the connection: {err.reason}", Exit.REFUSED)
     if isinstance(err, ConnectionLost):

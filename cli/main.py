@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 from wsbus import __version__
@@ -38,7 +39,10 @@ wsbus: a realtime event bus for AI coding agents and the people who run them.
 Start a hub with `wsbus serve`, then send and listen from any shell or agent.
 """
 
-EPILOG = """\
+EPILOG = f"""\
+the tmux-agent-comms commands (also as `agent_comms COMMAND`; `wsbus COMMAND --help`):
+{textwrap.fill(", ".join(sorted(COMMS_COMMANDS)), 88, initial_indent="  ", subsequent_indent="  ")}
+
 examples:
   wsbus serve                              # hub on ws://127.0.0.1:8765, SQLite store
   WSBUS_NAME=alice wsbus send bob "hi"     # durable send, prints seq and time

@@ -11,10 +11,11 @@ from typing import Any
 import msgspec
 
 from wsbus.client import Client, new_ref
+from wsbus.config import Settings
 from wsbus.errors import HubUnreachable
 from wsbus.schema import NAME_RULE, THREAD_RULE, Receipt, valid_name, valid_thread
 
-from .common import Subcommands, add_client_args, need_name, settings_from, warn
+from .common import ATTACH_HINT, Subcommands, add_client_args, need_name, settings_from, warn
 from .comms_paths import CommsPaths
 from .exits import CliError, Exit
 from .render import stamp
@@ -80,13 +81,25 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     return p
 
 
+#: the most read from stdin for a body: a whole websocket frame (``max_frame``)
+MAX_STDIN = Settings().max_frame
+
+
 def read_body(words: list[str]) -> str:
     """The body: the words joined, or stdin (one trailing newline removed)."""
     if words:
         return " ".join(words)
     if sys.stdin is None or sys.stdin.isatty():
         raise CliError("no message: give it as arguments or on stdin", Exit.USAGE)
-    data = sys.stdin.buffer.read()
+    # no hub takes a body larger than a frame: read no more than that (a 100 MB pipe
+    # is refused after 1 MiB, not held in memory whole)
+    data = sys.stdin.buffer.read(MAX_STDIN + 1)
+    if len(data) > MAX_STDIN:
+        raise CliError(
+            f"the body on stdin is over {MAX_STDIN >> 20} MiB, more than any hub takes "
+            f"(64 KiB by default){ATTACH_HINT}",
+            Exit.USAGE,
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

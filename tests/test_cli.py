@@ -431,3 +431,28 @@ def test_history_pages_through_a_small_max_history(
         r = wsbus(cli_env, "history", "-n", str(n), "--json")
         assert r.returncode == 0, r.stderr
         assert [json.loads(line)["seq"] for line in r.stdout.splitlines()] == expected, n
+
+
+def test_bodies_too_large_point_to_attach(hub: HubProcess, env: dict[str, str]) -> None:
+    """Over the hub's max_body: refused by the hub (exit 4); over what any hub takes on
+    stdin: refused before connecting (exit 2), without reading the whole pipe. Both
+    say what to do instead: --attach."""
+    env = dict(env, WSBUS_URL=hub.url, WSBUS_NAME="alice")
+    r = wsbus(env, "send", "bob", stdin="x" * 70_000)
+    assert r.returncode == 4 and "body_too_large" in r.stderr and "--attach FILE" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    r = wsbus(env, "send", "bob", stdin="y" * (3 << 20))
+    assert r.returncode == 2 and "over 1 MiB" in r.stderr and "--attach FILE" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_help_lists_the_tmux_agent_comms_commands(env: dict[str, str]) -> None:
+    from wsbus.cli.comms import COMMAND_NAMES
+
+    r = wsbus(env, "--help")
+    assert r.returncode == 0
+    listed = r.stdout.split("tmux-agent-comms commands", 1)[1].split("examples:", 1)[0]
+    missing = [
+        n for n in COMMAND_NAMES if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", listed)
+    ]
+    assert not missing, listed

@@ -404,6 +404,16 @@ async def test_tls_with_auth_serves_wss_https_and_every_client(
         timeout=30,
     )
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "token" in r.stderr, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "wsbus", "send", "bob", "wrong token"],
+        env=dict(cli_env, WSBUS_TOKEN="wsbus_00000000_notarealsecret"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    # one line, said once: "the hub refused the connection: HTTP 401: ..."
+    assert r.returncode == 4 and r.stderr.count("refused the connection") == 1, r.stderr
+    assert "HTTP 401" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
     # the agent-bus clients over https, trusting the CA through SSL_CERT_FILE
     legacy = dict(env, SSL_CERT_FILE=str(ca_pem), PYTHONIOENCODING="utf-8")

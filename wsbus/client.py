@@ -499,7 +499,7 @@ class Client:
                 hint = "" if self.token else " (set WSBUS_TOKEN)"
                 raise ConnectionLost(
                     CloseCode.UNAUTHORIZED,
-                    f"the hub refused the connection ({status}): {why or 'unauthorized'}{hint}",
+                    f"HTTP {status}: {why or 'unauthorized'}{hint}",
                 ) from None
             raise
         try:
