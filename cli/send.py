@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import sys
 import time
@@ -47,7 +48,12 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     )
     p.add_argument("to", metavar="TO", help="recipient name, or '*' for everyone on the channel")
     p.add_argument("message", nargs="*", help="message words (none: read the body from stdin)")
-    p.add_argument("--as", dest="as_name", metavar="NAME", help="sender name (env WSBUS_NAME)")
+    p.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NAME",
+        help="sender name (env WSBUS_NAME; with WSBUS_TOKEN and no name: the token's own)",
+    )
     p.add_argument("--thread", "-t", help="thread the message belongs to")
     p.add_argument("--kind", help="event kind (default: agent)")
     p.add_argument(
@@ -111,7 +117,10 @@ def read_body(words: list[str]) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    name = need_name(settings, "send")
+    # with a token and no name, the token says who sends (the hub's welcome names it)
+    name: str | None = settings.name
+    if name is None and not os.environ.get("WSBUS_TOKEN"):
+        name = need_name(settings, "send")
     if args.to != "*" and not valid_name(args.to):
         raise CliError(f"invalid recipient {args.to!r}: allowed {NAME_RULE}, or '*'", Exit.USAGE)
     if args.thread is not None and not valid_thread(args.thread):
@@ -149,6 +158,10 @@ async def run(args: argparse.Namespace) -> int:
     except HubUnreachable as err:
         if not args.spool:
             raise
+        if name is None:
+            raise CliError(
+                f"{err}; cannot spool without a name: pass --as NAME", Exit.UNREACHABLE
+            ) from None
         path = Spool(CommsPaths.from_env().spool).put(
             SpoolRecord(
                 ref=ref,
@@ -166,6 +179,15 @@ async def run(args: argparse.Namespace) -> int:
             print(f"spooled: {err}; `wsbus relay` or the bridge forwards it ({path.name})")
         return Exit.OK
     receipt: Receipt | None = None
+    if name is None:
+        named = client.welcome.names if client.welcome is not None else []
+        if not named:
+            await client.close()
+            raise CliError(
+                "this token names nobody to send as (an admin token): pass --as NAME",
+                Exit.USAGE,
+            )
+        name = named[0]
     try:
         result = await client.send(
             args.to,

@@ -162,6 +162,30 @@ async def test_the_token_is_the_sender(authhub: HubProcess, tokens: Tokens) -> N
     assert await bodies(authhub, tokens.admin) == [("alice", "bob", "hello from the real alice")]
 
 
+async def test_wsbus_send_takes_the_name_the_token_vouches_for(
+    authhub: HubProcess, tokens: Tokens, env: dict[str, str]
+) -> None:
+    """The token is the sender: with WSBUS_TOKEN and no --as/WSBUS_NAME, `wsbus send`
+    sends as the token's name; an admin token names nobody: one line, exit 2."""
+
+    def send(token: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "wsbus", "send", "bob", "who am i", "--json", *extra],
+            env=dict(env, WSBUS_URL=authhub.url, WSBUS_TOKEN=token),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    r = send(tokens.alice)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["from"] == "alice"
+    r = send(tokens.admin)
+    assert r.returncode == 2 and "--as NAME" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert send(tokens.admin, "--as", "carol").returncode == 0
+    assert [s for s, _, _ in await bodies(authhub, tokens.admin)] == ["alice", "carol"]
+
+
 async def test_channel_acls(authhub: HubProcess, tokens: Tokens) -> None:
     with pytest.raises(ConnectionLost) as lost:
         async with Client(authhub.url, token=tokens.ops):  # default channel: not allowed
