@@ -7,6 +7,7 @@ import asyncio
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from wsbus import __version__
 
@@ -50,12 +51,20 @@ examples:
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr that points to ``--help`` (exit 2), like
+    every other error of the command; subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(Exit.USAGE, f"wsbus: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     return _build()[0]
 
 
 def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = OneLineParser(
         prog="wsbus",
         description=DESCRIPTION,
         epilog=EPILOG,

@@ -456,3 +456,20 @@ def test_help_lists_the_tmux_agent_comms_commands(env: dict[str, str]) -> None:
         n for n in COMMAND_NAMES if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", listed)
     ]
     assert not missing, listed
+
+
+@pytest.mark.parametrize(
+    ("args", "help_of"),
+    [
+        (("serve", "--port", "x"), "wsbus serve"),
+        (("token", "create"), "wsbus token create"),
+        (("nosuchcommand",), "wsbus"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    env: dict[str, str], args: tuple[str, ...], help_of: str
+) -> None:
+    r = wsbus(env, *args)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("wsbus: "), r.stderr
+    assert f"(see `{help_of} --help`)" in r.stderr
