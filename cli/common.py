@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from wsbus.config import ConfigError, Settings, load_settings
-from wsbus.errors import ConnectionLost, ErrorCode, HubUnreachable, SendRefused
+from wsbus.errors import BadHubURL, ConnectionLost, ErrorCode, HubUnreachable, SendRefused
 from wsbus.schema import NAME_RULE, valid_name
 
 from .exits import CliError, Exit
@@ -72,8 +72,11 @@ def warn(message: str) -> None:
 
 def client_errors(err: BaseException) -> CliError | None:
     """Map a client exception to the CLI's one-line error."""
+    if isinstance(err, BadHubURL):
+        return CliError(str(err), Exit.USAGE)
     if isinstance(err, HubUnreachable):
-        return CliError(f"{err} (is `wsbus serve` running?)", Exit.UNREACHABLE)
+        hint = " (is `wsbus serve` running?)" if err.refused else ""
+        return CliError(f"{err}{hint}", Exit.UNREACHABLE)
     if isinstance(err, SendRefused):
         hint = ATTACH_HINT if err.code == ErrorCode.BODY_TOO_LARGE else ""
         return CliError(f"the hub refused: {err.message} ({err.code}){hint}", Exit.REFUSED)

@@ -473,3 +473,27 @@ def test_usage_errors_are_one_line(
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("wsbus: "), r.stderr
     assert f"(see `{help_of} --help`)" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8080", "did you mean ws://127.0.0.1:8765?"),
+        ("https://hub.example:9000", "did you mean wss://hub.example:9000?"),
+        ("127.0.0.1:8765", "(ws://127.0.0.1:8765?)"),
+        ("ws://127.0.0.1:99999", "out of range"),
+    ],
+)
+def test_a_bad_hub_url_is_a_usage_error(env: dict[str, str], url: str, says: str) -> None:
+    r = wsbus(dict(env, WSBUS_NAME="alice"), "send", "--url", url, "bob", "hi")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "invalid hub URL" in r.stderr and says in r.stderr, r.stderr
+    assert "wsbus serve` running" not in r.stderr
+
+
+def test_only_a_refused_connection_asks_whether_a_hub_runs(env: dict[str, str]) -> None:
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = wsbus(dict(env, WSBUS_NAME="alice"), "send", "--url", f"ws://127.0.0.1:{port}", "bob", "x")
+    assert r.returncode == 3 and "connection refused (is `wsbus serve` running?)" in r.stderr

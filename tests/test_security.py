@@ -438,6 +438,28 @@ async def test_tls_with_auth_serves_wss_https_and_every_client(
     # one line, said once: "the hub refused the connection: HTTP 401: ..."
     assert r.returncode == 4 and r.stderr.count("refused the connection") == 1, r.stderr
     assert "HTTP 401" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    # no CA: the certificate is not trusted, and the line says how to trust it
+    untrusted = {k: v for k, v in cli_env.items() if k != "WSBUS_CA_FILE"}
+    r = subprocess.run(
+        [sys.executable, "-m", "wsbus", "send", "bob", "x"],
+        env=untrusted,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+    assert "not trusted" in r.stderr and "WSBUS_CA_FILE" in r.stderr, r.stderr
+    assert "invalid hub URL" not in r.stderr and "running?" not in r.stderr, r.stderr
+    # ws:// to the TLS port: try wss://
+    plain = dict(cli_env, WSBUS_URL=hub.url.replace("wss://", "ws://"))
+    r = subprocess.run(
+        [sys.executable, "-m", "wsbus", "send", "bob", "x"],
+        env=plain,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 3 and "try wss://" in r.stderr, r.stderr
 
     # the agent-bus clients over https, trusting the CA through SSL_CERT_FILE
     legacy = dict(env, SSL_CERT_FILE=str(ca_pem), PYTHONIOENCODING="utf-8")

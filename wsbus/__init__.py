@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from .client import Client, SendResult
 from .errors import (
+    BadHubURL,
     ClientError,
     ConnectionLost,
     HubUnreachable,
@@ -19,6 +20,7 @@ from .errors import (
 from .schema import Event, Presence, Receipt
 
 __all__ = [
+    "BadHubURL",
     "Client",
     "ClientError",
     "ConnectionLost",

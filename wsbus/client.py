@@ -38,6 +38,7 @@ import random
 import secrets
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -50,6 +51,7 @@ from .errors import (
     FATAL_CLOSE_CODES,
     HELLO_CLOSE_CODES,
     RETRYABLE_ERRORS,
+    BadHubURL,
     ClientError,
     CloseCode,
     ConnectionLost,
@@ -545,16 +547,30 @@ class Client:
             except ConnectionLost as err:
                 self._fail(err)
                 return
+            except ssl.SSLCertVerificationError as err:  # a ValueError too: before it
+                self._fail(
+                    HubUnreachable(
+                        f"the hub's TLS certificate at {self.url} is not trusted "
+                        f"({err.verify_message}): set WSBUS_CA_FILE to the CA file that "
+                        "signed it"
+                    )
+                )
+                return
             except (ValueError, InvalidURI) as err:  # e.g. a port out of range
-                self._fail(HubUnreachable(f"invalid hub URL {self.url!r}: {err}"))
+                self._fail(BadHubURL(f"invalid hub URL {self.url!r}: {_url_hint(self.url, err)}"))
                 return
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as err:
                 if not (wait or (ever and self.reconnect)):
-                    self._fail(HubUnreachable(f"cannot reach the hub at {self.url}: {_why(err)}"))
+                    self._fail(
+                        HubUnreachable(
+                            f"cannot reach the hub at {self.url}: {_why(err, self.url)}",
+                            refused=isinstance(err, ConnectionRefusedError),
+                        )
+                    )
                     return
                 delay = self._delay(attempt)
                 attempt += 1
-                self._state("reconnecting", delay=delay, error=_why(err), attempt=attempt)
+                self._state("reconnecting", delay=delay, error=_why(err, self.url), attempt=attempt)
                 await asyncio.sleep(delay)
                 continue
             self.welcome = welcome
@@ -696,7 +712,22 @@ class Client:
             self._queue.put_nowait(_CLOSED)
 
 
-def _why(err: BaseException) -> str:
+def _url_hint(url: str, err: BaseException) -> str:
+    """Why a URL cannot be a hub's, and what was probably meant."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
+    if parts.scheme in ("http", "https"):
+        ws = "ws" if parts.scheme == "http" else "wss"
+        port = parts.port if parts.port not in (None, 8080) else 8765
+        return (
+            f"a hub URL starts with ws:// or wss://; did you mean {ws}://{parts.hostname}:{port}? "
+            "(:8080 is the agent-bus HTTP shim)"
+        )
+    if not parts.scheme:
+        return f"a hub URL starts with ws:// or wss:// (ws://{url}?)"
+    return str(err)
+
+
+def _why(err: BaseException, url: str = "") -> str:
     if isinstance(err, ConnectionRefusedError):
         return "connection refused"
     if isinstance(err, TimeoutError):
@@ -705,5 +736,11 @@ def _why(err: BaseException) -> str:
         response = err.response
         body = response.body.decode(errors="replace").strip() if response.body else ""
         return f"HTTP {response.status_code}" + (f": {body.splitlines()[0][:200]}" if body else "")
+    if (
+        isinstance(err, InvalidHandshake)
+        and url.startswith("ws://")
+        and "HTTP response" in str(err)
+    ):
+        return f"{err} (a TLS port? try wss://{url[len('ws://') :]})"
     text = str(err) or type(err).__name__
     return text

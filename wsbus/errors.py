@@ -6,6 +6,7 @@ Exception tree::
     +-- FrameError             a frame the hub or client could not accept (has a code)
     +-- ClientError            client-side failures
         +-- HubUnreachable     could not connect (after the allowed tries)
+        |   +-- BadHubURL      a URL no hub can answer (scheme, port): fix it, no retry
         +-- SendRefused        the hub answered a send with an ``error`` frame
         +-- ConnectionLost     the connection closed for good (fatal close code)
 """
@@ -16,6 +17,7 @@ from enum import IntEnum, StrEnum
 
 __all__ = [
     "HELLO_CLOSE_CODES",
+    "BadHubURL",
     "ClientError",
     "CloseCode",
     "ConnectionLost",
@@ -144,7 +146,16 @@ class ClientError(WsbusError):
 
 
 class HubUnreachable(ClientError):
-    """The hub could not be reached."""
+    """The hub could not be reached; ``refused``: nothing listens there (is a hub
+    running?)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class BadHubURL(HubUnreachable):
+    """A hub URL no hub can answer: not ``ws://`` or ``wss://``, or a bad port."""
 
 
 class SendRefused(ClientError):
