@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
@@ -22,6 +23,7 @@ examples:
   wsbus listen bob                 # blocks: [HH:MM:SSZ] from alice: / body / ---
   wsbus listen bob --json          # one JSON event per line
   wsbus listen bob --from-start    # everything still retained, then live
+  wsbus listen bob --wait          # start before the hub does
 
 Output per message (each block is one notification in a monitor tool):
   [14:02:11Z] from alice:
@@ -36,7 +38,9 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         help="print messages for a name as they arrive",
         description=(
             "Listen for messages to NAME (and channel broadcasts). Keeps a cursor so a "
-            "restart replays what arrived while it was down; reconnects forever."
+            "restart replays what arrived while it was down. Until it first reaches the "
+            "hub it gives up after --timeout (exit 3) unless --wait; once connected it "
+            "reconnects forever."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -48,6 +52,12 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     )
     start.add_argument("--since", type=int, metavar="SEQ", help="replay events after SEQ")
     p.add_argument("--no-cursor", action="store_true", help="neither read nor save the cursor")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="keep trying until the hub answers the first time (default: give up after "
+        "--timeout; a hub restart later is always waited for)",
+    )
     add_client_args(p)
     p.set_defaults(func=run)
     return p
@@ -69,7 +79,11 @@ async def run(args: argparse.Namespace) -> int:
         saved = cursor.load()
         resume, hub_id = saved.seq, saved.hub
 
+    last_error = ["no answer"]
+
     def on_state(state: str, details: dict[str, Any]) -> None:
+        if state == "reconnecting":
+            last_error[0] = str(details.get("error"))
         if args.quiet and state != "truncated":
             return
         if state == "reconnecting":
@@ -93,7 +107,18 @@ async def run(args: argparse.Namespace) -> int:
         presence=False,
     )
     out = sys.stdout
-    await client.connect(wait=True)
+    try:
+        # a listener that never reached the hub must not look like a hang
+        async with asyncio.timeout(None if args.wait else settings.timeout):
+            await client.connect(wait=True)
+    except TimeoutError:
+        await client.close()
+        raise CliError(
+            f"cannot reach the hub at {settings.url} within {settings.timeout:g} s: "
+            f"{last_error[0]} ({'is `wsbus serve` running? ' if 'refused' in last_error[0] else ''}"
+            "pass --wait to keep trying)",
+            Exit.UNREACHABLE,
+        ) from None
     try:
         async for item in client:
             if not isinstance(item, Event):

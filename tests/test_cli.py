@@ -492,8 +492,28 @@ def test_a_bad_hub_url_is_a_usage_error(env: dict[str, str], url: str, says: str
 
 
 def test_only_a_refused_connection_asks_whether_a_hub_runs(env: dict[str, str]) -> None:
-    with socket.socket() as s:  # a free port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     r = wsbus(dict(env, WSBUS_NAME="alice"), "send", "--url", f"ws://127.0.0.1:{port}", "bob", "x")
     assert r.returncode == 3 and "connection refused (is `wsbus serve` running?)" in r.stderr
+
+
+def test_listen_gives_up_before_its_first_connection_unless_wait(
+    env: dict[str, str],
+    hub_factory: Callable[..., HubProcess],
+    running: list[Running],
+) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    r = wsbus(env, "listen", "bob", "--url", url, "--timeout", "1")
+    assert r.returncode == 3 and time.monotonic() - started < 15
+    last = r.stderr.splitlines()[-1]
+    assert "within 1 s" in last and "running?" in last and "--wait" in last, r.stderr
+    # --wait: started before the hub, it connects when the hub comes up
+    port = free_port()
+    listener = Running(env, "listen", "bob", "--url", f"ws://127.0.0.1:{port}", "--wait",
+                       "--timeout", "1")  # fmt: skip
+    running.append(listener)
+    listener.wait_err(r"retrying", count=3, timeout=15)
+    hub_factory(start=False).start(port)
+    listener.wait_err(r"listening as bob", timeout=20)
+    assert listener.proc.poll() is None
