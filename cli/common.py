@@ -7,7 +7,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from wsbus.config import ConfigError, Settings, load_settings
-from wsbus.errors import BadHubURL, ConnectionLost, ErrorCode, HubUnreachable, SendRefused
+from wsbus.errors import (
+    BadClientSetting,
+    BadHubURL,
+    ConnectionLost,
+    ErrorCode,
+    HubUnreachable,
+    SendRefused,
+)
 from wsbus.schema import NAME_RULE, valid_name
 
 from .exits import CliError, Exit
@@ -72,7 +79,7 @@ def warn(message: str) -> None:
 
 def client_errors(err: BaseException) -> CliError | None:
     """Map a client exception to the CLI's one-line error."""
-    if isinstance(err, BadHubURL):
+    if isinstance(err, BadHubURL | BadClientSetting):
         return CliError(str(err), Exit.USAGE)
     if isinstance(err, HubUnreachable):
         hint = " (is `wsbus serve` running?)" if err.refused else ""

@@ -517,3 +517,11 @@ def test_listen_gives_up_before_its_first_connection_unless_wait(
     hub_factory(start=False).start(port)
     listener.wait_err(r"listening as bob", timeout=20)
     assert listener.proc.poll() is None
+
+
+def test_a_missing_ca_file_is_one_line_naming_it(env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "ca.pem"
+    r = wsbus(dict(env, WSBUS_NAME="alice", WSBUS_CA_FILE=str(missing)),
+              "send", "--url", f"wss://127.0.0.1:{free_port()}", "bob", "x")  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert str(missing) in r.stderr and "WSBUS_CA_FILE" in r.stderr

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from .client import Client, SendResult
 from .errors import (
+    BadClientSetting,
     BadHubURL,
     ClientError,
     ConnectionLost,
@@ -20,6 +21,7 @@ from .errors import (
 from .schema import Event, Presence, Receipt
 
 __all__ = [
+    "BadClientSetting",
     "BadHubURL",
     "Client",
     "ClientError",

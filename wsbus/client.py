@@ -51,6 +51,7 @@ from .errors import (
     FATAL_CLOSE_CODES,
     HELLO_CLOSE_CODES,
     RETRYABLE_ERRORS,
+    BadClientSetting,
     BadHubURL,
     ClientError,
     CloseCode,
@@ -473,7 +474,9 @@ class Client:
                 self._ssl = ssl.create_default_context(cafile=self.ca_file)
             except (OSError, ssl.SSLError) as err:
                 why = getattr(err, "strerror", None) or str(err)
-                raise ConnectionLost(0, f"cannot load CA file {self.ca_file}: {why}") from None
+                raise BadClientSetting(
+                    f"cannot load the CA file {self.ca_file} (WSBUS_CA_FILE): {why}"
+                ) from None
         return self._ssl
 
     async def _open(self) -> tuple[ClientConnection, Welcome]:
@@ -544,7 +547,7 @@ class Client:
                 conn, welcome = await self._open()
             except asyncio.CancelledError:
                 raise
-            except ConnectionLost as err:
+            except (ConnectionLost, BadClientSetting) as err:
                 self._fail(err)
                 return
             except ssl.SSLCertVerificationError as err:  # a ValueError too: before it

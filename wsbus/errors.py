@@ -7,6 +7,7 @@ Exception tree::
     +-- ClientError            client-side failures
         +-- HubUnreachable     could not connect (after the allowed tries)
         |   +-- BadHubURL      a URL no hub can answer (scheme, port): fix it, no retry
+        +-- BadClientSetting   a client setting that cannot be used (a CA file)
         +-- SendRefused        the hub answered a send with an ``error`` frame
         +-- ConnectionLost     the connection closed for good (fatal close code)
 """
@@ -17,6 +18,7 @@ from enum import IntEnum, StrEnum
 
 __all__ = [
     "HELLO_CLOSE_CODES",
+    "BadClientSetting",
     "BadHubURL",
     "ClientError",
     "CloseCode",
@@ -152,6 +154,10 @@ class HubUnreachable(ClientError):
     def __init__(self, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+
+
+class BadClientSetting(ClientError):
+    """A client setting that cannot be used, e.g. a CA file that cannot be read."""
 
 
 class BadHubURL(HubUnreachable):
