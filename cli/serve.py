@@ -33,7 +33,7 @@ examples:
   wsbus serve --port 9000 --db ./bus.db
   wsbus serve --memory                 # nothing kept (tests, demos)
   wsbus token create alice             # then, to share the hub between machines:
-  wsbus serve --host 0.0.0.0 --auth ~/.config/wsbus/tokens.json \
+  wsbus serve --host 0.0.0.0 --auth ~/.config/wsbus/tokens.json \\
       --tls-cert hub.pem --tls-key hub-key.pem
   wsbus serve --host 0.0.0.0 --insecure   # no auth at all (trusted network only)
 

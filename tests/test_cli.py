@@ -177,6 +177,10 @@ def test_every_subcommand_help_has_examples() -> None:
     assert {"serve", "send", "listen", "history"} <= set(commands)
     for name, sub in commands.items():
         assert "example" in sub.format_help().lower(), name
+        # an example continued on the next line keeps its backslash (a bare one in
+        # the source joins the lines with a run of spaces)
+        for line in (sub.epilog or "").splitlines():
+            assert not re.search(r"\S {5,}--", line), (name, line)
     assert "example" in build_parser().format_help().lower()
 
 
