@@ -138,5 +138,6 @@ def test_send_with_an_invalid_url_fails_fast(env: dict[str, str]) -> None:
             [sys.executable, "-m", "wsbus", "send", "--as", "a", "b", "x", "--url", url],
             env=env, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
-        assert r.returncode == 3, (url, r.stderr)
+        assert r.returncode == 2, (url, r.stderr)  # a usage error: fix the URL
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert "invalid hub URL" in r.stderr and "running?" not in r.stderr

@@ -717,10 +717,14 @@ class Client:
 
 def _url_hint(url: str, err: BaseException) -> str:
     """Why a URL cannot be a hub's, and what was probably meant."""
-    parts = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
+    try:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
+        given = parts.port
+    except ValueError:  # not even a URL (an unclosed [, a port out of range)
+        return str(err)
     if parts.scheme in ("http", "https"):
         ws = "ws" if parts.scheme == "http" else "wss"
-        port = parts.port if parts.port not in (None, 8080) else 8765
+        port = given if given not in (None, 8080) else 8765
         return (
             f"a hub URL starts with ws:// or wss://; did you mean {ws}://{parts.hostname}:{port}? "
             "(:8080 is the agent-bus HTTP shim)"
