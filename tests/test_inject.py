@@ -271,7 +271,9 @@ def test_long_wrapped_message_is_submitted_once(tmux: Tmux, tmp_path: Path) -> N
     tmux.send_enter("agent")
     wait_for(tui.submitted)
     assert tui.submitted() == [text]
-    assert not inj.in_composer("agent", text)  # the echo above the prompt does not count
+    # the echo above the prompt does not count (once the TUI has redrawn its prompt,
+    # which may come a moment after it recorded the line)
+    assert wait_for(lambda: not inj.in_composer("agent", text))
 
     second = text.replace("word", "next")
     out = inj.deliver("agent", second, 0.1)
