@@ -95,13 +95,12 @@ GONE = (
 
 
 class _FilesMoved(Exception):
-    """The database or WAL file is not the one opened (``committed``: found after the
-    batch committed, into the file that is gone)."""
+    """Found after a batch committed: the database or WAL file is not the one opened
+    (the batch went into the file that is gone)."""
 
-    def __init__(self, problem: str, committed: bool) -> None:
+    def __init__(self, problem: str) -> None:
         super().__init__(problem)
         self.problem = problem
-        self.committed = committed
 
 
 def _is_busy(err: sqlite3.Error) -> bool:
@@ -313,7 +312,8 @@ class SqliteStore(Store):
         Runs on the writer thread, under ``_wlock``."""
         self.failure = GONE
         saved = False
-        if self.files.database_intact():
+        intact = self.files.database_intact()
+        if intact:
             try:
                 busy, frames, copied = (
                     self._wconn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -323,7 +323,7 @@ class SqliteStore(Store):
                 log.error("copying the deleted WAL into %s failed: %s", self.path, err)
         if saved:
             outcome = "the deleted WAL was copied into the database first: nothing is lost"
-        elif self.files.database_intact():
+        elif intact:
             outcome = "the deleted WAL could not be copied whole: recent events may be lost"
         else:
             outcome = "the database file it opened is gone: restore it from a copy"
@@ -428,7 +428,7 @@ class SqliteStore(Store):
             # with those before it; _fail copies them all into the database if it can
             moved = self.files.problem()
             if moved is not None:
-                raise _FilesMoved(moved, committed=True)
+                raise _FilesMoved(moved)
 
         small = not self.fsync and len(ev_rows) + len(rc_rows) <= INLINE_ROWS
         # a small batch without fsync commits right here, cheaper than a thread round
@@ -448,9 +448,9 @@ class SqliteStore(Store):
             await self._on(self._writer, lambda: self._write(work))
             return
         except _FilesMoved as moved:
-            problem, committed = moved.problem, moved.committed
+            problem = moved.problem
         saved = await self._on(self._writer, lambda: self._write(lambda: self._fail(problem)))
-        if committed and saved:
+        if saved:
             return  # this batch too was copied into the database: it is stored
         raise sqlite3.OperationalError(GONE)
 
