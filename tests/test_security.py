@@ -30,6 +30,7 @@ from wsbus.auth import TokenStore
 from wsbus.errors import ConnectionLost, HubUnreachable, SendRefused
 
 from .helpers import HubProcess, RawClient, wait_for
+from .test_cli import wsbus
 from .test_compat_clients import bus_send, listener
 
 UA = "Mozilla/5.0"
@@ -169,13 +170,8 @@ async def test_wsbus_send_takes_the_name_the_token_vouches_for(
     sends as the token's name; an admin token names nobody: one line, exit 2."""
 
     def send(token: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "wsbus", "send", "bob", "who am i", "--json", *extra],
-            env=dict(env, WSBUS_URL=authhub.url, WSBUS_TOKEN=token),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        cli_env = dict(env, WSBUS_URL=authhub.url, WSBUS_TOKEN=token)
+        return wsbus(cli_env, "send", "bob", "who am i", "--json", *extra)
 
     r = send(tokens.alice)
     assert r.returncode == 0, r.stderr
@@ -428,37 +424,19 @@ async def test_tls_with_auth_serves_wss_https_and_every_client(
         timeout=30,
     )
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "token" in r.stderr, r.stderr
-    r = subprocess.run(
-        [sys.executable, "-m", "wsbus", "send", "bob", "wrong token"],
-        env=dict(cli_env, WSBUS_TOKEN="wsbus_00000000_notarealsecret"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = wsbus(dict(cli_env, WSBUS_TOKEN="wsbus_00000000_notarealsecret"), "send", "bob", "x")
     # one line, said once: "the hub refused the connection: HTTP 401: ..."
     assert r.returncode == 4 and r.stderr.count("refused the connection") == 1, r.stderr
     assert "HTTP 401" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     # no CA: the certificate is not trusted, and the line says how to trust it
     untrusted = {k: v for k, v in cli_env.items() if k != "WSBUS_CA_FILE"}
-    r = subprocess.run(
-        [sys.executable, "-m", "wsbus", "send", "bob", "x"],
-        env=untrusted,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = wsbus(untrusted, "send", "bob", "x")
     assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
     assert "not trusted" in r.stderr and "WSBUS_CA_FILE" in r.stderr, r.stderr
     assert "invalid hub URL" not in r.stderr and "running?" not in r.stderr, r.stderr
     # ws:// to the TLS port: try wss://
     plain = dict(cli_env, WSBUS_URL=hub.url.replace("wss://", "ws://"))
-    r = subprocess.run(
-        [sys.executable, "-m", "wsbus", "send", "bob", "x"],
-        env=plain,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = wsbus(plain, "send", "bob", "x")
     assert r.returncode == 3 and "try wss://" in r.stderr, r.stderr
 
     # the agent-bus clients over https, trusting the CA through SSL_CERT_FILE
