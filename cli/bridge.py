@@ -25,6 +25,7 @@ from pathlib import Path
 
 from wsbus import redact
 from wsbus.client import Client
+from wsbus.config import Access
 from wsbus.errors import ClientError, CloseCode, ConnectionLost, HubUnreachable
 from wsbus.schema import Event, RosterEntry
 
@@ -84,8 +85,10 @@ class Bridge:
         scan_interval: float = 2.0,
         timeout: float = 10.0,
         verbose: bool = False,
+        access: Access | None = None,
     ) -> None:
         self.url = url
+        self.access = access or Access(token=None, ca_file=None)
         self.paths = paths
         self.tun = tunables
         self.tmux = tmux or Tmux()
@@ -161,6 +164,7 @@ class Bridge:
             resume=self.progress.cursor,
             open_timeout=self.timeout,
             on_state=self._on_state,
+            **self.access,
         )
 
     def _on_state(self, state: str, details: dict[str, object]) -> None:
@@ -245,7 +249,7 @@ class Bridge:
         if not len(self.spool):
             return
         try:
-            result = await forward(self.spool, self.url, timeout=self.timeout)
+            result = await forward(self.spool, self.url, timeout=self.timeout, access=self.access)
         except (HubUnreachable, ClientError, TimeoutError) as err:
             log.info("spool forward failed: %s", err)
             return
@@ -489,6 +493,7 @@ async def run(args: argparse.Namespace) -> int:
         scan_interval=args.scan_interval,
         timeout=settings.timeout,
         verbose=args.verbose,
+        access=settings.access(),
     )
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()

@@ -37,7 +37,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.shortcuts import print_formatted_text
 
 from wsbus.client import Client
-from wsbus.config import state_dir
+from wsbus.config import Access, state_dir
 from wsbus.errors import ClientError, SendRefused
 from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, Event, Presence, Receipt, RosterResult
 
@@ -143,6 +143,7 @@ async def run(args: argparse.Namespace) -> int:
         watch=args.watch,
         context=0 if args.no_history else CONTEXT,
         timeout=settings.timeout,
+        access=settings.access(),
     )
     return await app.run()
 
@@ -183,8 +184,10 @@ class ChatApp:
         input: Input | None = None,
         output: Output | None = None,
         patch: bool = True,
+        access: Access | None = None,
     ) -> None:
         self.url = url
+        self.access = access or Access(token=None, ca_file=None)
         self.timeout = timeout
         self.context = context
         self.patch = patch
@@ -383,6 +386,7 @@ class ChatApp:
             presence=True,
             open_timeout=self.timeout,
             on_state=functools.partial(self._on_state, self._generation),
+            **self.access,
         )
         self._receiver = asyncio.create_task(self._receive(client, cursor, seq, hub, context))
 

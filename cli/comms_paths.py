@@ -14,21 +14,21 @@ one thread directory and one audit log::
 own files (the spool of events that could not reach the hub) live under
 ``$XDG_STATE_HOME/wsbus`` (``~/.local/state/wsbus``).
 
-Also here: the two helpers every comms file writer uses, :func:`private_dir`
-(missing directories are created 0700) and :func:`write_atomic` (a temporary
-file in the same directory, then ``os.replace``; the file ends up 0600).
+Also here, from :mod:`wsbus.files`: the two helpers every comms file writer uses,
+:func:`private_dir` (missing directories are created 0700) and :func:`write_atomic`
+(a temporary file in the same directory, then ``os.replace``; the file ends up 0600).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+
+from wsbus.files import private_dir, write_atomic
 
 __all__ = [
     "DEFAULT_MARKER",
@@ -160,37 +160,3 @@ class CommsTunables(msgspec.Struct, frozen=True, kw_only=True):
         if len(text) <= self.max_msg_len:
             return text
         return text[: self.max_msg_len - 3] + "..."
-
-
-def private_dir(path: Path) -> None:
-    """Create ``path`` and any missing parents with mode 0700 (existing ones are left alone)."""
-    missing: list[Path] = []
-    p = path
-    while not p.is_dir():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for d in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            d.mkdir(mode=0o700)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step; a reader sees the old or the new file.
-
-    The temporary file is created 0600 next to ``path`` (a unique name, so
-    concurrent writers never share one) and is removed if anything fails.
-    """
-    private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -51,6 +51,7 @@ async def run(args: argparse.Namespace) -> int:
         channels=[],  # query-only
         open_timeout=settings.timeout,
         presence=False,
+        **settings.access(),
     )
     welcome = await client.connect()
     page_max = welcome.limits.max_history if welcome.limits else 1000

@@ -56,7 +56,14 @@ async def run(args: argparse.Namespace) -> int:
     if not 1 <= args.n <= 1000:
         raise CliError(f"-n must be between 1 and 1000, not {args.n}", Exit.USAGE)
     name = settings.name
-    client = Client(settings.url, name, channels=[], presence=False, open_timeout=settings.timeout)
+    client = Client(
+        settings.url,
+        name,
+        channels=[],
+        presence=False,
+        open_timeout=settings.timeout,
+        **settings.access(),
+    )
     await client.connect()
     try:
         page = await client.history(

@@ -105,6 +105,7 @@ async def run(args: argparse.Namespace) -> int:
         on_state=on_state,
         open_timeout=settings.timeout,
         presence=False,
+        **settings.access(),
     )
     out = sys.stdout
     try:

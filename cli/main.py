@@ -11,7 +11,21 @@ from typing import NoReturn
 
 from wsbus import __version__
 
-from . import bridge, chat, history, inbox, listen, relay, send, serve, show, token, updown, verify
+from . import (
+    bridge,
+    chat,
+    history,
+    inbox,
+    join,
+    listen,
+    relay,
+    send,
+    serve,
+    show,
+    token,
+    updown,
+    verify,
+)
 from .common import client_errors
 from .comms import COMMAND_NAMES as COMMS_COMMANDS
 from .exits import CliError, Exit
@@ -32,6 +46,7 @@ COMMANDS = (
     updown.register_up,
     updown.register_down,
     token.register,
+    join.register,
 )
 
 DESCRIPTION = """\

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from wsbus.client import Client
+from wsbus.config import Access
 from wsbus.errors import ClientError, HubUnreachable, SendRefused
 
 from .common import Subcommands, add_client_args, settings_from
@@ -58,7 +59,9 @@ def spooled_meta(rec: SpoolRecord) -> dict[str, Any]:
     return meta
 
 
-async def forward(spool: Spool, url: str, *, timeout: float = 10.0) -> RelayResult:
+async def forward(
+    spool: Spool, url: str, *, timeout: float = 10.0, access: Access | None = None
+) -> RelayResult:
     """Send every spooled record to the hub at ``url`` (each removed after its ok).
 
     Raises :class:`HubUnreachable` when the hub cannot be reached, other
@@ -78,6 +81,7 @@ async def forward(spool: Spool, url: str, *, timeout: float = 10.0) -> RelayResu
         presence=False,
         open_timeout=timeout,
         reconnect=False,
+        **(access or Access(token=None, ca_file=None)),
     )
     await client.connect()
     try:
@@ -140,7 +144,9 @@ async def run(args: argparse.Namespace) -> int:
     private_dir(paths.spool)
     while True:
         try:
-            result = await forward(spool, settings.url, timeout=settings.timeout)
+            result = await forward(
+                spool, settings.url, timeout=settings.timeout, access=settings.access()
+            )
         except (ClientError, TimeoutError) as err:  # unreachable, or lost mid-pass
             if not args.watch:
                 raise CliError(

@@ -151,6 +151,7 @@ async def run(args: argparse.Namespace) -> int:
         kind=args.kind or "agent",
         open_timeout=settings.timeout,
         presence=False,
+        **settings.access(),
     )
     ref = args.ref or new_ref()
     try:

@@ -21,9 +21,11 @@ from wsbus.hub import Hub, HubConfig
 from wsbus.limits import RateLimits, connection_budget
 from wsbus.server import WsServer
 from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked
+from wsbus.tls import format_fingerprint
 
 from .common import Subcommands
 from .exits import CliError, Exit
+from .share import prepare, publish
 
 __all__ = ["register", "run"]
 
@@ -32,9 +34,11 @@ examples:
   wsbus serve                          # 127.0.0.1:8765, SQLite in ~/.local/share/wsbus
   wsbus serve --port 9000 --db ./bus.db
   wsbus serve --memory                 # nothing kept (tests, demos)
-  wsbus token create alice             # then, to share the hub between machines:
+  wsbus serve --share                  # other machines join: auth + TLS, its own CA
+  wsbus token invite bob               #   prints `wsbus join CODE` for bob's machine
+  wsbus serve --share --advertise hub.lan,10.0.0.5   # the names others reach it by
   wsbus serve --host 0.0.0.0 --auth ~/.config/wsbus/tokens.json \\
-      --tls-cert hub.pem --tls-key hub-key.pem
+      --tls-cert hub.pem --tls-key hub-key.pem         # your own certificate
   wsbus serve --host 0.0.0.0 --insecure   # no auth at all (trusted network only)
 
 security: docs/SECURITY.md (tokens, TLS, origins, every limit and its default)
@@ -49,7 +53,22 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; with --share 0.0.0.0)")
+    p.add_argument(
+        "--share",
+        action="store_true",
+        default=None,
+        help="let other machines join: tokens required, TLS from a CA the hub makes once "
+        "(kept 0600 in its data directory); invite with `wsbus token invite NAME`",
+    )
+    p.add_argument(
+        "--advertise",
+        type=lambda v: [n.strip() for n in v.split(",") if n.strip()],
+        metavar="HOST,...",
+        help="with --share: the host names and addresses others reach the hub by (its "
+        "certificate's names, the URLs in invites; default: host name, localhost, loopback "
+        "and this machine's addresses)",
+    )
     p.add_argument("--port", type=int, help="websocket port (default 8765; 0 picks a free one)")
     http = p.add_mutually_exclusive_group()
     http.add_argument(
@@ -247,6 +266,8 @@ def secret_finder(settings: Settings) -> Callable[[str], str | None] | None:
 async def run(args: argparse.Namespace) -> int:
     flags = {
         "host": args.host,
+        "share": args.share,
+        "advertise": args.advertise,
         "port": args.port,
         "http_port": args.http_port,
         "no_http": args.no_http,
@@ -282,6 +303,8 @@ async def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     redact.install()  # no token in any log line, whichever library writes it
+    settings, shared = prepare(settings)
+    host = settings.listen_host()
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -292,25 +315,25 @@ async def run(args: argparse.Namespace) -> int:
 
     gate = open_gate(settings)
     tls = tls_context(settings)
-    if not is_loopback(settings.host):
+    if not is_loopback(host):
         if gate is None and not settings.insecure:
             raise CliError(
-                f"refusing to listen on {settings.host} without authentication: pass "
+                f"refusing to listen on {host} without authentication: pass "
                 "--auth FILE (tokens from `wsbus token create`), use a loopback address, "
                 "or pass --insecure",
                 Exit.USAGE,
             )
         if gate is None:
             warn(
-                f"WARNING: listening on {settings.host} with NO authentication: anyone who "
+                f"WARNING: listening on {host} with NO authentication: anyone who "
                 "can reach this port can read and send every message"
             )
         elif tls is None:
             warn(
-                f"WARNING: listening on {settings.host} without TLS: tokens and messages "
+                f"WARNING: listening on {host} without TLS: tokens and messages "
                 "cross the network in clear; pass --tls-cert/--tls-key or put a TLS proxy in front"
             )
-    if gate is not None and gate.live() == 0:
+    if gate is not None and gate.live() == 0 and shared is None:
         warn(
             f"no live tokens in {gate.path}: nobody can connect; "
             f"create one with: wsbus token create NAME --auth {gate.path}"
@@ -332,7 +355,7 @@ async def run(args: argparse.Namespace) -> int:
     rates = rate_limits(settings)
     server = WsServer(
         hub,
-        settings.host,
+        host,
         settings.port,
         hello_timeout=settings.hello_timeout,
         max_bad_frames=settings.max_bad_frames,
@@ -341,6 +364,7 @@ async def run(args: argparse.Namespace) -> int:
         allow_origins=settings.allow_origin,
         rates=rates,
         budget=connection_budget(settings),
+        ca_pem=shared.ca_pem if shared else None,
     )
     try:
         await hub.start()
@@ -353,7 +377,7 @@ async def run(args: argparse.Namespace) -> int:
         if settings.no_http
         else HttpShim(
             hub,
-            settings.host,
+            host,
             settings.http_port,
             poll_timeout=settings.poll_timeout,
             ssl_context=tls,
@@ -363,6 +387,7 @@ async def run(args: argparse.Namespace) -> int:
             max_polls=settings.max_polls,
             cache_events=settings.legacy_cache_events,
             cache_bytes=settings.legacy_cache_bytes,
+            ca_pem=shared.ca_pem if shared else None,
         )
     )
     try:
@@ -373,23 +398,27 @@ async def run(args: argparse.Namespace) -> int:
             except OSError as err:
                 await server.stop()
                 raise CliError(
-                    f"cannot listen on {settings.host}:{settings.http_port} (HTTP shim): "
+                    f"cannot listen on {host}:{settings.http_port} (HTTP shim): "
                     f"{err.strerror or err}; pick another --http-port or pass --no-http"
                 ) from None
     except OSError as err:
         await hub.stop()
-        raise CliError(
-            f"cannot listen on {settings.host}:{settings.port}: {err.strerror or err}"
-        ) from None
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        raise CliError(f"cannot listen on {host}:{settings.port}: {err.strerror or err}") from None
+    shown = f"[{host}]" if ":" in host else host
     say(f"data: {store.location}; seq {hub.committed_seq}; open files limit {nofile}")
     if gate is not None:
         say(f"auth: tokens from {gate.path} ({gate.live()} live)")
     if shim is not None:
-        base = f"{shim.scheme}://{host}:{shim.port}"
+        base = f"{shim.scheme}://{shown}:{shim.port}"
         hint = f"{base}/t/TOKEN" if gate is not None else base
         say(f"agent-bus HTTP shim on {base} (AGENT_BUS_URL={hint})")
-    say(f"wsbus hub {hub.hub_id} listening on {server.scheme}://{host}:{server.port}")
+    say(f"wsbus hub {hub.hub_id} listening on {server.scheme}://{shown}:{server.port}")
+    if shared is not None:
+        info = publish(shared, settings, server.port)
+        say(f"shared: CA {shared.paths.ca_cert} (SHA-256 {format_fingerprint(info.ca_sha256)})")
+        say(f"shared: reached as {', '.join(info.urls)}")
+        say(f"shared: {shared.local_note}")
+        say("shared: invite a machine with: wsbus token invite NAME")
     try:
         await stop.wait()
     finally:

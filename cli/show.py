@@ -41,7 +41,13 @@ async def run(args: argparse.Namespace) -> int:
     if args.seq < 1:
         raise CliError(f"invalid seq {args.seq}: seqs start at 1", Exit.USAGE)
     settings = settings_from(args)
-    client = Client(settings.url, channels=[], presence=False, open_timeout=settings.timeout)
+    client = Client(
+        settings.url,
+        channels=[],
+        presence=False,
+        open_timeout=settings.timeout,
+        **settings.access(),
+    )
     await client.connect()
     try:
         page = await client.history(after=args.seq - 1, limit=1, timeout=settings.timeout)

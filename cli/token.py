@@ -1,4 +1,5 @@
-"""``wsbus token create|list|revoke``: the per-agent tokens a hub started with ``--auth`` checks."""
+"""``wsbus token create|invite|list|revoke``: the per-agent tokens a hub started with ``--auth``
+checks (``invite``: cli/invite.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from wsbus.config import ConfigError, load_settings
 
 from .common import Subcommands
 from .exits import CliError, Exit
+from .invite import add_invite
 
 __all__ = ["register", "run"]
 
@@ -29,6 +31,7 @@ examples:
   wsbus token create alice                        # prints the token once: store it now
   wsbus token create alice --channel ops --channel dev
   wsbus token create host1 --role bridge --name alice --name bob
+  wsbus token invite bob                          # --share hub: prints `wsbus join CODE`
   wsbus token list                                # ids, names, roles; never secrets
   wsbus token revoke 3f9a1c2e                     # by id, or every live token of a name
   wsbus token create ci --auth ./tokens.json      # another token file
@@ -112,6 +115,7 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     rv.add_argument("target", metavar="ID_OR_NAME", help="a token id (from list) or a name")
     _add_auth(rv)
     rv.set_defaults(func=run)
+    add_invite(actions)
     return p
 
 
@@ -125,7 +129,7 @@ def _configured_auth() -> Path | None:
 
 
 async def _no_action(args: argparse.Namespace) -> int:
-    raise CliError("token needs an action: create, list or revoke (see --help)", Exit.USAGE)
+    raise CliError("token needs an action: create, invite, list or revoke (see --help)", Exit.USAGE)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from wsbus.auth import is_loopback
 from wsbus.client import Client
-from wsbus.config import state_dir
+from wsbus.config import Access, state_dir
 from wsbus.errors import ClientError
 
 from .common import Subcommands, add_client_args, settings_from
@@ -129,8 +129,10 @@ def _wait_log(
     return f"did not become ready within {timeout:.0f}s (see {log})"
 
 
-async def _hub_answers(url: str, timeout: float) -> bool:
-    client = Client(url, channels=[], presence=False, open_timeout=timeout, reconnect=False)
+async def _hub_answers(url: str, timeout: float, access: Access) -> bool:
+    client = Client(
+        url, channels=[], presence=False, open_timeout=timeout, reconnect=False, **access
+    )
     try:
         await client.connect()
     except (ClientError, OSError, TimeoutError):
@@ -182,7 +184,7 @@ async def run_up(args: argparse.Namespace) -> int:
         pid = _pid("hub")
         if pid is not None:
             say(f"hub: already running (pid {pid}; log {run_dir() / 'hub.log'})")
-        elif await _hub_answers(settings.url, min(settings.timeout, 2.0)):
+        elif await _hub_answers(settings.url, min(settings.timeout, 2.0), settings.access()):
             say(f"hub: already answering at {settings.url} (not started by `wsbus up`)")
         elif not _local(settings.url):
             raise CliError(

@@ -242,7 +242,13 @@ async def _from_event(seq: int, args: argparse.Namespace) -> Reference:
     if seq < 1:
         raise CliError(f"invalid seq {seq}: seqs start at 1", Exit.USAGE)
     settings = settings_from(args)
-    client = Client(settings.url, channels=[], presence=False, open_timeout=settings.timeout)
+    client = Client(
+        settings.url,
+        channels=[],
+        presence=False,
+        open_timeout=settings.timeout,
+        **settings.access(),
+    )
     await client.connect()
     try:
         page = await client.history(after=seq - 1, limit=1, timeout=settings.timeout)

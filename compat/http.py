@@ -91,6 +91,8 @@ Handler = Callable[[web.BaseRequest, TokenRecord | None], Awaitable[web.StreamRe
 
 #: how many callers' rate buckets are remembered (least recently used dropped first)
 MAX_CALLERS = 10_000
+#: paths answered without a token: health, and the public CA certificate of --share
+PUBLIC = ("/healthz", "/ca.pem")
 
 #: a rate budget's key: ("token", id), or ("addr", address, name) without ``--auth``
 Caller = tuple[str, ...]
@@ -149,8 +151,11 @@ class HttpShim:
         max_polls: int = 16,
         cache_events: int = 20_000,
         cache_bytes: int = 16 << 20,
+        ca_pem: bytes | None = None,
     ) -> None:
         self.hub = hub
+        #: the CA of ``serve --share``, served at ``/ca.pem`` for ``wsbus join``
+        self.ca_pem = ca_pem
         self.host = host
         self.port = port
         self.max_body = hub.config.max_body
@@ -175,6 +180,8 @@ class HttpShim:
             "/inbox": ("GET", self.inbox),
             "/healthz": ("GET", self.healthz),
         }
+        if ca_pem is not None:
+            self.routes["/ca.pem"] = ("GET", self.ca)
 
     async def start(self) -> None:
         # aiohttp's low-level server: its HTTP parser and protocol, without the
@@ -236,7 +243,7 @@ class HttpShim:
                 raise LegacyError(
                     403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1"
                 )
-            if path == "/healthz":
+            if path in PUBLIC:
                 return await handler(request, None)
             grant = self._authenticate(request, path_token)
             return await handler(request, grant)
@@ -415,6 +422,10 @@ class HttpShim:
     async def healthz(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
         status, health = self.hub.health()
         return _json(health, status)
+
+    async def ca(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
+        assert self.ca_pem is not None  # the route exists only with it
+        return web.Response(body=self.ca_pem, content_type="application/x-pem-file")
 
 
 def _split_token(path: str) -> tuple[str, str | None]:

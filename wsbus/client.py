@@ -501,7 +501,7 @@ class Client:
                 why = (
                     err.response.body.decode(errors="replace").strip() if err.response.body else ""
                 )
-                hint = "" if self.token else " (set WSBUS_TOKEN)"
+                hint = "" if self.token else " (set WSBUS_TOKEN, or `wsbus join CODE`)"
                 raise ConnectionLost(
                     CloseCode.UNAUTHORIZED,
                     f"HTTP {status}: {why or 'unauthorized'}{hint}",
@@ -555,7 +555,7 @@ class Client:
                     HubUnreachable(
                         f"the hub's TLS certificate at {self.url} is not trusted "
                         f"({err.verify_message}): set WSBUS_CA_FILE to the CA file that "
-                        "signed it"
+                        "signed it, or join a shared hub with `wsbus join CODE`"
                     )
                 )
                 return

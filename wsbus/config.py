@@ -16,7 +16,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 import platformdirs
@@ -25,6 +25,7 @@ from .errors import WsbusError
 
 __all__ = [
     "ENVIRONMENT",
+    "Access",
     "ConfigError",
     "Settings",
     "config_path",
@@ -54,6 +55,14 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP))
 
 
+class Access(TypedDict):
+    """How a client proves itself and checks the hub, besides the URL: keyword
+    arguments of :class:`wsbus.Client` (``Client(settings.url, **settings.access())``)."""
+
+    token: str | None
+    ca_file: str | None
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting with its default. Limits are documented in docs/CONFIG.md."""
 
@@ -62,8 +71,18 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str | None = None
     channel: str = "default"
     timeout: float = 10.0
+    #: the token clients present (``wsbus join`` stores it here; docs/SECURITY.md)
+    token: str | None = None
+    #: the CA certificate a ``wss://`` hub is verified with (default: the system's CAs)
+    ca_file: str | None = None
     # hub side
-    host: str = "127.0.0.1"
+    #: None: 127.0.0.1, or every interface (0.0.0.0) with ``share`` (see listen_host)
+    host: str | None = None
+    #: auth and TLS from the hub's own CA, for ``wsbus token invite``/``wsbus join``
+    share: bool = False
+    #: the names (host names, addresses) a shared hub is reached by: its certificate's
+    #: names and the URLs in invite codes; empty: tls.default_names()
+    advertise: list[str] = []
     port: int = 8765
     http_port: int = 8080
     no_http: bool = False
@@ -104,6 +123,18 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_identity_connections: int = 64
     max_polls: int = 16
 
+    def access(self) -> Access:
+        """The token and CA file every client connects with (flags, environment, or
+        the config file that ``wsbus join`` wrote)."""
+        return Access(token=self.token, ca_file=self.ca_file)
+
+    def listen_host(self) -> str:
+        """Where the hub listens: ``host``, else loopback, or every interface when
+        shared (a hub shared with other machines must be reachable from them)."""
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.share else "127.0.0.1"
+
     def db_path(self) -> Path:
         return Path(self.db).expanduser() if self.db else data_dir() / "wsbus.db"
 
@@ -121,6 +152,10 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "name": ("WSBUS_NAME", "AGENT_COMMS_SELF", "AGENT_NAME"),
     "channel": ("WSBUS_CHANNEL", "AGENT_BUS_CHANNEL"),
     "timeout": ("WSBUS_TIMEOUT",),
+    "token": ("WSBUS_TOKEN",),
+    "ca_file": ("WSBUS_CA_FILE",),
+    "share": ("WSBUS_SHARE",),
+    "advertise": ("WSBUS_ADVERTISE",),
     "host": ("WSBUS_HOST",),
     "port": ("WSBUS_PORT",),
     "http_port": ("WSBUS_HTTP_PORT",),

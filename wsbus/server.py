@@ -142,8 +142,11 @@ class WsServer:
         allow_origins: Sequence[str] = (),
         rates: RateLimits | None = None,
         budget: ConnectionBudget | None = None,
+        ca_pem: bytes | None = None,
     ) -> None:
         self.hub = hub
+        #: the CA of ``serve --share``, served at ``/ca.pem`` for ``wsbus join``
+        self.ca_pem = ca_pem
         self.host = host
         self.port = port
         self.hello_timeout = hello_timeout
@@ -218,6 +221,8 @@ class WsServer:
         if request.path == "/healthz":
             status, health = self.hub.health()
             return conn.respond(status, msgspec.json.encode(health).decode() + "\n")
+        if request.path == "/ca.pem" and self.ca_pem is not None:
+            return conn.respond(200, self.ca_pem.decode())
         # every Host header counts: a duplicate is not an excuse
         hosts: list[str | None] = [*request.headers.get_all("Host")] or [None]
         if self._guard_host and not all(loopback_host_header(h) for h in hosts):

@@ -139,6 +139,7 @@ class Context:
             reconnect=False,
             host=self.host,
             open_timeout=max(0.1, min(settings.timeout, REACH_TIMEOUT)),
+            **settings.access(),
         )
         try:
             await client.connect()
