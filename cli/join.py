@@ -40,6 +40,9 @@ examples:
 
 #: the largest CA certificate accepted from /ca.pem
 MAX_CA_BYTES = 64 << 10
+#: how long a refused token is retried: the hub reads new tokens from its token file
+#: within its reload interval (1 s), so a code pasted at once may be a moment early
+NEW_TOKEN_GRACE = 3.0
 
 
 def register(sub: Subcommands) -> argparse.ArgumentParser:
@@ -128,6 +131,21 @@ async def _trusted_ca(invite: Invite, timeout: float) -> tuple[str, bytes]:
 
 
 async def _connect(url: str, token: str, ca_file: Path, channel: str, timeout: float) -> Welcome:
+    """Connect once with the token; a refusal is retried for ``NEW_TOKEN_GRACE``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + NEW_TOKEN_GRACE
+    while True:
+        try:
+            return await _connect_once(url, token, ca_file, channel, timeout)
+        except ConnectionLost:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.25)
+
+
+async def _connect_once(
+    url: str, token: str, ca_file: Path, channel: str, timeout: float
+) -> Welcome:
     from wsbus.client import Client
 
     client = Client(
