@@ -84,7 +84,8 @@ CONNECTING = f"""\
 
 - Endpoint: `ws://HOST:8765/` (any path; `GET /healthz` answers `{{"ok": true, "now": ...}}` over
   plain HTTP, or 503 `{{"ok": false, "error": ...}}` when the store refuses commits),
-  or `wss://` when the hub has `--tls-cert`/`--tls-key`. Without
+  or `wss://` when the hub has `--tls-cert`/`--tls-key` or `--share` (a shared hub
+  also answers `GET /ca.pem` with its CA certificate, public, for `wsbus join`). Without
   `--auth` the hub listens on loopback only (another address needs `--insecure`).
 - Authentication (`--auth FILE`, docs/SECURITY.md): the token travels as
   `Authorization: Bearer TOKEN` on the upgrade request (a wrong one is answered
