@@ -4,13 +4,15 @@ It knows nothing about sockets or HTTP: transports hand it :class:`Session`
 objects and decoded frames. Life of a send:
 
 1. :meth:`Hub.submit` (synchronous) validates, deduplicates by ``(sender,
-   ref)``, assigns ``seq``/``ts`` and queues the event for the writer;
-2. the writer task commits everything queued as one transaction (group
-   commit: while one batch commits, the next accumulates);
-3. after the commit it answers ``ok`` to the senders and fans the batch out:
-   each event is encoded once per subprotocol and the same bytes are written
-   to every recipient; a recipient whose unread bytes pass ``send_queue`` is
-   closed as a slow consumer (it resumes from its cursor without loss).
+   ref)`` and queues the event for the writer;
+2. the writer task appends everything queued to the log (:mod:`wsbus.log`) as
+   one batch (group commit: while one batch commits, the next accumulates); the
+   log assigns ``seq``/``ts``, and the hub answers ``ok`` to the senders;
+3. the hub fans out what the log's tail yields — on one node pushed in-process by
+   the commit, with several hubs every hub's events alike: each event is encoded
+   once per subprotocol and the same bytes are written to every recipient; a
+   recipient whose unread bytes pass ``send_queue`` is closed as a slow consumer
+   (it resumes from its cursor without loss).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from . import __version__
 from .auth import Gate, may_act_as, may_use_channel, party_of, reads_all
 from .codec import JSON, MSGPACK, meta_problem
 from .errors import CloseCode, ErrorCode, FrameError
+from .log import LocalLog, Log
 from .loopguard import LoopGuard
 from .routing import PresenceChange, Router
 from .schema import (
@@ -141,9 +143,12 @@ class Hub:
         *,
         gate: Gate | None = None,
         find_secret: Callable[[str], str | None] | None = None,
+        log: Log | None = None,
     ) -> None:
         self.store = store
         self.config = config or HubConfig()
+        #: orders the events (one node: the store's own database; docs/STORE.md)
+        self.log: Log = log or LocalLog(store, self.config.ref_window)
         self.broadcast = broadcast
         #: the token file (None: no authentication, the hub is loopback-only)
         self.gate = gate
@@ -156,29 +161,29 @@ class Hub:
         self._auth_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.hub_id = ""
+        #: the last event the tail yielded (fanned out); replays stop there
         self.committed_seq = 0
         self.pruned_seq = 0
-        self._next_seq = 1
-        self._last_ts = 0.0
-        self._refs: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self._queue: list[_Pending] = []
         self._receipt_queue: list[tuple[ReceiptRecord, str]] = []
-        self._inflight: dict[int, _Pending] = {}
+        #: (sender, ref) -> its send, queued or committing (a resend waits with it)
+        self._queued: dict[tuple[str, str], _Pending] = {}
         self._recent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._writer: asyncio.Task[None] | None = None
+        self._tailer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._stopping = False
         self._store_error: str | None = None
         self.sessions: set[Session] = set()
-        #: called with each committed batch, after fan-out (e.g. the HTTP shim)
+        #: called with each batch the tail yields, after fan-out (e.g. the HTTP shim)
         self.listeners: list[Callable[[list[Event]], None]] = []
         #: retained events per (channel, recipient), for the legacy /inbox
         self.counts: dict[tuple[str, str], int] = {}
-        #: ts of the last committed event
+        #: ts of the last event the tail yielded
         self.committed_ts = 0.0
         self._joining: dict[Session, list[str]] = {}
         #: name -> every open session acting for it (any channels, or none)
@@ -194,20 +199,17 @@ class Hub:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the store, restore counters and the idempotency window, start tasks."""
-        info = await self.store.open()
+        """Open the log and the store, restore counters, start tasks."""
+        info = await self.log.open()
         self.hub_id = info.hub_id
         self.committed_seq = info.last_seq
         self.committed_ts = info.last_ts
-        self._next_seq = info.last_seq + 1
-        self._last_ts = info.last_ts
         self.pruned_seq = info.pruned_seq
-        for sender, ref, seq, ts in await self.store.recent_refs(self.config.ref_window):
-            self._refs[(sender, ref)] = (seq, ts)
         await self.prune()
         self.counts = await self.store.counts()
         self.members = {(m.channel, m.name): m for m in await self.store.members()}
         self._writer = asyncio.create_task(self._write_loop(), name="wsbus-writer")
+        self._tailer = asyncio.create_task(self._tail_loop(info.last_seq), name="wsbus-tail")
         if self.config.prune_interval > 0:
             self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="wsbus-ckpt")
@@ -230,6 +232,9 @@ class Hub:
         if self._writer:
             self._wake.set()
             await self._writer
+        self.log.seal()
+        if self._tailer:
+            await self._tailer  # what was committed reaches its recipients first
         for s in list(self.sessions):
             s.close(CloseCode.GOING_AWAY, "hub shutting down; reconnect and resume")
 
@@ -293,7 +298,7 @@ class Hub:
         }
         recovered = True
         if hello.resume is not None and (
-            hello.resume < self.pruned_seq or hello.resume > self.committed_seq
+            hello.resume < self.pruned_seq or hello.resume > self.log.committed_seq
         ):
             recovered = False
         self.sessions.add(session)
@@ -635,24 +640,18 @@ class Hub:
                     send.ref,
                 )
         key = (sender, send.ref)
-        seen = self._refs.get(key)
+        queued = self._queued.get(key)
+        if queued is not None:
+            queued.waiters.append(session)
+            return
+        seen = self.log.known(sender, send.ref)
         if seen is not None:
-            seq, ts = seen
-            pending = self._inflight.get(seq)
-            if pending is not None:
-                pending.waiters.append(session)
-            else:
-                session.send(Ok(ref=send.ref, seq=seq, ts=ts, duplicate=True))
+            session.send(Ok(ref=send.ref, seq=seen.seq, ts=seen.ts, duplicate=True))
             return
         channel = send.channel or (min(session.channels) if len(session.channels) == 1 else None)
         channel = channel or DEFAULT_CHANNEL
         self._check_channels(session, [channel], send.ref)
-        seq = self._next_seq
-        self._next_seq += 1
-        ts = time.time()
-        if ts <= self._last_ts:
-            ts = self._last_ts + 1e-6
-        self._last_ts = ts
+        ts = time.time()  # the loop guard's clock; the log stamps the event
         loop = None
         if send.kind != "notice":
             if send.to == BROADCAST:
@@ -663,8 +662,8 @@ class Hub:
                 loop = self.loops.record(ts, sender, [send.to], channel)
             loop = loop or None
         ev = Event(
-            seq=seq,
-            ts=ts,
+            seq=0,
+            ts=0.0,
             channel=channel,
             from_=sender,
             to=send.to,
@@ -677,10 +676,7 @@ class Hub:
         )
         pending = _Pending(ev, [session])
         self._queue.append(pending)
-        self._inflight[seq] = pending
-        self._refs[key] = (seq, ts)
-        if len(self._refs) > self.config.ref_window:
-            self._refs.popitem(last=False)
+        self._queued[key] = pending
         self._wake.set()
 
     async def _write_loop(self) -> None:
@@ -704,15 +700,14 @@ class Hub:
         self._receipt_queue = []
         events = [p.event for p in batch]
         try:
-            await self.store.append(events, [r for r, _ in receipts])
+            stamps = await self.log.append(events, [r for r, _ in receipts])
         except Exception as err:  # the store refused: nothing of the batch is acknowledged
             if str(err) != self._store_error:  # once per cause, not once per batch
                 self._store_error = str(err)
                 log.error("store commit failed: %s", err)
             for p in batch:
-                self._inflight.pop(p.event.seq, None)
                 assert p.event.ref is not None
-                self._refs.pop((p.event.from_, p.event.ref), None)
+                self._queued.pop((p.event.from_, p.event.ref), None)
                 for s in p.waiters:
                     s.send(
                         Error(
@@ -728,29 +723,14 @@ class Hub:
             self._room.set()
             return False
         self._store_error = None
-        if events:
-            self.committed_seq = events[-1].seq
-            self.committed_ts = events[-1].ts
-        for p in batch:
+        for p, stamp in zip(batch, stamps, strict=True):
             ev = p.event
-            self._inflight.pop(ev.seq, None)
             assert ev.ref is not None
-            key = (ev.channel, ev.to)
-            self.counts[key] = self.counts.get(key, 0) + 1
+            self._queued.pop((ev.from_, ev.ref), None)
             online = None if ev.to == BROADCAST else self.router.serves(ev.channel, ev.to)
-            try:
-                for i, s in enumerate(p.waiters):
-                    s.send(Ok(ref=ev.ref, seq=ev.seq, ts=ev.ts, duplicate=i > 0, online=online))
-                self._remember(ev)
-                self._fanout(ev)
-            except Exception:  # never let one event stop the writer
-                log.exception("delivering event %d failed", ev.seq)
-        if events:
-            for listener in self.listeners:
-                try:
-                    listener(events)
-                except Exception:
-                    log.exception("commit listener failed")
+            for i, s in enumerate(p.waiters):
+                dup = stamp.duplicate or i > 0
+                s.send(Ok(ref=ev.ref, seq=stamp.seq, ts=stamp.ts, duplicate=dup, online=online))
         for record, sender in receipts:
             frame = Receipt(
                 seq=record.seq,
@@ -772,20 +752,34 @@ class Hub:
             self._room.set()
         return True
 
-    def legacy_now(self) -> float:
-        """A ``now`` for the legacy long-poll contract (invariant 5).
+    async def _tail_loop(self, after_seq: int) -> None:
+        async for batch in self.log.tail(after_seq):
+            self._deliver(batch)
 
-        Every event not yet visible (queued or committing) and every later one
-        has ``ts`` strictly greater than the value returned, so a client that
-        advances its cursor to it never skips an event.
-        """
-        if self._inflight:
-            first = next(iter(self._inflight.values())).event.ts
-            return math.nextafter(first, -math.inf)
-        now = time.time()
-        if now > self._last_ts:
-            self._last_ts = now
-        return now
+    def _deliver(self, events: list[Event]) -> None:
+        """Fan out a batch the tail yielded (whichever hub committed it)."""
+        for ev in events:
+            try:
+                key = (ev.channel, ev.to)
+                self.counts[key] = self.counts.get(key, 0) + 1
+                self._remember(ev)
+                self._fanout(ev)
+            except Exception:  # never let one event stop the tail
+                log.exception("delivering event %d failed", ev.seq)
+        self.committed_seq = events[-1].seq
+        self.committed_ts = events[-1].ts
+        for listener in self.listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("commit listener failed")
+
+    def legacy_now(self) -> float:
+        """A ``now`` for the legacy long-poll contract (invariant 5): the log's
+        watermark. Every event the listeners have not seen yet, and every later
+        one, has ``ts`` strictly greater, so a client that advances its cursor to it
+        never skips an event."""
+        return self.log.watermark()
 
     def _remember(self, ev: Event) -> None:
         self._recent[ev.seq] = (ev.channel, ev.from_, ev.to)

@@ -1,6 +1,6 @@
 """The store interface: what the hub needs from any storage engine.
 
-An engine keeps events (assigned ``seq``/``ts`` by the hub before ``append``) and
+An engine keeps events (stamped with ``seq``/``ts`` by the log, :mod:`wsbus.log`) and
 receipts, answers queries in seq order, and prunes by age and count. ``append``
 is one durable commit: when it returns, the batch survives a crash of the
 process. Engines: :mod:`.sqlite` (embedded default), :mod:`.memory` (tests).

@@ -1,0 +1,241 @@
+"""The log: the one place that orders events.
+
+The store has two roles. The **log** (this module) assigns every event its ``seq``
+and ``ts`` when it commits it, remembers which ``(sender, ref)`` it already holds,
+and hands every committed event — whoever wrote it — to its tails, in ``seq``
+order. The **index** (:class:`wsbus.store.Store`) answers the queries: history,
+pending inboxes, threads, rosters, receipts, retention.
+
+Contract (what any engine — this local one, or one on a shared stream — keeps):
+
+- :meth:`Log.append` commits a batch durably and returns one :class:`Stamp` per
+  draft: the ``seq`` and ``ts`` the log gave it, strictly increasing together; a
+  draft whose ``(sender, ref)`` the log already holds is not appended again and
+  gets the original's stamp with ``duplicate`` set. The idempotency window is the
+  last ``ref_window`` refs (100,000 by default), kept across restarts.
+- :meth:`Log.tail` yields every committed event after a ``seq``, in order, in
+  batches (catching up from the index first when the caller is behind).
+- :meth:`Log.watermark` is a ``ts`` below the ``ts`` of every event the tails have
+  not yielded yet, and of every event the log will stamp later: the legacy
+  long-poll ``now`` (invariant 5) never skips an event.
+
+:class:`LocalLog` is the one-node engine: the index's own database is the log
+(one transaction per batch), and the tail is pushed in-process by the commit —
+never polled — so a delivery waits for nothing but the commit.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
+from typing import NamedTuple
+
+import msgspec
+
+from .schema import Event
+from .store import Query, ReceiptRecord, Store, StoreInfo
+
+__all__ = ["LocalLog", "Log", "Stamp"]
+
+#: events read per page when a tail catches up from the index
+CATCH_UP_PAGE = 500
+
+
+class Stamp(NamedTuple):
+    """Where the log put a draft: its ``seq`` and ``ts``; ``duplicate`` when the
+    log already held an event with the same ``(sender, ref)``."""
+
+    seq: int
+    ts: float
+    duplicate: bool = False
+
+
+class Log(abc.ABC):
+    """The order of events (see the module docstring for the contract)."""
+
+    #: the seq and ts of the last committed event
+    committed_seq: int = 0
+    committed_ts: float = 0.0
+
+    @abc.abstractmethod
+    async def open(self) -> StoreInfo:
+        """Open the log (and its index) and report their state."""
+
+    @abc.abstractmethod
+    def known(self, sender: str, ref: str) -> Stamp | None:
+        """The stamp of a committed event with this ``(sender, ref)`` in the window."""
+
+    @abc.abstractmethod
+    async def append(
+        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()
+    ) -> list[Stamp]:
+        """Commit ``drafts`` (their ``seq``/``ts`` are ignored) and ``receipts`` as
+        one durable batch; raise when nothing was stored."""
+
+    @abc.abstractmethod
+    def tail(self, after_seq: int) -> AsyncIterator[list[Event]]:
+        """Every committed event with ``seq > after_seq``, in order, in batches; ends
+        after :meth:`seal` once everything committed was yielded. The reader counts
+        for the watermark from the call on (iterate it: it holds what it has not
+        yielded)."""
+
+    @abc.abstractmethod
+    def watermark(self) -> float:
+        """A ``ts`` below every event not yet yielded by the tails (invariant 5)."""
+
+    @abc.abstractmethod
+    def seal(self) -> None:
+        """No more appends: tails end once they yielded what was committed."""
+
+
+class _Tail:
+    """One reader's events committed but not yet yielded."""
+
+    __slots__ = ("batches", "waiter")
+
+    def __init__(self) -> None:
+        self.batches: deque[list[Event]] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def push(self, batch: list[Event] | None) -> None:
+        if batch is not None:
+            self.batches.append(batch)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class LocalLog(Log):
+    """One node: the index's database orders the events (see the module docstring)."""
+
+    def __init__(self, store: Store, ref_window: int = 100_000) -> None:
+        self.store = store
+        self.ref_window = ref_window
+        self._refs: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self._next_seq = 1
+        self._last_ts = 0.0
+        #: stamped, committing: below the watermark until the tails have them
+        self._committing: list[Event] = []
+        self._tails: list[_Tail] = []
+        self._lock = asyncio.Lock()
+        self._sealed = False
+
+    async def open(self) -> StoreInfo:
+        info = await self.store.open()
+        self.committed_seq = info.last_seq
+        self.committed_ts = info.last_ts
+        self._next_seq = info.last_seq + 1
+        self._last_ts = info.last_ts
+        for sender, ref, seq, ts in await self.store.recent_refs(self.ref_window):
+            self._refs[(sender, ref)] = (seq, ts)
+        return info
+
+    def known(self, sender: str, ref: str) -> Stamp | None:
+        seen = self._refs.get((sender, ref))
+        return Stamp(seen[0], seen[1], True) if seen is not None else None
+
+    def _stamp(self) -> float:
+        ts = time.time()
+        if ts <= self._last_ts:
+            ts = self._last_ts + 1e-6
+        self._last_ts = ts
+        return ts
+
+    async def append(
+        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()
+    ) -> list[Stamp]:
+        async with self._lock:
+            if self._sealed:
+                raise RuntimeError("the log is sealed")
+            stamps: list[Stamp] = []
+            fresh: list[Event] = []
+            batch_refs: dict[tuple[str, str], Stamp] = {}
+            for draft in drafts:
+                key = (draft.from_, draft.ref) if draft.ref is not None else None
+                if key is not None:
+                    seen = self.known(*key) or batch_refs.get(key)
+                    if seen is not None:
+                        stamps.append(seen._replace(duplicate=True))
+                        continue
+                ev = msgspec.structs.replace(draft, seq=self._next_seq, ts=self._stamp())
+                self._next_seq += 1
+                fresh.append(ev)
+                stamp = Stamp(ev.seq, ev.ts)
+                stamps.append(stamp)
+                if key is not None:
+                    batch_refs[key] = stamp
+            self._committing = fresh
+            try:
+                await self.store.append(fresh, receipts)
+            except BaseException:
+                self._committing = []
+                if fresh:
+                    self._next_seq = fresh[0].seq  # nothing was stored: no gap in seq
+                raise
+            self._committing = []
+            for key, stamp in batch_refs.items():
+                self._refs[key] = (stamp.seq, stamp.ts)
+            while len(self._refs) > self.ref_window:
+                self._refs.popitem(last=False)
+            if fresh:
+                self.committed_seq = fresh[-1].seq
+                self.committed_ts = fresh[-1].ts
+                for tail in self._tails:
+                    tail.push(fresh)
+            return stamps
+
+    def tail(self, after_seq: int) -> AsyncIterator[list[Event]]:
+        me = _Tail()
+        self._tails.append(me)  # now, not at the first step: nothing committed is missed
+        return self._follow(me, after_seq)
+
+    async def _follow(self, me: _Tail, after_seq: int) -> AsyncIterator[list[Event]]:
+        try:
+            last = after_seq
+            upto = self.committed_seq
+            while last < upto:  # behind: catch up from the index
+                page = await self.store.query(
+                    Query(limit=CATCH_UP_PAGE, after=last, before=upto + 1)
+                )
+                if not page:
+                    break  # retention removed the rest
+                last = page[-1].seq
+                while me.batches and me.batches[0][-1].seq <= last:
+                    me.batches.popleft()  # pushed meanwhile, read here: not pending
+                yield page
+            while True:
+                while me.batches:
+                    batch = me.batches.popleft()
+                    if batch[-1].seq <= last:
+                        continue  # read during the catch-up
+                    if batch[0].seq <= last:
+                        batch = [ev for ev in batch if ev.seq > last]
+                    last = batch[-1].seq
+                    yield batch
+                if self._sealed:
+                    return
+                me.waiter = asyncio.get_running_loop().create_future()
+                await me.waiter
+                me.waiter = None
+        finally:
+            self._tails.remove(me)
+
+    def watermark(self) -> float:
+        firsts = [tail.batches[0][0].ts for tail in self._tails if tail.batches]
+        if self._committing:
+            firsts.append(self._committing[0].ts)
+        if firsts:
+            return math.nextafter(min(firsts), -math.inf)
+        # everything stamped was yielded: at least the last stamp (a clock that
+        # stepped back must not hand out a ``now`` below events already seen), and
+        # every later stamp is above what was handed out
+        self._last_ts = max(time.time(), self._last_ts)
+        return self._last_ts
+
+    def seal(self) -> None:
+        self._sealed = True
+        for tail in self._tails:
+            tail.push(None)
