@@ -26,12 +26,12 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from wsbus.access import channels_refused, names_refused
 from wsbus.auth import (
     TokenRecord,
     bearer,
     is_loopback,
     loopback_host_header,
-    may_act_as,
     may_use_channel,
     party_of,
 )
@@ -171,7 +171,7 @@ class HttpShim:
         self._callers: OrderedDict[Caller, Throttle] = OrderedDict()
         self._polls: dict[str, int] = {}
         #: a loopback hub without tokens answers only requests addressed to loopback
-        self._guard_host = hub.gate is None and is_loopback(host)
+        self._guard_host = hub.access.gate is None and is_loopback(host)
         self._runner: web.ServerRunner | None = None
         #: the route table: path -> (method, handler)
         self.routes: dict[str, tuple[str, Handler]] = {
@@ -265,7 +265,7 @@ class HttpShim:
 
     def _authenticate(self, request: web.BaseRequest, path_token: str | None) -> TokenRecord | None:
         """The caller's token record (None when the hub runs without ``--auth``)."""
-        gate = self.hub.gate
+        gate = self.hub.access.gate
         if gate is None:
             return None
         token = bearer(request.headers.get("Authorization")) or path_token
@@ -282,12 +282,11 @@ class HttpShim:
         """403 unless the token may act as ``name`` on ``channel``."""
         if grant is None:
             return
-        if not may_act_as(grant, name):
-            raise LegacyError(403, f"token {grant.id} ({grant.name}) may not act as {name!r}")
-        if not may_use_channel(grant, channel):
-            raise LegacyError(
-                403, f"token {grant.id} ({grant.name}) may not use channel {channel!r}"
-            )
+        refused = names_refused(grant, [name], quoted=True) or channels_refused(
+            grant, [channel], quoted=True
+        )
+        if refused is not None:
+            raise LegacyError(403, refused)
 
     def _charge(self, key: Caller, size: int) -> None:
         """429 when the caller (see :meth:`_caller`) is over its rate."""
@@ -392,7 +391,7 @@ class HttpShim:
                 retry_after=1.0,
             )
         self._polls[key] = self._polls.get(key, 0) + 1
-        gate = self.hub.gate
+        gate = self.hub.access.gate
         still_valid = None if grant is None or gate is None else (lambda: gate.valid(grant))
         try:
             answer = await self.longpoll.recv(params, still_valid)

@@ -98,7 +98,7 @@ class LongPoll:
         self._pruned_seq = hub.pruned_seq
         self.stopping = False
         hub.listeners.append(self.committed)
-        hub.auth_listeners.append(self.waiters.wake_all)  # pollers re-check their token
+        hub.access.listeners.append(self.waiters.wake_all)  # pollers re-check their token
 
     def committed(self, events: list[Event]) -> None:
         """Called by the hub after each commit."""

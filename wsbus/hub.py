@@ -28,6 +28,7 @@ from typing import Any, cast
 import msgspec
 
 from . import __version__
+from .access import Access
 from .auth import Gate, may_act_as, may_use_channel, party_of, reads_all
 from .codec import JSON, MSGPACK, meta_problem
 from .errors import CloseCode, ErrorCode, FrameError
@@ -150,14 +151,10 @@ class Hub:
         #: orders the events (one node: the store's own database; docs/STORE.md)
         self.log: Log = log or LocalLog(store, self.config.ref_window)
         self.broadcast = broadcast
-        #: the token file (None: no authentication, the hub is loopback-only)
-        self.gate = gate
+        #: authentication, the channel and name checks, revocation
+        self.access = Access(gate, self.config.max_identity_connections)
         #: ``--block-secrets``: names the kind of credential a body carries, or None
         self.find_secret = find_secret
-        #: token id -> the open sessions it authenticated
-        self._by_grant: dict[str, set[Session]] = {}
-        #: called after the token file changed (e.g. to re-check pending long-polls)
-        self.auth_listeners: list[Callable[[], None]] = []
         self._auth_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.hub_id = ""
@@ -213,7 +210,7 @@ class Hub:
         if self.config.prune_interval > 0:
             self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="wsbus-ckpt")
-        if self.gate is not None and self.config.auth_reload > 0:
+        if self.access.gate is not None and self.config.auth_reload > 0:
             self._auth_task = asyncio.create_task(self._auth_loop(), name="wsbus-auth")
 
     async def stop(self) -> None:
@@ -276,17 +273,14 @@ class Hub:
                 ErrorCode.TOO_MANY_CHANNELS,
                 f"{len(channels)} channels requested; at most {self.config.max_channels}",
             )
-        refused: list[str] = []
-        if self.gate is not None:
-            names, refused = self._authenticate(session, hello, names, channels)
+        names, refused = self.access.authenticate(session, hello, names, channels)
         if hello.kind == "bridge":
             names, claimed = self._claim(session, names, channels, hello.host)
             refused += claimed
         session.names = tuple(names)
         for n in names:
             self._by_name.setdefault(n, set()).add(session)
-        if session.grant is not None:
-            self._by_grant.setdefault(session.grant.id, set()).add(session)
+        self.access.opened(session)
         session.watch = hello.watch
         session.wants_presence = hello.presence
         session.info = {
@@ -316,45 +310,6 @@ class Hub:
             limits=self.limits(),
             refused=refused,
         )
-
-    def _authenticate(
-        self, session: Session, hello: Hello, names: list[str], channels: list[str]
-    ) -> tuple[list[str], list[str]]:
-        """Check the session's token against what ``hello`` asks; returns the names
-        granted and those refused (a bridge keeps serving the names it may)."""
-        assert self.gate is not None
-        grant = self.gate.verify(session.token if session.token is not None else hello.token)
-        if grant is None:
-            raise FrameError(
-                ErrorCode.UNAUTHORIZED,
-                "this hub needs a valid token (Authorization: Bearer, or WSBUS_TOKEN for "
-                "the wsbus tools): none given, or it is unknown or revoked",
-            )
-        if not names and grant.role != "admin":
-            names = [grant.name] if grant.role == "agent" else list(grant.names)
-        forbidden = [n for n in names if not may_act_as(grant, n)]
-        if forbidden and hello.kind != "bridge":
-            raise FrameError(
-                ErrorCode.FORBIDDEN,
-                f"token {grant.id} ({grant.name}) may not act as {', '.join(forbidden)}",
-            )
-        denied = [c for c in channels if not may_use_channel(grant, c)]
-        if denied:
-            raise FrameError(
-                ErrorCode.FORBIDDEN,
-                f"token {grant.id} ({grant.name}) may not use channel {', '.join(denied)}",
-            )
-        if hello.watch and not reads_all(grant):
-            raise FrameError(ErrorCode.FORBIDDEN, "watching a channel needs an admin token")
-        open_now = len(self._by_grant.get(grant.id, ()))
-        if open_now >= self.config.max_identity_connections:
-            raise FrameError(
-                ErrorCode.TOO_MANY_CONNECTIONS,
-                f"token {grant.id} ({grant.name}) already has {open_now} connections "
-                f"(max_identity_connections)",
-            )
-        session.grant = grant
-        return [n for n in names if n not in forbidden], forbidden
 
     def _claim(
         self, session: Session, names: list[str], channels: list[str], host: str | None
@@ -478,12 +433,7 @@ class Hub:
             return
         session.closed = True
         self.sessions.discard(session)
-        if session.grant is not None:
-            mine = self._by_grant.get(session.grant.id)
-            if mine is not None:
-                mine.discard(session)
-                if not mine:
-                    del self._by_grant[session.grant.id]
+        self.access.closed(session)
         for n in session.names:
             owners = self._by_name.get(n)
             if owners is not None:
@@ -499,7 +449,7 @@ class Hub:
     def subscribe(self, session: Session, frame: Subscribe) -> None:
         """Add channels to a session, live from now on."""
         new = [c for c in dict.fromkeys(frame.channels) if c not in session.channels]
-        self._check_channels(session, new)
+        self.access.check_channels(session, new)
         if len(session.channels) + len(new) > self.config.max_channels:
             raise FrameError(
                 ErrorCode.TOO_MANY_CHANNELS, f"at most {self.config.max_channels} channels"
@@ -518,29 +468,6 @@ class Hub:
                     self._claims[(c, n)] = session
         self._announce(self.router.attach(session, new), session.info)
         session.send(Subscribed(channels=sorted(session.channels)))
-
-    def _check_channels(
-        self, session: Session, channels: Sequence[str | None], ref: str | None = None
-    ) -> None:
-        """Refuse (``forbidden``) a channel the session's token does not allow."""
-        grant = getattr(session, "grant", None)  # the core tests pass no session
-        if grant is None:
-            return
-        denied = [c for c in channels if c is not None and not may_use_channel(grant, c)]
-        if denied:
-            raise FrameError(
-                ErrorCode.FORBIDDEN,
-                f"token {grant.id} ({grant.name}) may not use channel {', '.join(denied)}",
-                ref,
-            )
-
-    def _check_name(self, session: Session, name: str, ref: str | None = None) -> None:
-        """Refuse (``forbidden``) a name the session's token may not act for."""
-        grant = getattr(session, "grant", None)
-        if grant is not None and not may_act_as(grant, name):
-            raise FrameError(
-                ErrorCode.FORBIDDEN, f"token {grant.id} ({grant.name}) may not act as {name!r}", ref
-            )
 
     def unsubscribe(self, session: Session, frame: Unsubscribe) -> None:
         self._announce(self.router.detach(session, frame.channels), session.info)
@@ -650,7 +577,7 @@ class Hub:
             return
         channel = send.channel or (min(session.channels) if len(session.channels) == 1 else None)
         channel = channel or DEFAULT_CHANNEL
-        self._check_channels(session, [channel], send.ref)
+        self.access.check_channels(session, [channel], send.ref)
         ts = time.time()  # the loop guard's clock; the log stamps the event
         loop = None
         if send.kind != "notice":
@@ -878,9 +805,9 @@ class Hub:
         party = None
         grant = session.grant
         if grant is not None and not reads_all(grant):
-            self._check_channels(session, [h.channel], h.ref)
+            self.access.check_channels(session, [h.channel], h.ref)
             if h.pending and h.to is not None:
-                self._check_name(session, h.to, h.ref)
+                self.access.check_name(session, h.to, h.ref)
             channels = channels or (list(grant.channels) or None)
             party = party_of(grant)
         q = Query(
@@ -910,7 +837,7 @@ class Hub:
             ]
             return RosterResult(ref=r.ref, channel="*", members=[], registered=entries)
         channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
-        self._check_channels(session, [channel], r.ref)
+        self.access.check_channels(session, [channel], r.ref)
         members = []
         for name, sessions in sorted(self.router.online(channel).items()):
             info = cast(Session, sessions[0]).info if sessions else {}
@@ -961,8 +888,8 @@ class Hub:
         """Add, update or remove a roster member (durably, before answering)."""
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", r.ref)
-        self._check_channels(session, [r.channel], r.ref)
-        self._check_name(session, r.name, r.ref)
+        self.access.check_channels(session, [r.channel], r.ref)
+        self.access.check_name(session, r.name, r.ref)
         if r.leave:
             if (r.channel, r.name) not in self.members:
                 raise FrameError(
@@ -1034,7 +961,7 @@ class Hub:
     async def threads(self, session: Session, t: Threads) -> ThreadsResult:
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", t.ref)
-        self._check_channels(session, [t.channel], t.ref)
+        self.access.check_channels(session, [t.channel], t.ref)
         grant = session.grant
         # counted over what the token may read: others' direct events do not show
         threads = await self.store.threads(
@@ -1064,22 +991,11 @@ class Hub:
     def check_tokens(self) -> int:
         """Re-read the token file if it changed and close every session whose token
         is gone or revoked (4001); returns how many were closed."""
-        if self.gate is None or not self.gate.refresh():
-            return 0
-        closed = 0
-        for session in [s for s in self.sessions if s.grant is not None]:
-            assert session.grant is not None
-            if not self.gate.valid(session.grant):
-                log.info("token %s revoked: closing session %s", session.grant.id, session.id)
-                self.close_session(session)
-                session.close(CloseCode.UNAUTHORIZED, "token revoked")
-                closed += 1
-        for listener in self.auth_listeners:
-            try:
-                listener()
-            except Exception:
-                log.exception("token listener failed")
-        return closed
+        gone = self.access.revoked(list(self.sessions))
+        for session in gone:
+            self.close_session(session)
+            session.close(CloseCode.UNAUTHORIZED, "token revoked")
+        return len(gone)
 
     async def _auth_loop(self) -> None:
         while True:

@@ -160,7 +160,7 @@ class WsServer:
         #: who may open a connection: in all, and not yet authenticated
         self.budget = budget or connection_budget(Settings(hello_timeout=hello_timeout))
         #: a loopback hub without tokens answers only requests addressed to loopback
-        self._guard_host = hub.gate is None and is_loopback(host)
+        self._guard_host = hub.access.gate is None and is_loopback(host)
         self._server: Server | None = None
         self._sessions: set[WsSession] = set()
         hub.broadcast = ws_broadcast
@@ -229,7 +229,7 @@ class WsServer:
             return conn.respond(
                 403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1\n"
             )
-        gate = self.hub.gate
+        gate = self.hub.access.gate
         header = request.headers.get("Authorization")
         token = self._token_id(header)
         if gate is not None and header is not None and token is None:
@@ -248,7 +248,7 @@ class WsServer:
         """The id of the valid token the upgrade carried (``Authorization: Bearer``),
         which authenticates the connection; None without one (a ``hello.token`` is
         checked only at the hello)."""
-        gate = self.hub.gate
+        gate = self.hub.access.gate
         if gate is None or header is None:
             return None
         grant = gate.verify(bearer(header))
