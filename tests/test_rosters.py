@@ -745,7 +745,7 @@ async def test_core_register_long_names_never_overwrite_a_member() -> None:
         )
         given.append(answer.name)
     assert len(set(given)) == 5 and all(len(n) <= 64 for n in given)
-    assert {(m.name, m.session) for m in hub.members.values()} == {
+    assert {(m.name, m.session) for m in hub.rosters.members.values()} == {
         (n, f"s{i}") for i, n in enumerate(given)
     }
     await hub.stop()

@@ -29,11 +29,12 @@ import msgspec
 
 from . import __version__
 from .access import Access
-from .auth import Gate, may_act_as, may_use_channel, party_of, reads_all
+from .auth import Gate, may_use_channel, party_of, reads_all
 from .codec import JSON, MSGPACK, meta_problem
 from .errors import CloseCode, ErrorCode, FrameError
 from .log import LocalLog, Log
 from .loopguard import LoopGuard
+from .rosters import Rosters
 from .routing import PresenceChange, Router
 from .schema import (
     BROADCAST,
@@ -46,7 +47,6 @@ from .schema import (
     History,
     HistoryResult,
     Limits,
-    Member,
     Ok,
     Ping,
     Pong,
@@ -55,7 +55,6 @@ from .schema import (
     Register,
     Registered,
     Roster,
-    RosterEntry,
     RosterResult,
     Send,
     Status,
@@ -68,7 +67,7 @@ from .schema import (
     Welcome,
 )
 from .session import Session
-from .store import MemberRecord, Query, ReceiptRecord, Store
+from .store import Query, ReceiptRecord, Store
 
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
@@ -107,13 +106,6 @@ class HubConfig(msgspec.Struct):
     loop_window: float = 180.0
     max_identity_connections: int = 64
     auth_reload: float = 1.0
-
-
-def _same_grant(a: Session, b: Session) -> bool:
-    """Whether two sessions authenticated with the same token (or neither did)."""
-    if a.grant is None or b.grant is None:
-        return a.grant is None and b.grant is None
-    return a.grant.id == b.grant.id
 
 
 #: receipts kept for a retry while the store refuses commits (the oldest dropped beyond)
@@ -185,12 +177,8 @@ class Hub:
         self._joining: dict[Session, list[str]] = {}
         #: name -> every open session acting for it (any channels, or none)
         self._by_name: dict[str, set[Session]] = {}
-        #: (channel, name) -> the bridge session serving it
-        self._claims: dict[tuple[str, str], Session] = {}
-        #: bridge session -> {name: its tmux session alive at the last report}
-        self._alive: dict[Session, dict[str, bool]] = {}
-        #: (channel, name) -> registered roster member
-        self.members: dict[tuple[str, str], MemberRecord] = {}
+        #: registered members and bridge claims
+        self.rosters = Rosters(store, self.router, self.access)
         self.loops = LoopGuard(self.config.loop_window)
 
     # ------------------------------------------------------------------ lifecycle
@@ -204,7 +192,7 @@ class Hub:
         self.pruned_seq = info.pruned_seq
         await self.prune()
         self.counts = await self.store.counts()
-        self.members = {(m.channel, m.name): m for m in await self.store.members()}
+        await self.rosters.load()
         self._writer = asyncio.create_task(self._write_loop(), name="wsbus-writer")
         self._tailer = asyncio.create_task(self._tail_loop(info.last_seq), name="wsbus-tail")
         if self.config.prune_interval > 0:
@@ -275,8 +263,11 @@ class Hub:
             )
         names, refused = self.access.authenticate(session, hello, names, channels)
         if hello.kind == "bridge":
-            names, claimed = self._claim(session, names, channels, hello.host)
+            names, claimed, replaced = self.rosters.claim(session, names, channels, hello.host)
             refused += claimed
+            for old in replaced:
+                self.close_session(old)
+                old.close(CloseCode.REPLACED, "a newer bridge connection from this host took over")
         session.names = tuple(names)
         for n in names:
             self._by_name.setdefault(n, set()).add(session)
@@ -311,59 +302,9 @@ class Hub:
             refused=refused,
         )
 
-    def _claim(
-        self, session: Session, names: list[str], channels: list[str], host: str | None
-    ) -> tuple[list[str], list[str]]:
-        """Claim ``names`` in ``channels`` for a bridge; returns (granted, refused).
-
-        A bridge from the same host takes over: the older connection is a stale
-        one of the same bridge (its reconnect outran the hub noticing the drop),
-        or a second bridge started by mistake — closed with 4009 either way.
-        """
-        granted: list[str] = []
-        refused: list[str] = []
-        for n in names:
-            held = [
-                self._claims[(c, n)]
-                for c in channels
-                if (c, n) in self._claims and not self._claims[(c, n)].closed
-            ]
-            stale = [
-                s
-                for s in held
-                if host is not None
-                and s.info.get("host") == host
-                and _same_grant(s, session)  # with --auth, only the same token takes over
-            ]
-            for old in stale:
-                log.info("bridge %s on %s takes over from %s", session.id, host, old.id)
-                self.close_session(old)
-                old.close(CloseCode.REPLACED, "a newer bridge connection from this host took over")
-            if len(stale) < len(held):
-                refused.append(n)
-                continue
-            granted.append(n)
-            for c in channels:
-                self._claims[(c, n)] = session
-        return granted, refused
-
     def refusal(self, name: str, session: Session | None = None) -> Error:
         """The error frame telling a bridge it may not serve ``name``."""
-        grant = session.grant if session is not None else None
-        if grant is not None and not may_act_as(grant, name):
-            return Error(
-                code=ErrorCode.FORBIDDEN,
-                message=f"token {grant.id} ({grant.name}) may not act for {name!r}; "
-                "this bridge will not deliver to it",
-            )
-        holder = next((s for (c, n), s in self._claims.items() if n == name), None)
-        host = holder.info.get("host") if holder is not None else None
-        where = f" on host {host}" if host else ""
-        return Error(
-            code=ErrorCode.NAME_CLAIMED,
-            message=f"{name!r} is already served by another bridge{where}; "
-            "this bridge will not deliver to it",
-        )
+        return self.rosters.refusal(name, session)
 
     def attach(self, session: Session) -> None:
         """Subscribe a welcomed session to its channels and announce it (before replay)."""
@@ -441,9 +382,7 @@ class Hub:
                 if not owners:
                     del self._by_name[n]
         if session.info.get("kind") == "bridge":
-            for key in [k for k, s in self._claims.items() if s is session]:
-                del self._claims[key]
-            self._alive.pop(session, None)
+            self.rosters.release(session)
         self._announce(self.router.detach(session), session.info)
 
     def subscribe(self, session: Session, frame: Subscribe) -> None:
@@ -455,17 +394,7 @@ class Hub:
                 ErrorCode.TOO_MANY_CHANNELS, f"at most {self.config.max_channels} channels"
             )
         if session.info.get("kind") == "bridge":  # claims hold per channel, here too
-            for c in new:
-                for n in session.names:
-                    holder = self._claims.get((c, n))
-                    if holder is not None and holder is not session and not holder.closed:
-                        raise FrameError(
-                            ErrorCode.NAME_CLAIMED,
-                            f"{n!r} is served by another bridge on {c!r}; not subscribed",
-                        )
-            for c in new:
-                for n in session.names:
-                    self._claims[(c, n)] = session
+            self.rosters.claim_channels(session, new)
         self._announce(self.router.attach(session, new), session.info)
         session.send(Subscribed(channels=sorted(session.channels)))
 
@@ -583,7 +512,7 @@ class Hub:
         if send.kind != "notice":
             if send.to == BROADCAST:
                 loop = self.loops.record_broadcast(
-                    ts, sender, channel, lambda n: self._in_channel(channel, n)
+                    ts, sender, channel, lambda n: self.rosters.in_channel(channel, n)
                 )
             else:
                 loop = self.loops.record(ts, sender, [send.to], channel)
@@ -828,135 +757,17 @@ class Hub:
         return HistoryResult(ref=h.ref, events=events, more=more)
 
     def roster(self, session: Session, r: Roster) -> RosterResult:
-        grant = session.grant
-        if r.all:
-            entries = [
-                self._entry(m)
-                for (c, _), m in sorted(self.members.items())
-                if grant is None or may_use_channel(grant, c)
-            ]
-            return RosterResult(ref=r.ref, channel="*", members=[], registered=entries)
-        channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
-        self.access.check_channels(session, [channel], r.ref)
-        members = []
-        for name, sessions in sorted(self.router.online(channel).items()):
-            info = cast(Session, sessions[0]).info if sessions else {}
-            members.append(
-                Member(
-                    name=name,
-                    connections=len(sessions),
-                    kind=info.get("kind"),
-                    model=info.get("model"),
-                    role=info.get("role"),
-                    host=info.get("host"),
-                    tmux=info.get("tmux"),
-                )
-            )
-        return RosterResult(
-            ref=r.ref, channel=channel, members=members, registered=self._registered(channel)
-        )
-
-    def _registered(self, channel: str) -> list[RosterEntry]:
-        return [self._entry(m) for (c, _), m in sorted(self.members.items()) if c == channel]
-
-    def _entry(self, m: MemberRecord) -> RosterEntry:
-        holder = self._claims.get((m.channel, m.name))
-        state: Any = None
-        if holder is not None and not holder.closed:
-            alive = self._alive.get(holder, {}).get(m.name)
-            if alive is not None:
-                state = "up" if alive else "down"
-        return RosterEntry(
-            channel=m.channel,
-            name=m.name,
-            joined=m.joined,
-            last_active=m.last_active,
-            session=m.session,
-            host=m.host,
-            model=m.model,
-            role=m.role,
-            enter_delay=m.enter_delay,
-            state=state,
-            connected=self.router.serves(m.channel, m.name),
-        )
-
-    def _in_channel(self, channel: str, name: str) -> bool:
-        """Whether ``name`` is a registered member of, or connected on, ``channel``."""
-        return (channel, name) in self.members or self.router.serves(channel, name)
+        return self.rosters.roster(session, r)
 
     async def register(self, session: Session, r: Register) -> Registered:
         """Add, update or remove a roster member (durably, before answering)."""
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", r.ref)
-        self.access.check_channels(session, [r.channel], r.ref)
-        self.access.check_name(session, r.name, r.ref)
-        if r.leave:
-            if (r.channel, r.name) not in self.members:
-                raise FrameError(
-                    ErrorCode.UNKNOWN_MEMBER, f"{r.name!r} is not in {r.channel!r}'s roster", r.ref
-                )
-            await self.store.remove_member(r.channel, r.name)
-            del self.members[(r.channel, r.name)]
-            return Registered(
-                ref=r.ref,
-                channel=r.channel,
-                name=r.name,
-                existed=True,
-                left=True,
-                members=self._registered(r.channel),
-            )
-        name = self._member_name(r)
-        prior = self.members.get((r.channel, name))
-        now = time.time()
-        member = MemberRecord(
-            channel=r.channel,
-            name=name,
-            joined=prior.joined if prior else now,
-            last_active=now,
-            session=r.session if r.session is not None else (prior.session if prior else None),
-            host=r.host if r.host is not None else (prior.host if prior else None),
-            model=r.model or (prior.model if prior else None),
-            role=r.role or (prior.role if prior else None),
-            enter_delay=r.enter_delay
-            if r.enter_delay is not None
-            else (prior.enter_delay if prior else None),
-        )
-        await self.store.put_member(member)
-        self.members[(r.channel, name)] = member
-        return Registered(
-            ref=r.ref,
-            channel=r.channel,
-            name=name,
-            existed=prior is not None,
-            members=self._registered(r.channel),
-        )
-
-    def _member_name(self, r: Register) -> str:
-        """The name a registration gets: the same session keeps its name, else a free one."""
-        taken = {n: m for (c, n), m in self.members.items() if c == r.channel}
-        if r.session is not None:
-            for n, m in taken.items():
-                if m.session == r.session and m.host == r.host:
-                    return n
-        prior = taken.get(r.name)
-        if prior is None or prior.session is None or r.session is None:
-            return r.name
-        i = 2
-        while True:  # shorten the base, not the suffix: a 64-character name stays distinct
-            suffix = f"-{i}"
-            candidate = r.name[: 64 - len(suffix)] + suffix
-            if candidate not in taken:
-                return candidate
-            i += 1
+        return await self.rosters.register(session, r)
 
     def status(self, session: Session, st: Status) -> None:
         """A bridge's report of which of its names have a live tmux session."""
-        if session.info.get("kind") != "bridge":
-            raise FrameError(ErrorCode.INVALID_FRAME, "only a bridge (hello.kind) reports status")
-        mine = self._alive.setdefault(session, {})
-        for name, alive in st.alive.items():
-            if name in session.names:
-                mine[name] = alive
+        self.rosters.status(session, st)
 
     async def threads(self, session: Session, t: Threads) -> ThreadsResult:
         if self._stopping:

@@ -1,0 +1,271 @@
+"""Rosters and bridge claims: who is registered on a channel, and which bridge
+delivers to which name.
+
+The hub's part that owns the registered members (durable, in the index; kept in
+memory for the roster queries), the live claims of bridges on names per channel,
+and each bridge's last report of which names have a live tmux session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, cast
+
+from .access import Access
+from .auth import may_act_as, may_use_channel
+from .errors import ErrorCode, FrameError
+from .routing import Router
+from .schema import (
+    DEFAULT_CHANNEL,
+    Error,
+    Member,
+    Register,
+    Registered,
+    Roster,
+    RosterEntry,
+    RosterResult,
+    Status,
+)
+from .session import Session
+from .store import MemberRecord, Store
+
+__all__ = ["Rosters"]
+
+log = logging.getLogger("wsbus.hub")
+
+
+def _same_grant(a: Session, b: Session) -> bool:
+    """Whether two sessions authenticated with the same token (or neither did)."""
+    if a.grant is None or b.grant is None:
+        return a.grant is None and b.grant is None
+    return a.grant.id == b.grant.id
+
+
+class Rosters:
+    """Registered members and bridge claims (see the module docstring)."""
+
+    def __init__(self, store: Store, router: Router, access: Access) -> None:
+        self.store = store
+        self.router = router
+        self.access = access
+        #: (channel, name) -> registered roster member
+        self.members: dict[tuple[str, str], MemberRecord] = {}
+        #: (channel, name) -> the bridge session serving it
+        self._claims: dict[tuple[str, str], Session] = {}
+        #: bridge session -> {name: its tmux session alive at the last report}
+        self._alive: dict[Session, dict[str, bool]] = {}
+
+    async def load(self) -> None:
+        """Read the registered members from the index (at start)."""
+        self.members = {(m.channel, m.name): m for m in await self.store.members()}
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(
+        self, session: Session, names: list[str], channels: list[str], host: str | None
+    ) -> tuple[list[str], list[str], list[Session]]:
+        """Claim ``names`` in ``channels`` for a bridge; returns the names granted,
+        those refused, and the sessions it takes over (the caller closes them, 4009).
+
+        A bridge from the same host takes over: the older connection is a stale
+        one of the same bridge (its reconnect outran the hub noticing the drop),
+        or a second bridge started by mistake.
+        """
+        granted: list[str] = []
+        refused: list[str] = []
+        replaced: dict[Session, None] = {}
+        for n in names:
+            held = [
+                self._claims[(c, n)]
+                for c in channels
+                if (c, n) in self._claims and not self._claims[(c, n)].closed
+            ]
+            stale = [
+                s
+                for s in held
+                if host is not None
+                and s.info.get("host") == host
+                and _same_grant(s, session)  # with --auth, only the same token takes over
+            ]
+            for old in stale:
+                if old not in replaced:
+                    log.info("bridge %s on %s takes over from %s", session.id, host, old.id)
+                replaced[old] = None
+            if len(stale) < len(held):
+                refused.append(n)
+                continue
+            granted.append(n)
+            for c in channels:
+                self._claims[(c, n)] = session
+        return granted, refused, list(replaced)
+
+    def claim_channels(self, session: Session, channels: list[str]) -> None:
+        """A bridge subscribing to more channels claims its names there too;
+        ``name_claimed`` when another bridge holds one."""
+        for c in channels:
+            for n in session.names:
+                holder = self._claims.get((c, n))
+                if holder is not None and holder is not session and not holder.closed:
+                    raise FrameError(
+                        ErrorCode.NAME_CLAIMED,
+                        f"{n!r} is served by another bridge on {c!r}; not subscribed",
+                    )
+        for c in channels:
+            for n in session.names:
+                self._claims[(c, n)] = session
+
+    def release(self, session: Session) -> None:
+        """Forget a bridge session's claims and reports."""
+        for key in [k for k, s in self._claims.items() if s is session]:
+            del self._claims[key]
+        self._alive.pop(session, None)
+
+    def refusal(self, name: str, session: Session | None = None) -> Error:
+        """The error frame telling a bridge it may not serve ``name``."""
+        grant = session.grant if session is not None else None
+        if grant is not None and not may_act_as(grant, name):
+            return Error(
+                code=ErrorCode.FORBIDDEN,
+                message=f"token {grant.id} ({grant.name}) may not act for {name!r}; "
+                "this bridge will not deliver to it",
+            )
+        holder = next((s for (c, n), s in self._claims.items() if n == name), None)
+        host = holder.info.get("host") if holder is not None else None
+        where = f" on host {host}" if host else ""
+        return Error(
+            code=ErrorCode.NAME_CLAIMED,
+            message=f"{name!r} is already served by another bridge{where}; "
+            "this bridge will not deliver to it",
+        )
+
+    def status(self, session: Session, st: Status) -> None:
+        """A bridge's report of which of its names have a live tmux session."""
+        if session.info.get("kind") != "bridge":
+            raise FrameError(ErrorCode.INVALID_FRAME, "only a bridge (hello.kind) reports status")
+        mine = self._alive.setdefault(session, {})
+        for name, alive in st.alive.items():
+            if name in session.names:
+                mine[name] = alive
+
+    # ------------------------------------------------------------------ rosters
+
+    def in_channel(self, channel: str, name: str) -> bool:
+        """Whether ``name`` is a registered member of, or connected on, ``channel``."""
+        return (channel, name) in self.members or self.router.serves(channel, name)
+
+    def roster(self, session: Session, r: Roster) -> RosterResult:
+        grant = session.grant
+        if r.all:
+            entries = [
+                self._entry(m)
+                for (c, _), m in sorted(self.members.items())
+                if grant is None or may_use_channel(grant, c)
+            ]
+            return RosterResult(ref=r.ref, channel="*", members=[], registered=entries)
+        channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
+        self.access.check_channels(session, [channel], r.ref)
+        members = []
+        for name, sessions in sorted(self.router.online(channel).items()):
+            info = cast(Session, sessions[0]).info if sessions else {}
+            members.append(
+                Member(
+                    name=name,
+                    connections=len(sessions),
+                    kind=info.get("kind"),
+                    model=info.get("model"),
+                    role=info.get("role"),
+                    host=info.get("host"),
+                    tmux=info.get("tmux"),
+                )
+            )
+        return RosterResult(
+            ref=r.ref, channel=channel, members=members, registered=self._registered(channel)
+        )
+
+    def _registered(self, channel: str) -> list[RosterEntry]:
+        return [self._entry(m) for (c, _), m in sorted(self.members.items()) if c == channel]
+
+    def _entry(self, m: MemberRecord) -> RosterEntry:
+        holder = self._claims.get((m.channel, m.name))
+        state: Any = None
+        if holder is not None and not holder.closed:
+            alive = self._alive.get(holder, {}).get(m.name)
+            if alive is not None:
+                state = "up" if alive else "down"
+        return RosterEntry(
+            channel=m.channel,
+            name=m.name,
+            joined=m.joined,
+            last_active=m.last_active,
+            session=m.session,
+            host=m.host,
+            model=m.model,
+            role=m.role,
+            enter_delay=m.enter_delay,
+            state=state,
+            connected=self.router.serves(m.channel, m.name),
+        )
+
+    async def register(self, session: Session, r: Register) -> Registered:
+        """Add, update or remove a roster member (durably, before answering)."""
+        self.access.check_channels(session, [r.channel], r.ref)
+        self.access.check_name(session, r.name, r.ref)
+        if r.leave:
+            if (r.channel, r.name) not in self.members:
+                raise FrameError(
+                    ErrorCode.UNKNOWN_MEMBER, f"{r.name!r} is not in {r.channel!r}'s roster", r.ref
+                )
+            await self.store.remove_member(r.channel, r.name)
+            del self.members[(r.channel, r.name)]
+            return Registered(
+                ref=r.ref,
+                channel=r.channel,
+                name=r.name,
+                existed=True,
+                left=True,
+                members=self._registered(r.channel),
+            )
+        name = self._member_name(r)
+        prior = self.members.get((r.channel, name))
+        now = time.time()
+        member = MemberRecord(
+            channel=r.channel,
+            name=name,
+            joined=prior.joined if prior else now,
+            last_active=now,
+            session=r.session if r.session is not None else (prior.session if prior else None),
+            host=r.host if r.host is not None else (prior.host if prior else None),
+            model=r.model or (prior.model if prior else None),
+            role=r.role or (prior.role if prior else None),
+            enter_delay=r.enter_delay
+            if r.enter_delay is not None
+            else (prior.enter_delay if prior else None),
+        )
+        await self.store.put_member(member)
+        self.members[(r.channel, name)] = member
+        return Registered(
+            ref=r.ref,
+            channel=r.channel,
+            name=name,
+            existed=prior is not None,
+            members=self._registered(r.channel),
+        )
+
+    def _member_name(self, r: Register) -> str:
+        """The name a registration gets: the same session keeps its name, else a free one."""
+        taken = {n: m for (c, n), m in self.members.items() if c == r.channel}
+        if r.session is not None:
+            for n, m in taken.items():
+                if m.session == r.session and m.host == r.host:
+                    return n
+        prior = taken.get(r.name)
+        if prior is None or prior.session is None or r.session is None:
+            return r.name
+        i = 2
+        while True:  # shorten the base, not the suffix: a 64-character name stays distinct
+            suffix = f"-{i}"
+            candidate = r.name[: 64 - len(suffix)] + suffix
+            if candidate not in taken:
+                return candidate
+            i += 1
