@@ -30,15 +30,14 @@ import msgspec
 from . import __version__
 from .access import Access
 from .auth import Gate, may_use_channel, party_of, reads_all
-from .codec import JSON, MSGPACK, meta_problem
+from .codec import JSON, MSGPACK
 from .errors import CloseCode, ErrorCode, FrameError
+from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log
-from .loopguard import LoopGuard
 from .rosters import Rosters
 from .routing import PresenceChange, Router
 from .schema import (
     BROADCAST,
-    DEFAULT_CHANNEL,
     FINAL_STATUSES,
     Ack,
     Error,
@@ -47,7 +46,6 @@ from .schema import (
     History,
     HistoryResult,
     Limits,
-    Ok,
     Ping,
     Pong,
     Presence,
@@ -108,21 +106,12 @@ class HubConfig(msgspec.Struct):
     auth_reload: float = 1.0
 
 
-#: receipts kept for a retry while the store refuses commits (the oldest dropped beyond)
-MAX_KEPT_RECEIPTS = 10_000
-
-
 def _own_loop(ev: Event, names: Sequence[str]) -> Event:
     """``ev`` with only the loop-guard counts of ``names`` (a broadcast's ``loop``
     holds one count per member in an exchange with its sender)."""
     assert ev.loop is not None
     mine = {n: c for n, c in ev.loop.items() if n in names}
     return msgspec.structs.replace(ev, loop=mine or None)
-
-
-class _Pending(msgspec.Struct):
-    event: Event
-    waiters: list[Session]
 
 
 class Hub:
@@ -145,28 +134,18 @@ class Hub:
         self.broadcast = broadcast
         #: authentication, the channel and name checks, revocation
         self.access = Access(gate, self.config.max_identity_connections)
-        #: ``--block-secrets``: names the kind of credential a body carries, or None
-        self.find_secret = find_secret
         self._auth_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.hub_id = ""
         #: the last event the tail yielded (fanned out); replays stop there
         self.committed_seq = 0
         self.pruned_seq = 0
-        self._queue: list[_Pending] = []
-        self._receipt_queue: list[tuple[ReceiptRecord, str]] = []
-        #: (sender, ref) -> its send, queued or committing (a resend waits with it)
-        self._queued: dict[tuple[str, str], _Pending] = {}
         self._recent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
         self._writer: asyncio.Task[None] | None = None
         self._tailer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._stopping = False
-        self._store_error: str | None = None
         self.sessions: set[Session] = set()
         #: called with each batch the tail yields, after fan-out (e.g. the HTTP shim)
         self.listeners: list[Callable[[list[Event]], None]] = []
@@ -179,7 +158,16 @@ class Hub:
         self._by_name: dict[str, set[Session]] = {}
         #: registered members and bridge claims
         self.rosters = Rosters(store, self.router, self.access)
-        self.loops = LoopGuard(self.config.loop_window)
+        #: validation, the write queue and group commit
+        self.ingest = Ingest(
+            self.log,
+            self.config,
+            self.access,
+            in_channel=self.rosters.in_channel,
+            online=self.router.serves,
+            on_receipts=self._tell_senders,
+            find_secret=find_secret,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,7 +181,7 @@ class Hub:
         await self.prune()
         self.counts = await self.store.counts()
         await self.rosters.load()
-        self._writer = asyncio.create_task(self._write_loop(), name="wsbus-writer")
+        self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
         self._tailer = asyncio.create_task(self._tail_loop(info.last_seq), name="wsbus-tail")
         if self.config.prune_interval > 0:
             self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
@@ -209,13 +197,13 @@ class Hub:
     async def drain(self) -> None:
         """Stop taking sends, commit what is queued, tell every client to reconnect."""
         self._stopping = True
+        self.ingest.stop()  # refuses sends from now on; its writer commits the queue
         for task in (self._pruner, self._checkpointer, self._auth_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._writer:
-            self._wake.set()
             await self._writer
         self.log.seal()
         if self._tailer:
@@ -444,149 +432,18 @@ class Hub:
     # ------------------------------------------------------------------ sends
 
     def has_room(self) -> bool:
-        return len(self._queue) < self.config.max_pending_writes
+        return self.ingest.has_room()
 
     async def wait_room(self) -> None:
         """Wait until the write queue has room (backpressure on publishers)."""
-        while not self.has_room():
-            self._room.clear()
-            await self._room.wait()
+        await self.ingest.wait_room()
 
     def submit(self, session: Session, send: Send) -> None:
         """Accept a send for commit; ``ok`` (or ``error``) follows asynchronously."""
-        if self._stopping:
-            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", send.ref)
-        sender = send.from_ or session.name
-        if sender is None:
-            raise FrameError(
-                ErrorCode.NOT_YOUR_NAME, "this connection has no name; say one in hello", send.ref
-            )
-        if sender not in session.names:
-            raise FrameError(
-                ErrorCode.NOT_YOUR_NAME,
-                f"{sender!r} is not a name of this connection ({', '.join(session.names)})",
-                send.ref,
-            )
-        size = len(send.body.encode("utf-8", "surrogatepass"))
-        if size > self.config.max_body:
-            raise FrameError(
-                ErrorCode.BODY_TOO_LARGE,
-                f"body is {size} bytes; the limit is {self.config.max_body}",
-                send.ref,
-            )
-        if send.meta is not None:
-            problem = meta_problem(send.meta)
-            if problem is not None:
-                raise FrameError(
-                    ErrorCode.INVALID_FRAME,
-                    f"meta must be plain JSON (objects, arrays, strings, 64-bit numbers): "
-                    f"{problem}",
-                    send.ref,
-                )
-        if self.find_secret is not None:
-            found = self.find_secret(send.body)
-            if found is None and send.meta:
-                found = self.find_secret(JSON.encode(send.meta).decode())
-            if found is not None:
-                raise FrameError(
-                    ErrorCode.SECRET_IN_BODY,
-                    f"the body looks like it carries a {found}; secrets stay off the bus: "
-                    "send a reference instead (wsbus send --attach FILE sends its path, "
-                    "size and sha256)",
-                    send.ref,
-                )
-        key = (sender, send.ref)
-        queued = self._queued.get(key)
-        if queued is not None:
-            queued.waiters.append(session)
-            return
-        seen = self.log.known(sender, send.ref)
-        if seen is not None:
-            session.send(Ok(ref=send.ref, seq=seen.seq, ts=seen.ts, duplicate=True))
-            return
-        channel = send.channel or (min(session.channels) if len(session.channels) == 1 else None)
-        channel = channel or DEFAULT_CHANNEL
-        self.access.check_channels(session, [channel], send.ref)
-        ts = time.time()  # the loop guard's clock; the log stamps the event
-        loop = None
-        if send.kind != "notice":
-            if send.to == BROADCAST:
-                loop = self.loops.record_broadcast(
-                    ts, sender, channel, lambda n: self.rosters.in_channel(channel, n)
-                )
-            else:
-                loop = self.loops.record(ts, sender, [send.to], channel)
-            loop = loop or None
-        ev = Event(
-            seq=0,
-            ts=0.0,
-            channel=channel,
-            from_=sender,
-            to=send.to,
-            body=send.body,
-            thread=send.thread,
-            kind=send.kind or session.info.get("kind"),
-            meta=send.meta,
-            ref=send.ref,
-            loop=loop,
-        )
-        pending = _Pending(ev, [session])
-        self._queue.append(pending)
-        self._queued[key] = pending
-        self._wake.set()
+        self.ingest.submit(session, send)
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            # one turn of the loop lets requests that are already readable join this
-            # batch: bigger group commits for the same latency
-            await asyncio.sleep(0)
-            self._wake.clear()
-            while self._queue or self._receipt_queue:
-                if not await self._flush_once() and not self._queue:
-                    break  # only receipts left, kept for a retry: not in a tight loop
-            if self._stopping:
-                return
-
-    async def _flush_once(self) -> bool:
-        """Commit one batch and answer it; False when the store refused it."""
-        batch = self._queue[: self.config.batch_max]
-        del self._queue[: len(batch)]
-        receipts = self._receipt_queue
-        self._receipt_queue = []
-        events = [p.event for p in batch]
-        try:
-            stamps = await self.log.append(events, [r for r, _ in receipts])
-        except Exception as err:  # the store refused: nothing of the batch is acknowledged
-            if str(err) != self._store_error:  # once per cause, not once per batch
-                self._store_error = str(err)
-                log.error("store commit failed: %s", err)
-            for p in batch:
-                assert p.event.ref is not None
-                self._queued.pop((p.event.from_, p.event.ref), None)
-                for s in p.waiters:
-                    s.send(
-                        Error(
-                            code=ErrorCode.STORE_FAILED,
-                            message=f"not stored: {err}",
-                            ref=p.event.ref,
-                        )
-                    )
-            if receipts and self.store.failure is None:
-                # acks have no ref to answer: keep them (newest 10,000) for a retry
-                self._receipt_queue = (receipts + self._receipt_queue)[-MAX_KEPT_RECEIPTS:]
-                asyncio.get_running_loop().call_later(1.0, self._wake.set)
-            self._room.set()
-            return False
-        self._store_error = None
-        for p, stamp in zip(batch, stamps, strict=True):
-            ev = p.event
-            assert ev.ref is not None
-            self._queued.pop((ev.from_, ev.ref), None)
-            online = None if ev.to == BROADCAST else self.router.serves(ev.channel, ev.to)
-            for i, s in enumerate(p.waiters):
-                dup = stamp.duplicate or i > 0
-                s.send(Ok(ref=ev.ref, seq=stamp.seq, ts=stamp.ts, duplicate=dup, online=online))
+    def _tell_senders(self, receipts: list[ReceiptFor]) -> None:
+        """Push committed receipts to the senders of the events they acknowledge."""
         for record, sender in receipts:
             frame = Receipt(
                 seq=record.seq,
@@ -604,9 +461,6 @@ class Hub:
                 if s.grant is None or may_use_channel(s.grant, record.channel)
             ]
             self._push(targets, frame)
-        if self.has_room():
-            self._room.set()
-        return True
 
     async def _tail_loop(self, after_seq: int) -> None:
         async for batch in self.log.tail(after_seq):
@@ -714,8 +568,7 @@ class Hub:
             reason=ack.reason,
             final=ack.status in FINAL_STATUSES,
         )
-        self._receipt_queue.append((record, sender))
-        self._wake.set()
+        self.ingest.receipt(record, sender)
 
     # ------------------------------------------------------------------ queries
 

@@ -91,6 +91,11 @@ class Log(abc.ABC):
     def seal(self) -> None:
         """No more appends: tails end once they yielded what was committed."""
 
+    @property
+    @abc.abstractmethod
+    def failure(self) -> str | None:
+        """Why the log refuses every commit from now on (None: it takes them)."""
+
 
 class _Tail:
     """One reader's events committed but not yet yielded."""
@@ -234,6 +239,10 @@ class LocalLog(Log):
         # every later stamp is above what was handed out
         self._last_ts = max(time.time(), self._last_ts)
         return self._last_ts
+
+    @property
+    def failure(self) -> str | None:
+        return self.store.failure
 
     def seal(self) -> None:
         self._sealed = True
