@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -29,16 +28,17 @@ import msgspec
 
 from . import __version__
 from .access import Access
-from .auth import Gate, may_use_channel, party_of, reads_all
+from .auth import Gate, may_use_channel
 from .codec import JSON, MSGPACK
 from .errors import CloseCode, ErrorCode, FrameError
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log
+from .queries import Queries
+from .receipts import Receipts
 from .rosters import Rosters
 from .routing import PresenceChange, Router
 from .schema import (
     BROADCAST,
-    FINAL_STATUSES,
     Ack,
     Error,
     Event,
@@ -65,7 +65,7 @@ from .schema import (
     Welcome,
 )
 from .session import Session
-from .store import Query, ReceiptRecord, Store
+from .store import Query, Store
 
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
@@ -140,7 +140,6 @@ class Hub:
         #: the last event the tail yielded (fanned out); replays stop there
         self.committed_seq = 0
         self.pruned_seq = 0
-        self._recent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
         self._writer: asyncio.Task[None] | None = None
         self._tailer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
@@ -156,6 +155,10 @@ class Hub:
         self._joining: dict[Session, list[str]] = {}
         #: name -> every open session acting for it (any channels, or none)
         self._by_name: dict[str, set[Session]] = {}
+        #: the ack check and its cache of recent events
+        self.receipts = Receipts(store, self.config.ref_window)
+        #: history and threads, within what a token may read
+        self.queries = Queries(store, self.access, self.config.max_history)
         #: registered members and bridge claims
         self.rosters = Rosters(store, self.router, self.access)
         #: validation, the write queue and group commit
@@ -472,7 +475,7 @@ class Hub:
             try:
                 key = (ev.channel, ev.to)
                 self.counts[key] = self.counts.get(key, 0) + 1
-                self._remember(ev)
+                self.receipts.remember(ev)
                 self._fanout(ev)
             except Exception:  # never let one event stop the tail
                 log.exception("delivering event %d failed", ev.seq)
@@ -490,11 +493,6 @@ class Hub:
         one, has ``ts`` strictly greater, so a client that advances its cursor to it
         never skips an event."""
         return self.log.watermark()
-
-    def _remember(self, ev: Event) -> None:
-        self._recent[ev.seq] = (ev.channel, ev.from_, ev.to)
-        if len(self._recent) > self.config.ref_window:
-            self._recent.popitem(last=False)
 
     def _fanout(self, ev: Event) -> None:
         targets = self.router.recipients(ev.channel, ev.from_, ev.to)
@@ -532,42 +530,10 @@ class Hub:
     # ------------------------------------------------------------------ acks
 
     async def ack(self, session: Session, ack: Ack) -> None:
-        """Record a recipient's acknowledgement and tell the sender.
-
-        An event the name may not acknowledge (addressed to another name, or on a
-        channel the token may not use) gets the answer a missing one gets: the
-        refusal tells nothing about events the connection may not read.
-        """
+        """Record a recipient's acknowledgement; the sender is told once it is stored."""
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
-        name = ack.name or session.name
-        if name is None or name not in session.names:
-            raise FrameError(ErrorCode.NOT_YOUR_NAME, f"{name!r} is not a name of this connection")
-        # a pruned event is gone, even while the cache still remembers it
-        known = self._recent.get(ack.seq) if ack.seq > self.pruned_seq else None
-        if known is None and ack.seq > self.pruned_seq:
-            ev = await self.store.get(ack.seq)
-            known = (ev.channel, ev.from_, ev.to) if ev is not None else None
-        grant = session.grant
-        if (
-            known is None
-            or known[2] not in (name, BROADCAST)
-            or (grant is not None and not may_use_channel(grant, known[0]))
-        ):
-            raise FrameError(
-                ErrorCode.UNKNOWN_EVENT,
-                f"no event with seq {ack.seq} that {name!r} may acknowledge",
-            )
-        channel, sender, _ = known
-        record = ReceiptRecord(
-            seq=ack.seq,
-            channel=channel,
-            name=name,
-            status=ack.status,
-            ts=time.time(),
-            reason=ack.reason,
-            final=ack.status in FINAL_STATUSES,
-        )
+        record, sender = await self.receipts.check(session, ack, self.pruned_seq)
         self.ingest.receipt(record, sender)
 
     # ------------------------------------------------------------------ queries
@@ -575,39 +541,7 @@ class Hub:
     async def history(self, session: Session, h: History) -> HistoryResult:
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", h.ref)
-        if h.limit > self.config.max_history:
-            raise FrameError(
-                ErrorCode.LIMIT_TOO_LARGE,
-                f"limit {h.limit} is over max_history {self.config.max_history}",
-                h.ref,
-            )
-        if h.pending and h.to in (None, BROADCAST):
-            raise FrameError(ErrorCode.INVALID_FRAME, "pending needs a name in `to`", h.ref)
-        channels = [h.channel] if h.channel else None
-        party = None
-        grant = session.grant
-        if grant is not None and not reads_all(grant):
-            self.access.check_channels(session, [h.channel], h.ref)
-            if h.pending and h.to is not None:
-                self.access.check_name(session, h.to, h.ref)
-            channels = channels or (list(grant.channels) or None)
-            party = party_of(grant)
-        q = Query(
-            limit=h.limit,
-            channels=channels,
-            party=party,
-            entitled=[h.to] if h.pending and h.to else None,
-            pending_only=h.pending,
-            to=h.to,
-            sender=h.from_,
-            thread=h.thread,
-            after=h.after,
-            before=h.before,
-            latest=h.after is None,
-        )
-        events = await self.store.query(q)
-        more = len(events) == h.limit
-        return HistoryResult(ref=h.ref, events=events, more=more)
+        return await self.queries.history(session, h)
 
     def roster(self, session: Session, r: Roster) -> RosterResult:
         return self.rosters.roster(session, r)
@@ -625,15 +559,7 @@ class Hub:
     async def threads(self, session: Session, t: Threads) -> ThreadsResult:
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", t.ref)
-        self.access.check_channels(session, [t.channel], t.ref)
-        grant = session.grant
-        # counted over what the token may read: others' direct events do not show
-        threads = await self.store.threads(
-            t.channel, party_of(grant) if grant is not None else None
-        )
-        if grant is not None:
-            threads = [th for th in threads if may_use_channel(grant, th.channel)]
-        return ThreadsResult(ref=t.ref, threads=threads)
+        return await self.queries.threads(session, t)
 
     def ping(self, p: Ping) -> Pong:
         return Pong(ts=time.time(), ref=p.ref)
