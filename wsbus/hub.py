@@ -18,7 +18,6 @@ objects and decoded frames. Life of a send:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -66,6 +65,7 @@ from .schema import (
 )
 from .session import Session
 from .store import Query, Store
+from .upkeep import Upkeep
 
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
@@ -134,16 +134,12 @@ class Hub:
         self.broadcast = broadcast
         #: authentication, the channel and name checks, revocation
         self.access = Access(gate, self.config.max_identity_connections)
-        self._auth_task: asyncio.Task[None] | None = None
         self.router = Router()
         self.hub_id = ""
         #: the last event the tail yielded (fanned out); replays stop there
         self.committed_seq = 0
-        self.pruned_seq = 0
         self._writer: asyncio.Task[None] | None = None
         self._tailer: asyncio.Task[None] | None = None
-        self._pruner: asyncio.Task[None] | None = None
-        self._checkpointer: asyncio.Task[None] | None = None
         self._stopping = False
         self.sessions: set[Session] = set()
         #: called with each batch the tail yields, after fan-out (e.g. the HTTP shim)
@@ -161,6 +157,14 @@ class Hub:
         self.queries = Queries(store, self.access, self.config.max_history)
         #: registered members and bridge claims
         self.rosters = Rosters(store, self.router, self.access)
+        #: retention, checkpoints, token-file checks
+        self.upkeep = Upkeep(
+            store,
+            self.config,
+            committed=lambda: self.committed_seq,
+            on_pruned=self._recount,
+            check_tokens=self.check_tokens if gate is not None else None,
+        )
         #: validation, the write queue and group commit
         self.ingest = Ingest(
             self.log,
@@ -180,17 +184,13 @@ class Hub:
         self.hub_id = info.hub_id
         self.committed_seq = info.last_seq
         self.committed_ts = info.last_ts
-        self.pruned_seq = info.pruned_seq
+        self.upkeep.pruned_seq = info.pruned_seq
         await self.prune()
         self.counts = await self.store.counts()
         await self.rosters.load()
         self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
         self._tailer = asyncio.create_task(self._tail_loop(info.last_seq), name="wsbus-tail")
-        if self.config.prune_interval > 0:
-            self._pruner = asyncio.create_task(self._prune_loop(), name="wsbus-pruner")
-        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="wsbus-ckpt")
-        if self.access.gate is not None and self.config.auth_reload > 0:
-            self._auth_task = asyncio.create_task(self._auth_loop(), name="wsbus-auth")
+        self.upkeep.start()
 
     async def stop(self) -> None:
         """Commit what is queued, tell every client to reconnect, close the store."""
@@ -201,11 +201,7 @@ class Hub:
         """Stop taking sends, commit what is queued, tell every client to reconnect."""
         self._stopping = True
         self.ingest.stop()  # refuses sends from now on; its writer commits the queue
-        for task in (self._pruner, self._checkpointer, self._auth_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self.upkeep.stop()
         if self._writer:
             await self._writer
         self.log.seal()
@@ -566,15 +562,17 @@ class Hub:
 
     # ------------------------------------------------------------------ retention
 
+    @property
+    def pruned_seq(self) -> int:
+        """The highest seq retention removed (0: none)."""
+        return self.upkeep.pruned_seq
+
     async def prune(self) -> int:
         """Apply retention now; returns how many events were removed."""
-        c = self.config
-        cutoff = time.time() - c.retention_days * 86400 if c.retention_days > 0 else 0.0
-        removed, self.pruned_seq = await self.store.prune(cutoff, c.retention_count)
-        if removed:
-            self.counts = await self.store.counts()
-            log.info("retention removed %d events (up to seq %d)", removed, self.pruned_seq)
-        return removed
+        return await self.upkeep.prune()
+
+    async def _recount(self) -> None:
+        self.counts = await self.store.counts()
 
     # ------------------------------------------------------------------ tokens
 
@@ -586,31 +584,3 @@ class Hub:
             self.close_session(session)
             session.close(CloseCode.UNAUTHORIZED, "token revoked")
         return len(gone)
-
-    async def _auth_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.auth_reload)
-            try:
-                self.check_tokens()
-            except Exception:
-                log.exception("checking the token file failed")
-
-    async def _checkpoint_loop(self) -> None:
-        last = -1
-        while True:
-            await asyncio.sleep(1.0)
-            if self.committed_seq == last:
-                continue
-            last = self.committed_seq
-            try:
-                await self.store.checkpoint()
-            except Exception as err:
-                log.warning("checkpoint failed: %s", err)
-
-    async def _prune_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.prune_interval)
-            try:
-                await self.prune()
-            except Exception as err:
-                log.error("retention failed: %s", err)
