@@ -99,14 +99,15 @@ class Codec:
         self._client = _client_msgpack if binary else _client_json
         self._hub = _hub_msgpack if binary else _hub_json
 
-    def decode_client(self, data: str | bytes) -> Any:
+    def decode_client(self, data: str | bytes) -> ClientFrame:
         """Decode one client frame, raising :class:`FrameError` with a code."""
         if isinstance(data, str) == self.binary:
             kind = "text" if isinstance(data, str) else "binary"
             raise FrameError(ErrorCode.WRONG_FRAME_TYPE, f"{kind} frame on subprotocol {self.name}")
         code = ErrorCode.INVALID_MSGPACK if self.binary else ErrorCode.INVALID_JSON
         try:
-            return self._client.decode(cast(bytes, data))
+            frame: ClientFrame = self._client.decode(cast(bytes, data))
+            return frame
         except msgspec.ValidationError as err:
             raise _explain(err) from None
         except msgspec.DecodeError as err:

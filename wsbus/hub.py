@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 import msgspec
 
@@ -29,7 +29,7 @@ from . import __version__
 from .access import Access
 from .auth import Gate, may_use_channel
 from .codec import JSON, MSGPACK
-from .errors import CloseCode, ErrorCode, FrameError
+from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log
 from .queries import Queries
@@ -39,6 +39,7 @@ from .routing import PresenceChange, Router
 from .schema import (
     BROADCAST,
     Ack,
+    ClientFrame,
     Error,
     Event,
     Hello,
@@ -288,6 +289,52 @@ class Hub:
             limits=self.limits(),
             refused=refused,
         )
+
+    def hello(self, session: Session, hello: Hello) -> tuple[int, str] | None:
+        """The hello sequence: ``welcome``, a refusal per name a bridge may not serve,
+        and the session attached — the caller then runs :meth:`replay`. A refused
+        hello gets its ``error`` frame, and the close code and reason the transport
+        ends the connection with are returned."""
+        try:
+            welcome = self.open_session(session, hello)
+        except FrameError as err:
+            session.send(Error(code=err.code, message=err.message))
+            return HELLO_CLOSE_CODES.get(err.code, CloseCode.BAD_HELLO), err.message
+        session.send(welcome)
+        for name in welcome.refused:
+            session.send(self.refusal(name, session))
+        self.attach(session)
+        return None
+
+    async def handle(self, session: Session, frame: ClientFrame) -> None:
+        """One frame of a welcomed session: answered on the session, or FrameError."""
+        match frame:
+            case Send():
+                if not self.has_room():
+                    await self.wait_room()
+                self.submit(session, frame)
+            case Ack():
+                await self.ack(session, frame)
+            case History():
+                session.send(await self.history(session, frame))
+            case Roster():
+                session.send(self.roster(session, frame))
+            case Register():
+                session.send(await self.register(session, frame))
+            case Status():
+                self.status(session, frame)
+            case Threads():
+                session.send(await self.threads(session, frame))
+            case Ping():
+                session.send(self.ping(frame))
+            case Subscribe():
+                self.subscribe(session, frame)
+            case Unsubscribe():
+                self.unsubscribe(session, frame)
+            case Hello():
+                raise FrameError(ErrorCode.ALREADY_HELLO, "hello was already received")
+            case _:
+                assert_never(frame)
 
     def refusal(self, name: str, session: Session | None = None) -> Error:
         """The error frame telling a bridge it may not serve ``name``."""

@@ -17,23 +17,13 @@ from websockets.typing import Origin, Subprotocol
 from .auth import bearer, is_loopback, loopback_host_header
 from .codec import Codec, codec_for
 from .config import Settings
-from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
+from .errors import CloseCode, ErrorCode, FrameError
 from .hub import Hub
 from .limits import ConnectionBudget, RateLimits, Throttle, connection_budget
 from .schema import (
     SUBPROTOCOLS,
-    Ack,
     Error,
     Hello,
-    History,
-    Ping,
-    Register,
-    Roster,
-    Send,
-    Status,
-    Subscribe,
-    Threads,
-    Unsubscribe,
 )
 from .session import Session
 
@@ -268,18 +258,11 @@ class WsServer:
             hello = await self._hello(conn, session)
             if hello is None:
                 return
-            try:
-                welcome = self.hub.open_session(session, hello)
-            except FrameError as err:
-                session.send(Error(code=err.code, message=err.message))
-                code = HELLO_CLOSE_CODES.get(err.code, CloseCode.BAD_HELLO)
-                await conn.close(code, _reason(err.message))
+            refused = self.hub.hello(session, hello)
+            if refused is not None:
+                await conn.close(refused[0], _reason(refused[1]))
                 return
             ticket.authenticated()
-            session.send(welcome)
-            for name in welcome.refused:
-                session.send(self.hub.refusal(name, session))
-            self.hub.attach(session)
             replay = asyncio.create_task(self._replay(session, hello.resume, hello.pending))
             bad = 0
             loop = asyncio.get_running_loop()
@@ -293,7 +276,7 @@ class WsServer:
                         continue
                 try:
                     frame = codec.decode_client(data)
-                    await self._dispatch(session, frame)
+                    await self.hub.handle(session, frame)
                     bad = 0
                 except FrameError as err:
                     ref = err.ref or _salvage_ref(data, codec.binary)
@@ -383,31 +366,3 @@ class WsServer:
             await conn.close(CloseCode.BAD_HELLO, message)
             return None
         return frame
-
-    async def _dispatch(self, session: WsSession, frame: Any) -> None:
-        hub = self.hub
-        match frame:
-            case Send():
-                if not hub.has_room():
-                    await hub.wait_room()
-                hub.submit(session, frame)
-            case Ack():
-                await hub.ack(session, frame)
-            case History():
-                session.send(await hub.history(session, frame))
-            case Roster():
-                session.send(hub.roster(session, frame))
-            case Register():
-                session.send(await hub.register(session, frame))
-            case Status():
-                hub.status(session, frame)
-            case Threads():
-                session.send(await hub.threads(session, frame))
-            case Ping():
-                session.send(hub.ping(frame))
-            case Subscribe():
-                hub.subscribe(session, frame)
-            case Unsubscribe():
-                hub.unsubscribe(session, frame)
-            case Hello():
-                raise FrameError(ErrorCode.ALREADY_HELLO, "hello was already received")

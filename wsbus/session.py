@@ -14,7 +14,7 @@ from typing import Any
 
 from .auth import TokenRecord
 from .codec import Codec
-from .schema import Event
+from .schema import Event, HubFrame
 
 __all__ = ["Session"]
 
@@ -46,7 +46,7 @@ class Session(abc.ABC):
         """The first (default) name this session acts for."""
         return self.names[0] if self.names else None
 
-    def send(self, frame: Any) -> None:
+    def send(self, frame: HubFrame) -> None:
         """Encode and write one frame now (no backpressure)."""
         if not self.closed:
             self.write(self.codec.encode(frame))
