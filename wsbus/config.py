@@ -13,7 +13,6 @@ path in ``WSBUS_CONFIG``; its keys are the field names of :class:`Settings`::
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -201,12 +200,18 @@ class ConfigError(WsbusError):
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        fh = path.open("rb")
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
+    import tomllib  # only when there is a file to read (a client start-up saves 2 ms)
+
+    with fh:
+        try:
+            return tomllib.load(fh)
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from None
 
 
 def load_settings(
