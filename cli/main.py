@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -53,15 +52,26 @@ wsbus: a realtime event bus for AI coding agents and the people who run them.
 Start a hub with `wsbus serve`, then send and listen from any shell or agent.
 """
 
-EPILOG = f"""\
-the tmux-agent-comms commands (also as `agent_comms COMMAND`; `wsbus COMMAND --help`):
-{textwrap.fill(", ".join(sorted(COMMS_COMMANDS)), 88, initial_indent="  ", subsequent_indent="  ")}
-
+EXAMPLES = """\
 examples:
   wsbus serve                              # hub on ws://127.0.0.1:8765, SQLite store
   WSBUS_NAME=alice wsbus send bob "hi"     # durable send, prints seq and time
   wsbus listen bob                         # agent-bus style blocks, resumes after restarts
 """
+
+
+def epilog() -> str:
+    """The end of ``wsbus --help``: the tmux-agent-comms commands, examples."""
+    import textwrap
+
+    names = textwrap.fill(
+        ", ".join(sorted(COMMS_COMMANDS)), 88, initial_indent="  ", subsequent_indent="  "
+    )
+    return (
+        "the tmux-agent-comms commands (also as `agent_comms COMMAND`; "
+        f"`wsbus COMMAND --help`):\n{names}\n\n{EXAMPLES}"
+    )
+
 
 Register = Callable[[Any], argparse.ArgumentParser]
 
@@ -84,11 +94,15 @@ def load_command(name: str) -> Register:
     return add
 
 
-def _top() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[Any]]:
+def _top(
+    help_text: bool = True,
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[Any]]:
+    """The ``wsbus`` parser and its subcommands (``help_text``: with the epilog, which
+    a command's own parser never shows)."""
     parser = OneLineParser(
         prog="wsbus",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=epilog() if help_text else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"wsbus {__version__}")
@@ -114,7 +128,7 @@ def _listing() -> argparse.ArgumentParser:
 
 def _command(name: str) -> argparse.ArgumentParser:
     """Command ``name``'s own parser (prog ``wsbus NAME``), its module imported."""
-    _, sub = _top()
+    _, sub = _top(help_text=False)
     return load_command(name)(sub)
 
 
