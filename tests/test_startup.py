@@ -8,10 +8,12 @@ they time nothing (the bench's CLI start-up rows do: ``python -m bench``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 from wsbus.cli.main import COMMANDS, OneLineParser, load_command
@@ -119,3 +121,58 @@ def test_each_help_line_is_the_modules_own() -> None:
         (choice,) = (a for a in sub._choices_actions if a.dest == name)
         assert choice.help == help_line, (name, choice.help, help_line)
         assert isinstance(added, argparse.ArgumentParser)
+
+
+class FakeHub:
+    """A websocket server that speaks just enough wsbus for one send: it answers the
+    first ``send`` as told (an error frame, or by dropping the connection), and every
+    later one with ``ok``; it records the refs it got, one entry per connection."""
+
+    def __init__(self, first: str) -> None:
+        self.first = first
+        self.sends: list[str] = []
+        self.connections = 0
+
+    async def handle(self, ws: Any) -> None:
+        self.connections += 1
+        hello = json.loads(await ws.recv())
+        assert hello["op"] == "hello" and hello["presence"] is False, hello
+        await ws.send(json.dumps({"op": "welcome", "hub": "fake", "seq": 0,
+                                  "names": [hello["name"]], "channels": []}))  # fmt: skip
+        async for data in ws:
+            frame = json.loads(data)
+            self.sends.append(frame["ref"])
+            if len(self.sends) == 1 and self.first == "drop":
+                await ws.close(1011, "gone")
+                return
+            if len(self.sends) == 1:
+                error = {"op": "error", "code": self.first, "message": "later", "ref": frame["ref"]}
+                await ws.send(json.dumps(error))
+                continue
+            await ws.send(json.dumps({"op": "ok", "ref": frame["ref"], "seq": 7,
+                                      "ts": 1.5, "duplicate": True}))  # fmt: skip
+
+
+@pytest.mark.parametrize("first", ["store_failed", "drop"])
+async def test_what_the_one_shot_sender_cannot_wait_out_goes_on_with_the_same_ref(
+    env: dict[str, str], first: str
+) -> None:
+    """A refusal to retry, or a connection lost before the ok: ``wsbus send`` finishes
+    the send through the asyncio client, with the same ref (stored once)."""
+    from websockets.asyncio.server import serve
+
+    fake = FakeHub(first)
+    async with serve(fake.handle, "127.0.0.1", 0, subprotocols=["wsbus.v1.json"]) as server:
+        port = server.sockets[0].getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wsbus", "send", "--as", "alice", "bob", "hi", "--json",
+            env={**env, "WSBUS_URL": f"ws://127.0.0.1:{port}"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    result = json.loads(out)
+    assert result["seq"] == 7 and result["duplicate"] is True
+    assert len(fake.sends) == 2 and fake.sends[0] == fake.sends[1] == result["ref"]
+    # the one-shot connection, then the asyncio client's
+    assert fake.connections == 2
