@@ -1,10 +1,13 @@
-"""``python -m bench [--quick] [--agent-bus-server PATH]``: every scenario, side by side.
+"""``python -m bench [--quick] [--agent-bus-server PATH] [--agent-bus-send PATH]``: every
+scenario, side by side.
 
 The websocket scenarios run against the hub and the bare websockets server; the
 legacy agent-bus HTTP scenarios against the hub's HTTP shim and, when given, the
 original agent-bus reference server (never part of this repository); the tmux
 delivery scenarios (bench/tmux.py) through a hub and ``wsbus bridge`` and by direct
-injection into the same pane.
+injection into the same pane; the CLI start-up rows (bench/startup.py) time whole
+``wsbus`` processes beside ``python -c pass``, agent-bus's ``bus_send.py`` (given its
+path) and ``curl``.
 """
 
 from __future__ import annotations
@@ -26,13 +29,20 @@ from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
 from .servers import ServerProcess, bench_env
+from .startup import StartupParams, agent_bus_send_arg, checked_path, startup_rows
+from .startup import section as startup_section
 from .tmux import TmuxParams
 from .tmux import section as tmux_section
 from .workers import Worker
 
 
 def _notes(
-    p: Params, agent_bus: bool, tp: TmuxParams, hp: HostileParams, tmux_skipped: str | None = None
+    p: Params,
+    agent_bus: bool,
+    tp: TmuxParams,
+    hp: HostileParams,
+    tmux_skipped: str | None = None,
+    sp: StartupParams | None = None,
 ) -> str:
     """What each row measures and against which baseline, wrapped for a terminal."""
     ref_runs = (
@@ -108,6 +118,14 @@ def _notes(
         "character bodies nobody polls; baseline: a hub with --no-http. Another writer: a "
         f"process holds the database's write lock (BEGIN IMMEDIATE) for {hp.lock_s:g} s "
         "while a send waits; worst ping meanwhile; baseline: the same with no lock.",
+        f"CLI start-up: {(sp or StartupParams()).runs} rounds after a warm-up round, every "
+        "command in turn; wall = spawn to exit of the whole process (subprocess.run), CPU = "
+        "its user+sys; the message comes on stdin. wsbus = the installed `wsbus` script, "
+        "`--help`, and `send bob` to a hub of its own (returns after the durable ok); "
+        "baselines: `python -c pass` (the interpreter alone), agent-bus's `bus_send.py` "
+        "(--agent-bus-send PATH, run by the same interpreter, POSTing to the same hub's "
+        "shim) and `curl` POSTing the same JSON to the shim's /send. Target: `wsbus send` "
+        "within 1.5x of `bus_send.py`, `wsbus --help` under 150 ms.",
         "targets (wsbus): delivery p50 <= 2 ms; >= 7,500 durable sends/s; burst worst < 100 "
         "ms. Issue figures for the reference on this machine: p50 243 / p99 492 ms, ~2,500 "
         "sends/s, burst worst 0.9-1.5 s.",
@@ -139,7 +157,13 @@ async def _legacy(runs: dict[str, Any], errors: list[str], s: ServerProcess, p: 
     await step(runs, errors, "legacy_sends", s.mode, legacy_sends(s, p))
 
 
-async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None = None) -> int:
+async def run(
+    p: Params,
+    quick: bool,
+    out: Path | None,
+    agent_bus: Path | None = None,
+    agent_bus_send: Path | None = None,
+) -> int:
     raise_nofile()
     # SIGTERM cancels the run like Ctrl-C does, so the finally below stops every child
     main_task = asyncio.current_task()
@@ -150,6 +174,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
     errors: list[str] = []
     tp = TmuxParams.quick() if quick else TmuxParams()
     hp = HostileParams.quick() if quick else HostileParams()
+    sp = StartupParams.quick() if quick else StartupParams()
     tmux_skipped: str | None = None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wsbus-bench-") as tmpname:
@@ -229,6 +254,7 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
                 )
             tmux_skipped = await tmux_section(runs, errors, tmp, env, tp, p.repeat)
             await hostile_section(runs, errors, tmp, env, hp)
+            await startup_section(runs, errors, tmp, env, sp, agent_bus_send)
             for s in servers:
                 if s.proc is not None and s.proc.poll() is not None:
                     errors.append(f"{s.label} exited early: {s.output()[-500:]}")
@@ -248,7 +274,8 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
         tmux_skipped=tmux_skipped,
     )
     table += hostile_rows(results, hp)
-    notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped)
+    table += startup_rows(results, agent_bus_send is not None)
+    notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped, sp)
     print(machine_text(info))
     print(f"mode: {'quick' if quick else 'full'}; took {time.monotonic() - started:.0f}s\n")
     print(markdown(table))
@@ -263,6 +290,8 @@ async def run(p: Params, quick: bool, out: Path | None, agent_bus: Path | None =
             "params": vars(p),
             "tmux_params": vars(tp),
             "agent_bus_server": str(agent_bus) if agent_bus is not None else None,
+            "agent_bus_send": str(agent_bus_send) if agent_bus_send is not None else None,
+            "startup_params": vars(sp),
             "seconds": round(time.monotonic() - started, 1),
             "table": [vars(r) for r in table],
             "results": results,
@@ -285,13 +314,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the original agent-bus bus_server.py: run the legacy HTTP scenarios against it "
         "too, as the baseline of those rows (it is not part of this repository)",
     )
+    agent_bus_send_arg(ap)
     args = ap.parse_args(argv)
     ref: Path | None = args.agent_bus_server
     if ref is not None and not ref.is_file():
         ap.error(f"--agent-bus-server: no such file: {ref}")
+    send = checked_path(ap, args.agent_bus_send)
     p = Params.quick() if args.quick else Params()
     try:
-        return asyncio.run(run(p, args.quick, args.json, ref.resolve() if ref else None))
+        return asyncio.run(run(p, args.quick, args.json, ref.resolve() if ref else None, send))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted; every child process was stopped", file=sys.stderr)
         return 130

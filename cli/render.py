@@ -7,8 +7,6 @@ import time
 
 from wsbus.schema import BROADCAST, Event
 
-from .inject import for_terminal
-
 __all__ = ["clock", "history_block", "listener_block", "on_screen", "stamp"]
 
 
@@ -42,4 +40,8 @@ def on_screen(text: str) -> str:
     """``text`` as printed on standard output: when that is a terminal, without the
     escape sequences and control characters another agent may have put in a message
     (a pipe gets the bytes unchanged)."""
-    return for_terminal(text) if sys.stdout.isatty() else text
+    if not sys.stdout.isatty():
+        return text
+    from .inject import for_terminal  # not loaded by `wsbus send`, which prints no bodies
+
+    return for_terminal(text)

@@ -1,4 +1,10 @@
-"""``wsbus send``: publish one message and wait for the hub's durable ok."""
+"""``wsbus send``: publish one message and wait for the hub's durable ok.
+
+Agents call it in loops, so it starts light: a plain send goes through the blocking
+one-shot sender (:mod:`wsbus.oneshot`, no asyncio); ``--confirm`` (it waits for a
+receipt), a proxy, and whatever the one-shot sender does not wait out (a retry, a
+reconnect) go through the asyncio client, with the same ref.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,24 @@ import os
 import select
 import sys
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from wsbus.client import Client, new_ref
 from wsbus.config import Settings
 from wsbus.errors import HubUnreachable
-from wsbus.schema import NAME_RULE, THREAD_RULE, Receipt, valid_name, valid_thread
+from wsbus.handshake import SendResult, new_ref
+from wsbus.schema import NAME_RULE, THREAD_RULE, valid_name, valid_thread
 
 from .common import ATTACH_HINT, Subcommands, add_client_args, need_name, settings_from, warn
-from .comms_paths import CommsPaths
 from .exits import CliError, Exit
 from .render import stamp
-from .spool import Spool, SpoolRecord
-from .verify import META_ATTACH, Reference, attach_line, attachment, exposed
-from .wire import wait_receipt
+
+if TYPE_CHECKING:
+    from wsbus.schema import Receipt, Welcome
+
+    from .verify import Reference
 
 __all__ = ["attach_body", "delivery_line", "read_body", "register", "run"]
 
@@ -115,116 +123,188 @@ def read_body(words: list[str]) -> str:
     return text
 
 
-async def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    # with a token and no name, the token says who sends (the hub's welcome names it)
-    name: str | None = settings.name
-    if name is None and not os.environ.get("WSBUS_TOKEN"):
-        name = need_name(settings, "send")
-    if args.to != "*" and not valid_name(args.to):
-        raise CliError(f"invalid recipient {args.to!r}: allowed {NAME_RULE}, or '*'", Exit.USAGE)
-    if args.thread is not None and not valid_thread(args.thread):
-        raise CliError(f"invalid thread {args.thread!r}: allowed {THREAD_RULE}", Exit.USAGE)
-    meta: dict[str, Any] | None = None
-    if args.attach is not None:
-        attached = attachment(args.attach)
-        mode = exposed(args.attach)
-        if mode is not None:
-            warn(
-                f"warning: {args.attach} is readable by group or others (mode {mode:04o}): "
-                "chmod 600 it"
+class Outgoing:
+    """One message to send, checked: everything but the connection."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.settings: Settings = settings_from(args)
+        # with a token and no name, the token says who sends (the hub's welcome names it)
+        self.name: str | None = self.settings.name
+        if self.name is None and not os.environ.get("WSBUS_TOKEN"):
+            self.name = need_name(self.settings, "send")
+        if args.to != "*" and not valid_name(args.to):
+            raise CliError(
+                f"invalid recipient {args.to!r}: allowed {NAME_RULE}, or '*'", Exit.USAGE
             )
-        body = attach_body(_attach_note(args.message), attached)
-        meta = {META_ATTACH: msgspec.to_builtins(attached)}
-    else:
-        body = read_body(args.message)
-    if not body.strip():
-        raise CliError("empty message: nothing to send", Exit.USAGE)
-    if not 0 < args.confirm_timeout < 86400:
-        raise CliError("--confirm-timeout must be a number of seconds above 0", Exit.USAGE)
-    if args.confirm and args.to == "*":
-        raise CliError("--confirm needs one recipient, not '*'", Exit.USAGE)
+        if args.thread is not None and not valid_thread(args.thread):
+            raise CliError(f"invalid thread {args.thread!r}: allowed {THREAD_RULE}", Exit.USAGE)
+        self.meta: dict[str, Any] | None = None
+        if args.attach is not None:
+            self.body, self.meta = _attach(args)
+        else:
+            self.body = read_body(args.message)
+        if not self.body.strip():
+            raise CliError("empty message: nothing to send", Exit.USAGE)
+        if not 0 < args.confirm_timeout < 86400:
+            raise CliError("--confirm-timeout must be a number of seconds above 0", Exit.USAGE)
+        if args.confirm and args.to == "*":
+            raise CliError("--confirm needs one recipient, not '*'", Exit.USAGE)
+        self.ref: str = args.ref or new_ref()
+
+    def fields(self) -> dict[str, Any]:
+        """The ``send`` frame's fields besides ref, to and body."""
+        return {
+            "channel": self.settings.channel,
+            "thread": self.args.thread,
+            "kind": self.args.kind,
+            "meta": self.meta,
+        }
+
+    def sender(self, welcome: Welcome | None) -> str:
+        """Who sends: the name given, else the first the token vouches for."""
+        if self.name is not None:
+            return self.name
+        named = welcome.names if welcome is not None else []
+        if not named:
+            raise CliError(
+                "this token names nobody to send as (an admin token): pass --as NAME",
+                Exit.USAGE,
+            )
+        return named[0]
+
+
+def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    out = Outgoing(args)
+    if args.confirm or _proxied():
+        return _send_async(out)
+    from wsbus.codec import JSON
+    from wsbus.handshake import send_frame
+    from wsbus.oneshot import OneShot, Unsettled
+
+    settings = out.settings
+    try:
+        with OneShot(
+            settings.url,
+            out.name,
+            kind=args.kind or "agent",
+            timeout=settings.timeout,
+            **settings.access(),
+        ) as bus:
+            try:
+                welcome = bus.connect()
+            except HubUnreachable as err:
+                return _spool(out, err)
+            name = out.sender(welcome)
+            frame = send_frame(JSON, welcome.limits, out.ref, args.to, out.body, **out.fields())
+            result = bus.send(frame)
+    except Unsettled:  # a retry or a reconnect to wait out: the asyncio client, same ref
+        return _send_async(out, wait=True)
+    return _report(out, name, result, None)
+
+
+def _proxied() -> bool:
+    """Whether a proxy is configured (websockets' asyncio client honours it; the
+    one-shot sender connects directly)."""
+    return any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" for k in os.environ)
+
+
+async def _send_async(out: Outgoing, *, wait: bool = False) -> int:
+    """The send through the asyncio client: ``--confirm``, or finishing a send the
+    one-shot sender could not (``wait``: reconnect until the timeout, as a client
+    that was connected does)."""
+    import asyncio
+
+    from wsbus.client import Client
+
+    from .wire import wait_receipt
+
+    args, settings = out.args, out.settings
     client = Client(
         settings.url,
-        name,
+        out.name,
         channels=[],  # send-only: receives no events, only its oks (and receipts)
         kind=args.kind or "agent",
         open_timeout=settings.timeout,
         presence=False,
         **settings.access(),
     )
-    ref = args.ref or new_ref()
     try:
-        await client.connect()
+        if wait:
+            await asyncio.wait_for(client.connect(wait=True), settings.timeout)
+        else:
+            await client.connect()
     except HubUnreachable as err:
-        if not args.spool:
-            raise
-        if name is None:
-            raise CliError(
-                f"{err}; cannot spool without a name: pass --as NAME", Exit.UNREACHABLE
-            ) from None
-        path = Spool(CommsPaths.from_env().spool).put(
-            SpoolRecord(
-                ref=ref,
-                sender=name,
-                to=args.to,
-                body=body,
-                channel=settings.channel,
-                thread=args.thread,
-                kind=args.kind,
-                meta=meta,
-                spooled_at=time.time(),
-            )
-        )
-        if not args.quiet:
-            print(f"spooled: {err}; `wsbus relay` or the bridge forwards it ({path.name})")
-        return Exit.OK
+        await client.close()
+        return _spool(out, err)
+    except BaseException:
+        await client.close()
+        raise
     receipt: Receipt | None = None
-    if name is None:
-        named = client.welcome.names if client.welcome is not None else []
-        if not named:
-            await client.close()
-            raise CliError(
-                "this token names nobody to send as (an admin token): pass --as NAME",
-                Exit.USAGE,
-            )
-        name = named[0]
     try:
+        name = out.sender(client.welcome)
         result = await client.send(
-            args.to,
-            body,
-            channel=settings.channel,
-            thread=args.thread,
-            kind=args.kind,
-            meta=meta,
-            ref=ref,
-            timeout=settings.timeout,
+            args.to, out.body, ref=out.ref, timeout=settings.timeout, **out.fields()
         )
         if args.confirm and result.online is not False:
             got = await wait_receipt(client, result.seq, {args.to}, args.confirm_timeout)
             receipt = got.get(args.to)
     finally:
         await client.close()
+    return _report(out, name, result, receipt)
+
+
+def _spool(out: Outgoing, err: HubUnreachable) -> int:
+    """The hub is unreachable: with ``--spool``, keep the message for the relay."""
+    if not out.args.spool:
+        raise err
+    if out.name is None:
+        raise CliError(f"{err}; cannot spool without a name: pass --as NAME", Exit.UNREACHABLE)
+    from .comms_paths import CommsPaths
+    from .spool import Spool, SpoolRecord
+
+    args = out.args
+    path = Spool(CommsPaths.from_env().spool).put(
+        SpoolRecord(
+            ref=out.ref,
+            sender=out.name,
+            to=args.to,
+            body=out.body,
+            channel=out.settings.channel,
+            thread=args.thread,
+            kind=args.kind,
+            meta=out.meta,
+            spooled_at=time.time(),
+        )
+    )
+    if not args.quiet:
+        print(f"spooled: {err}; `wsbus relay` or the bridge forwards it ({path.name})")
+    return Exit.OK
+
+
+def _report(out: Outgoing, name: str, result: SendResult, receipt: Receipt | None) -> int:
+    """Print what was stored (and delivered); the exit status."""
+    args, channel = out.args, out.settings.channel
     if args.json:
-        out = {
+        line: dict[str, Any] = {
             "ok": True,
             "seq": result.seq,
             "ts": result.ts,
             "ref": result.ref,
-            "channel": settings.channel,
+            "channel": channel,
             "from": name,
             "to": args.to,
             "duplicate": result.duplicate,
         }
-        if meta is not None:
-            out[META_ATTACH] = meta[META_ATTACH]
+        if out.meta is not None:
+            line.update(out.meta)  # the attachment reference
         if args.confirm:
-            out["delivery"] = receipt.status if receipt else "queued"
-            out["reason"] = receipt.reason if receipt else None
-        sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
+            line["delivery"] = receipt.status if receipt else "queued"
+            line["reason"] = receipt.reason if receipt else None
+        sys.stdout.write(msgspec.json.encode(line).decode() + "\n")
     elif not args.quiet:
         again = " (already stored)" if result.duplicate else ""
-        print(f"sent #{result.seq} at {stamp(result.ts)} to {args.to} on {settings.channel}{again}")
+        print(f"sent #{result.seq} at {stamp(result.ts)} to {args.to} on {channel}{again}")
         if args.confirm:
             print(delivery_line(args.to, receipt))
     if receipt is not None and receipt.status in ("unsubmitted", "failed"):
@@ -232,8 +312,25 @@ async def run(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _attach(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The body and ``meta`` of ``--attach FILE``: a reference, never the content."""
+    from .verify import META_ATTACH, attachment, exposed
+
+    attached = attachment(args.attach)
+    mode = exposed(args.attach)
+    if mode is not None:
+        warn(
+            f"warning: {args.attach} is readable by group or others (mode {mode:04o}): chmod 600 it"
+        )
+    return attach_body(_attach_note(args.message), attached), {
+        META_ATTACH: msgspec.to_builtins(attached)
+    }
+
+
 def attach_body(note: str, ref: Reference) -> str:
     """The body of an attachment: the note (if any) on its own lines, the attach line last."""
+    from .verify import attach_line
+
     line = attach_line(ref)
     return f"{note}\n{line}" if note.strip() else line
 

@@ -255,11 +255,24 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+#: how to install what ``--block-secrets`` needs
+SECRETS_EXTRA = "pip install 'wsbus[secrets]'"
+
+
 def secret_finder(settings: Settings) -> Callable[[str], str | None] | None:
+    """The credential scanner of ``--block-secrets`` (None without it). It uses
+    detect-secrets, an optional dependency: the extra ``wsbus[secrets]``."""
     if not settings.block_secrets:
         return None
-    from wsbus.leaks import find_secret  # detect-secrets loads only when asked for
-
+    try:
+        from wsbus.leaks import find_secret  # detect-secrets loads only when asked for
+    except ImportError as err:
+        if err.name is None or err.name.partition(".")[0] != "detect_secrets":
+            raise
+        raise CliError(
+            f"--block-secrets needs detect-secrets, which is not installed: {SECRETS_EXTRA}",
+            Exit.USAGE,
+        ) from None
     return find_secret
 
 
@@ -303,6 +316,7 @@ async def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     redact.install()  # no token in any log line, whichever library writes it
+    find_secret = secret_finder(settings)  # before anything starts: it may be missing
     settings, shared = prepare(settings)
     host = settings.listen_host()
 
@@ -351,7 +365,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     nofile = _raise_nofile()
     store = make_store(settings)
-    hub = Hub(store, hub_config(settings), gate=gate, find_secret=secret_finder(settings))
+    hub = Hub(store, hub_config(settings), gate=gate, find_secret=find_secret)
     rates = rate_limits(settings)
     server = WsServer(
         hub,

@@ -25,8 +25,6 @@ from typing import Annotated, Any
 
 import msgspec
 
-from wsbus.client import Client
-
 from .common import Subcommands, add_client_args, settings_from
 from .exits import CliError, Exit
 from .wire import hostname
@@ -241,6 +239,8 @@ async def _reference(word: str, args: argparse.Namespace) -> tuple[Reference, in
 async def _from_event(seq: int, args: argparse.Namespace) -> Reference:
     if seq < 1:
         raise CliError(f"invalid seq {seq}: seqs start at 1", Exit.USAGE)
+    from wsbus.client import Client
+
     settings = settings_from(args)
     client = Client(
         settings.url,

@@ -21,12 +21,12 @@ import contextlib
 import os
 import socket
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wsbus.client import Client
 from wsbus.schema import Event, Receipt
 
-from .inject import stamp_hm
+if TYPE_CHECKING:
+    from wsbus.client import Client
 
 __all__ = [
     "AUDIT_WORDS",
@@ -71,6 +71,8 @@ def loop_warning(sender: str, recipient: str) -> str:
 
 def long_doorbell(marker: str, sender: str, ts: float, body: str, where: str) -> str:
     """The one line typed for a long or multi-line body: where to read it."""
+    from .inject import stamp_hm  # the tmux side only
+
     lines = body.count("\n") + 1
     return (
         f"{marker} from={sender} {stamp_hm(ts)} | long message "

@@ -35,6 +35,8 @@ SCENARIOS = [
     "2 x 200 old-cursor /recv (vs /healthz): worst ping",
     "300 bodies of 64 KB stored: hub RSS growth",
     "write lock held 1 s by another process: worst ping",
+    "`wsbus --help` (ms; baseline `python -c pass`)",
+    "`wsbus send`, stdin to durable ok (ms; baseline agent-bus `bus_send.py`",
 ]
 LEGACY_KEYS = [
     "legacy_latency",
@@ -84,3 +86,12 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert results["hostile_polls"]["wsbus"]["complete"] is True
     row = next(line for line in table if line.startswith("| long-poll delivery p50"))
     assert "n/a (run with --agent-bus-server)" in row, row
+    # CLI start-up: whole processes, the interpreter alone as --help's baseline; without
+    # --agent-bus-send, bus_send.py's column says how to get it
+    startup = results["startup"]["wsbus"]
+    assert "error" not in startup, startup
+    assert all(startup[f"{k}_ms"] > 0 for k in ("python", "help", "send"))
+    assert "bus_send_ms" not in startup
+    row = next(line for line in table if line.startswith("| `wsbus send`, stdin to durable ok"))
+    assert "n/a (run with --agent-bus-send)" in row, row
+    assert data["agent_bus_send"] is None

@@ -223,3 +223,32 @@ def test_config_error_is_a_wsbus_error() -> None:
     from wsbus.errors import WsbusError
 
     assert issubclass(ConfigError, WsbusError)
+
+
+@pytest.mark.parametrize(
+    ("xdg", "home"),
+    [
+        (None, "/home/alice"),
+        ("/xdg/config", "/home/alice"),
+        ("relative/config", "/home/alice"),
+        ("", "/home/alice/"),
+        (None, "/"),
+        (None, "relative-home"),
+        (None, None),
+    ],
+)
+def test_the_config_directory_is_platformdirs_own(
+    monkeypatch: pytest.MonkeyPatch, xdg: str | None, home: str | None
+) -> None:
+    """config.py finds the config file without importing platformdirs (start-up
+    cost); wherever it does so, it must agree with platformdirs."""
+    import platformdirs
+
+    from wsbus import config
+
+    for var, value in (("XDG_CONFIG_HOME", xdg), ("HOME", home)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    assert config._user_config_dir() == platformdirs.user_config_dir("wsbus")

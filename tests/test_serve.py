@@ -141,3 +141,37 @@ def test_send_with_an_invalid_url_fails_fast(env: dict[str, str]) -> None:
         assert r.returncode == 2, (url, r.stderr)  # a usage error: fix the URL
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
         assert "invalid hub URL" in r.stderr and "running?" not in r.stderr
+
+
+#: ``python -c`` that runs ``wsbus`` as if detect-secrets were not installed
+WITHOUT_DETECT_SECRETS = """
+import sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "detect_secrets":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+from wsbus.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_block_secrets_without_the_extra_names_it(env: dict[str, str], tmp_path: Path) -> None:
+    """detect-secrets is the extra ``wsbus[secrets]``: without it, --block-secrets is
+    one line that says how to install it (exit 2), before the hub opens anything."""
+    db = tmp_path / "x.db"
+    cmd = [sys.executable, "-c", WITHOUT_DETECT_SECRETS, "serve", "--block-secrets",
+           "--port", "0", "--no-http", "--db", str(db)]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "pip install 'wsbus[secrets]'" in r.stderr and "--block-secrets" in r.stderr
+    assert not db.exists()
+    # the same when the environment asks for it
+    env_cmd = [*cmd[:3], "serve", "--port", "0", "--no-http", "--db", str(db)]
+    r = subprocess.run(env_cmd, env=dict(env, WSBUS_BLOCK_SECRETS="1"), capture_output=True,
+                       text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 2 and "wsbus[secrets]" in r.stderr, r.stderr

@@ -31,34 +31,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import random
-import secrets
 import ssl
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .codec import JSON, MSGPACK, Codec
 from .errors import (
     FATAL_CLOSE_CODES,
-    HELLO_CLOSE_CODES,
     RETRYABLE_ERRORS,
-    BadClientSetting,
-    BadHubURL,
     ClientError,
-    CloseCode,
     ConnectionLost,
     ErrorCode,
-    HubUnreachable,
     SendRefused,
+)
+from .handshake import (
+    CLIENT_NAME,
+    SendResult,
+    connect_failure,
+    handshake_headers,
+    hello_frame,
+    new_ref,
+    refused_upgrade,
+    send_frame,
+    tls_context,
+    welcome_from,
+    why_unreachable,
 )
 from .schema import (
     DEFAULT_CHANNEL,
@@ -94,36 +99,6 @@ StateCallback = Callable[[str, dict[str, Any]], None]
 """Called with ``("connected" | "reconnecting" | "truncated" | "closed", details)``."""
 
 _CLOSED = object()
-
-
-_REF_PREFIX = secrets.token_hex(8)
-_ref_counter = itertools.count(1)
-
-
-def new_ref() -> str:
-    """A fresh idempotency key: a random per-process prefix and a counter (unique
-    across processes without a system call per send)."""
-    return f"{_REF_PREFIX}-{next(_ref_counter)}"
-
-
-def _reseed_refs() -> None:
-    global _REF_PREFIX, _ref_counter
-    _REF_PREFIX = secrets.token_hex(8)
-    _ref_counter = itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_reseed_refs)  # a forked child must not reuse refs
-
-
-class SendResult(msgspec.Struct, frozen=True):
-    """The hub's durable acknowledgement of a send."""
-
-    seq: int
-    ts: float
-    ref: str
-    duplicate: bool = False
-    online: bool | None = None
-    """direct sends: whether the recipient had a connection on the channel"""
 
 
 class Client:
@@ -257,16 +232,13 @@ class Client:
         again with the same ``ref`` to find out without creating a duplicate).
         """
         self._check_fatal()
-        limits = self.welcome.limits if self.welcome else None
-        if limits is not None and len(body.encode("utf-8", "surrogatepass")) > limits.max_body:
-            raise SendRefused(
-                ErrorCode.BODY_TOO_LARGE, f"body is over the hub's limit of {limits.max_body} bytes"
-            )
         ref = ref or new_ref()
-        frame = Send(
-            ref=ref,
-            to=to,
-            body=body,
+        frame = send_frame(
+            self.codec,
+            self.welcome.limits if self.welcome else None,
+            ref,
+            to,
+            body,
             channel=channel,
             from_=from_,
             thread=thread,
@@ -277,7 +249,6 @@ class Client:
         if existing is not None:
             fut = existing[1]
         else:
-            self.codec.encode(frame)  # unencodable meta fails here, before it is queued
             fut = asyncio.get_running_loop().create_future()
             self._unacked[ref] = (frame, fut)
             await self._write(frame)
@@ -445,8 +416,8 @@ class Client:
             self._requests.pop(frame.ref, None)
 
     def _hello(self) -> Hello:
-        return Hello(
-            name=self.name,
+        return hello_frame(
+            self.name,
             names=self.names,
             channels=self.channels,
             resume=self.last_seq,
@@ -454,7 +425,6 @@ class Client:
             watch=self.watch,
             presence=self.presence,
             pending=self.pending,
-            client="wsbus-python",
             model=self.info["model"],
             role=self.info["role"],
             host=self.info["host"],
@@ -467,20 +437,12 @@ class Client:
 
     def _tls(self) -> ssl.SSLContext | None:
         """The TLS context for ``wss://`` (None: websockets' default, system CAs)."""
-        if self.ca_file is None or not self.url.startswith("wss:"):
-            return None
         if self._ssl is None:
-            try:
-                self._ssl = ssl.create_default_context(cafile=self.ca_file)
-            except (OSError, ssl.SSLError) as err:
-                why = getattr(err, "strerror", None) or str(err)
-                raise BadClientSetting(
-                    f"cannot load the CA file {self.ca_file} (WSBUS_CA_FILE): {why}"
-                ) from None
+            self._ssl = tls_context(self.url, self.ca_file)
         return self._ssl
 
     async def _open(self) -> tuple[ClientConnection, Welcome]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        headers = handshake_headers(self.token) or None
         tls = self._tls()
         extra: dict[str, Any] = {"ssl": tls} if tls is not None else {}
         try:
@@ -491,44 +453,28 @@ class Client:
                 max_size=None,
                 compression=None,
                 max_queue=64,
-                user_agent_header="wsbus-python",
+                user_agent_header=CLIENT_NAME,
                 additional_headers=headers,
                 **extra,
             )
         except InvalidStatus as err:
-            status = err.response.status_code
-            if status in (401, 403):
-                why = (
-                    err.response.body.decode(errors="replace").strip() if err.response.body else ""
-                )
-                hint = "" if self.token else " (set WSBUS_TOKEN, or `wsbus join CODE`)"
-                raise ConnectionLost(
-                    CloseCode.UNAUTHORIZED,
-                    f"HTTP {status}: {why or 'unauthorized'}{hint}",
-                ) from None
+            refused = refused_upgrade(
+                err.response.status_code, bytes(err.response.body), self.token
+            )
+            if refused is not None:
+                raise refused from None
             raise
         try:
             await conn.send(self.codec.encode(self._hello()), text=not self.codec.binary)
             data = await asyncio.wait_for(conn.recv(), self.open_timeout)
-            try:
-                frame = self.codec.decode_hub(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as err:
-                raise ConnectionLost(4002, f"not a wsbus hub: {err}") from None
         except BaseException:
             conn.transport.abort()
             raise
-        if isinstance(frame, Error):
+        try:
+            return conn, welcome_from(self.codec, data)
+        except (ConnectionLost, OSError):
             await conn.close()
-            # the same close code the hub sends after this error: fatal ones end the
-            # client, the others (4029: too many connections) are retried with backoff
-            code = HELLO_CLOSE_CODES.get(frame.code, CloseCode.BAD_HELLO)
-            if code not in FATAL_CLOSE_CODES:
-                raise OSError(f"{frame.code}: {frame.message}")
-            raise ConnectionLost(code, f"{frame.code}: {frame.message}")
-        if not isinstance(frame, Welcome):
-            await conn.close()
-            raise ConnectionLost(4002, f"expected welcome, got {type(frame).__name__}")
-        return conn, frame
+            raise
 
     async def _run(self, wait: bool) -> None:
         try:
@@ -547,33 +493,18 @@ class Client:
                 conn, welcome = await self._open()
             except asyncio.CancelledError:
                 raise
-            except (ConnectionLost, BadClientSetting) as err:
-                self._fail(err)
-                return
-            except ssl.SSLCertVerificationError as err:  # a ValueError too: before it
-                self._fail(
-                    HubUnreachable(
-                        f"the hub's TLS certificate at {self.url} is not trusted "
-                        f"({err.verify_message}): set WSBUS_CA_FILE to the CA file that "
-                        "signed it, or join a shared hub with `wsbus join CODE`"
-                    )
-                )
-                return
-            except (ValueError, InvalidURI) as err:  # e.g. a port out of range
-                self._fail(BadHubURL(f"invalid hub URL {self.url!r}: {_url_hint(self.url, err)}"))
-                return
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as err:
-                if not (wait or (ever and self.reconnect)):
-                    self._fail(
-                        HubUnreachable(
-                            f"cannot reach the hub at {self.url}: {_why(err, self.url)}",
-                            refused=isinstance(err, ConnectionRefusedError),
-                        )
-                    )
+            except Exception as err:
+                failure = connect_failure(err, self.url)
+                if failure is None:
+                    raise
+                error, retry = failure
+                if not retry or not (wait or (ever and self.reconnect)):
+                    self._fail(error)
                     return
                 delay = self._delay(attempt)
                 attempt += 1
-                self._state("reconnecting", delay=delay, error=_why(err, self.url), attempt=attempt)
+                why = why_unreachable(err, self.url)
+                self._state("reconnecting", delay=delay, error=why, attempt=attempt)
                 await asyncio.sleep(delay)
                 continue
             self.welcome = welcome
@@ -713,41 +644,3 @@ class Client:
                 fut.set_exception(err)
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_CLOSED)
-
-
-def _url_hint(url: str, err: BaseException) -> str:
-    """Why a URL cannot be a hub's, and what was probably meant."""
-    try:
-        parts = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
-        given = parts.port
-    except ValueError:  # not even a URL (an unclosed [, a port out of range)
-        return str(err)
-    if parts.scheme in ("http", "https"):
-        ws = "ws" if parts.scheme == "http" else "wss"
-        port = given if given not in (None, 8080) else 8765
-        return (
-            f"a hub URL starts with ws:// or wss://; did you mean {ws}://{parts.hostname}:{port}? "
-            "(:8080 is the agent-bus HTTP shim)"
-        )
-    if not parts.scheme:
-        return f"a hub URL starts with ws:// or wss:// (ws://{url}?)"
-    return str(err)
-
-
-def _why(err: BaseException, url: str = "") -> str:
-    if isinstance(err, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(err, TimeoutError):
-        return "timed out"
-    if isinstance(err, InvalidStatus):  # the hub says why in one line (503, 429 before hello)
-        response = err.response
-        body = response.body.decode(errors="replace").strip() if response.body else ""
-        return f"HTTP {response.status_code}" + (f": {body.splitlines()[0][:200]}" if body else "")
-    if (
-        isinstance(err, InvalidHandshake)
-        and url.startswith("ws://")
-        and "HTTP response" in str(err)
-    ):
-        return f"{err} (a TLS port? try wss://{url[len('ws://') :]})"
-    text = str(err) or type(err).__name__
-    return text

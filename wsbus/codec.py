@@ -35,10 +35,7 @@ QUOTE_MAX = 120
 encode_json = msgspec.json.Encoder().encode
 encode_msgpack = msgspec.msgpack.Encoder().encode
 
-_client_json = msgspec.json.Decoder(ClientFrame)
-_client_msgpack = msgspec.msgpack.Decoder(ClientFrame)
-_hub_json = msgspec.json.Decoder(HubFrame)
-_hub_msgpack = msgspec.msgpack.Decoder(HubFrame)
+Decoder = msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]
 
 
 def quote(text: str, limit: int = QUOTE_MAX) -> str:
@@ -90,14 +87,32 @@ def _explain(err: msgspec.ValidationError) -> FrameError:
 
 
 class Codec:
-    """One subprotocol: how frames are encoded and decoded on it."""
+    """One subprotocol: how frames are encoded and decoded on it. Each decoder is
+    created on first use (``wsbus send`` needs one of the four), then reused."""
 
     def __init__(self, name: str, binary: bool) -> None:
         self.name = name
         self.binary = binary
         self.encode = encode_msgpack if binary else encode_json
-        self._client = _client_msgpack if binary else _client_json
-        self._hub = _hub_msgpack if binary else _hub_json
+        self._client_decoder: Decoder | None = None
+        self._hub_decoder: Decoder | None = None
+
+    def _decoder(self, frames: Any) -> Decoder:
+        if self.binary:
+            return msgspec.msgpack.Decoder(frames)
+        return msgspec.json.Decoder(frames)
+
+    @property
+    def _client(self) -> Decoder:
+        if self._client_decoder is None:
+            self._client_decoder = self._decoder(ClientFrame)
+        return self._client_decoder
+
+    @property
+    def _hub(self) -> Decoder:
+        if self._hub_decoder is None:
+            self._hub_decoder = self._decoder(HubFrame)
+        return self._hub_decoder
 
     def decode_client(self, data: str | bytes) -> ClientFrame:
         """Decode one client frame, raising :class:`FrameError` with a code."""
