@@ -16,13 +16,13 @@ Nothing here does I/O or imports prompt_toolkit; ``cli/chat.py`` carries the act
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from wsbus.schema import BROADCAST, NAME_RULE, THREAD_RULE, valid_name, valid_thread
+
+from .suggest import closest, did_you_mean
 
 __all__ = [
     "COMMANDS",
@@ -43,7 +43,6 @@ __all__ = [
     "SwitchChannel",
     "ToggleWatch",
     "Who",
-    "did_you_mean",
     "parse",
 ]
 
@@ -203,12 +202,6 @@ _COMMAND_RE = re.compile(r"/(\S*)\s*(.*)", re.S)
 _MENTION_RE = re.compile(r"@(\S*)\s*(.*)", re.S)
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """The closest candidate to ``word``, if one is close enough."""
-    found = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
 def parse(line: str, state: ChatState) -> Action:
     """What ``line`` asks for, given ``state``; never raises."""
     text = line.strip()
@@ -249,8 +242,7 @@ def _mention(text: str, state: ChatState) -> Action:
 
 
 def _unknown_name(name: str, state: ChatState) -> str:
-    close = did_you_mean(name, state.names)
-    guess = f" — did you mean {close!r}?" if close else ""
+    guess = did_you_mean(name, state.names)
     return f"unknown name {name!r}{guess} (/who lists who is here; use /to {name} to send anyway)"
 
 
@@ -261,7 +253,7 @@ def _command(text: str, state: ChatState) -> Action:
     if word == "/":
         return Hint("/help lists the commands")
     if word not in _BY_NAME:
-        close = did_you_mean(word, _BY_NAME)
+        close = closest(word, _BY_NAME)
         if close:
             return Hint(f"unknown command {word} — did you mean {close}? (/help lists them)")
         return Hint(f"unknown command {word} (/help lists them; start with // to send it as text)")
