@@ -203,6 +203,13 @@ async def run(args: argparse.Namespace) -> int:
         if args.confirm and result.online is not False:
             got = await wait_receipt(client, result.seq, {args.to}, args.confirm_timeout)
             receipt = got.get(args.to)
+        note = None  # for a name nobody has seen here (a typo?): ≤ 2 s, never fails the send
+        if not args.quiet:
+            from .unseen import unseen_note
+
+            note = await unseen_note(
+                client, args.to, settings.channel, me=name, seq=result.seq, online=result.online
+            )
     finally:
         await client.close()
     if args.json:
@@ -227,6 +234,8 @@ async def run(args: argparse.Namespace) -> int:
         print(f"sent #{result.seq} at {stamp(result.ts)} to {args.to} on {settings.channel}{again}")
         if args.confirm:
             print(delivery_line(args.to, receipt))
+    if note is not None:
+        print(note, file=sys.stderr)
     if receipt is not None and receipt.status in ("unsubmitted", "failed"):
         return Exit.FAILURE
     return Exit.OK
