@@ -356,9 +356,10 @@ class ChatApp:
                     self.show(row)
             case Quit():
                 return False
-            case Hint(text=text):
+            case Hint(text=text, keep=keep):
                 self.error(text)
-                self._refill = line.strip()  # back in the prompt, to fix
+                if keep:  # a message: back in the prompt, to fix (else the prompt is clear)
+                    self._refill = line.strip()
             case Nothing():
                 pass
         return True
