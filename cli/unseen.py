@@ -12,37 +12,118 @@ message there (a listener that only reads). The did-you-mean comes from
 :mod:`.suggest`, over the names seen (minus the sender).
 
 The lookup runs after the hub acknowledged the send, on the connection that sent
-it, within :data:`BUDGET` seconds; any error or a timeout means no note (the
-send itself succeeded). The decision is plain code (:func:`Seen`,
-:func:`note_line`), the queries take any client with ``roster`` and ``history``
-(:class:`Queries`, which :class:`wsbus.client.Client` is).
+it, within :data:`BUDGET` seconds; any error or a timeout means no note (the send
+itself succeeded). It is written without I/O (:func:`lookup`: it yields the query
+frames to ask and is sent their answers), so any client can run it:
+
+- :func:`unseen_note`: an asyncio :class:`wsbus.client.Client` (each round's
+  queries at once);
+- :func:`unseen_note_blocking`: a blocking ``request(frame, timeout) -> answer``
+  (a one-shot client), one query at a time within the budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+import itertools
+import os
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from wsbus.schema import History, HistoryResult, Roster, RosterResult
 
 from .suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from wsbus.schema import HistoryResult, RosterResult
+    from wsbus.schema import Event
 
-__all__ = ["BUDGET", "RECENT", "Queries", "Seen", "note_line", "unseen_note"]
+__all__ = [
+    "BUDGET",
+    "RECENT",
+    "Answer",
+    "Queries",
+    "Query",
+    "lookup",
+    "note_line",
+    "unseen_note",
+    "unseen_note_blocking",
+]
 
 BUDGET = 2.0
 """The most seconds the lookup may add to a send; past it, no note."""
 RECENT = 200
-"""Events of the channel whose senders are suggestion candidates."""
-_TO_CHECK = 20
+"""Events of the channel whose senders are suggestion candidates (at most the hub's
+``max_history``)."""
+TO_CHECK = 20
 """Latest direct events to the name checked for an acknowledgement by it."""
+
+Query = Roster | History
+"""A question :func:`lookup` asks the hub (a frame with its own ``ref``)."""
+Answer = RosterResult | HistoryResult
+"""The hub's answer to a :data:`Query`."""
+Exchange = Generator[list[Query], list[Answer], str | None]
+""":func:`lookup`: yields a round of queries, is sent their answers in the same order."""
+
+_refs = itertools.count(1)
+_REF_PREFIX = f"unseen-{os.getpid():x}"
+
+
+def _ref() -> str:
+    return f"{_REF_PREFIX}-{next(_refs)}"
+
+
+# ---------------------------------------------------------------------------- the rule
+
+
+def lookup(to: str, channel: str, *, me: str | None, seq: int, max_history: int) -> Exchange:
+    """Whether ``to`` was seen on ``channel`` before event ``seq`` (``me``'s send), as
+    rounds of queries; returns the note to print, or None."""
+    if to in ("*", me):
+        return None
+    answers = yield [
+        Roster(ref=_ref(), channel=channel),
+        History(ref=_ref(), channel=channel, from_=to, before=seq, limit=1),
+        History(ref=_ref(), channel=channel, before=seq, limit=min(RECENT, max_history)),
+        History(ref=_ref(), channel=channel, to=to, before=seq, limit=TO_CHECK),
+    ]
+    roster, spoke, recent, to_name = answers
+    assert isinstance(roster, RosterResult) and isinstance(spoke, HistoryResult)
+    assert isinstance(recent, HistoryResult) and isinstance(to_name, HistoryResult)
+    seen = {m.name for m in roster.members} | {e.name for e in roster.registered}
+    seen |= {ev.from_ for ev in recent.events}
+    if to in seen or spoke.events:
+        return None
+    if to_name.events:
+        (pending,) = yield [
+            History(ref=_ref(), channel=channel, to=to, before=seq, limit=TO_CHECK, pending=True)
+        ]
+        assert isinstance(pending, HistoryResult)
+        if acknowledged(to_name.events, pending.events):
+            return None
+    return note_line(to, channel, seen - {me} if me else seen)
+
+
+def acknowledged(to_name: list[Event], pending: list[Event]) -> bool:
+    """Whether one of the latest direct events to a name has a final receipt by it
+    (``to_name``: its latest events, ``pending``: the latest of those still pending)."""
+    waiting = {ev.seq for ev in pending}
+    return any(ev.seq not in waiting for ev in to_name)
+
+
+def note_line(name: str, channel: str, candidates: Iterable[str]) -> str:
+    """The note for ``name``, never seen on ``channel``."""
+    return (
+        f"note: nobody named {name!r} has been seen on #{channel}{did_you_mean(name, candidates)}"
+    )
+
+
+# ---------------------------------------------------------------------------- drivers
 
 
 class Queries(Protocol):
-    """The queries the lookup needs (an async client's ``roster`` and ``history``)."""
+    """What :func:`unseen_note` needs of an asyncio client (:class:`wsbus.client.Client`)."""
 
     async def roster(
         self, channel: str | None = None, *, all: bool = False, timeout: float | None = 30.0
@@ -63,38 +144,6 @@ class Queries(Protocol):
     ) -> HistoryResult: ...
 
 
-@dataclass
-class Seen:
-    """What the channel knows of the names on it, gathered from the hub's answers."""
-
-    names: set[str] = field(default_factory=set)
-    """names seen: connected, registered, senders (and names known to have acknowledged)"""
-
-    def add_roster(self, roster: RosterResult) -> None:
-        self.names.update(m.name for m in roster.members)
-        self.names.update(e.name for e in roster.registered)
-
-    def add_senders(self, history: HistoryResult) -> None:
-        self.names.update(ev.from_ for ev in history.events)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names
-
-
-def acknowledged(to_name: HistoryResult, pending: HistoryResult) -> bool:
-    """Whether one of the latest direct events to a name has a final receipt by it
-    (``to_name``: its latest events, ``pending``: the latest of those still pending)."""
-    waiting = {ev.seq for ev in pending.events}
-    return any(ev.seq not in waiting for ev in to_name.events)
-
-
-def note_line(name: str, channel: str, candidates: Iterable[str]) -> str:
-    """The note for ``name``, never seen on ``channel``."""
-    return (
-        f"note: nobody named {name!r} has been seen on #{channel}{did_you_mean(name, candidates)}"
-    )
-
-
 async def unseen_note(
     client: Queries,
     to: str,
@@ -106,37 +155,82 @@ async def unseen_note(
     budget: float = BUDGET,
 ) -> str | None:
     """The note to print after event ``seq`` was sent to ``to`` by ``me``, or None
-    (seen, a broadcast, oneself, or the hub did not answer within ``budget``)."""
-    if to in ("*", me) or online:
+    (seen, online when stored, a broadcast, oneself, or no answer within ``budget``)."""
+    if online:
         return None
+    exchange = lookup(to, channel, me=me, seq=seq, max_history=_max_history(client))
+
+    async def ask(query: Query) -> Answer:
+        if isinstance(query, Roster):
+            return await client.roster(query.channel, all=query.all, timeout=budget)
+        return await client.history(
+            channel=query.channel,
+            to=query.to,
+            from_=query.from_,
+            thread=query.thread,
+            after=query.after,
+            before=query.before,
+            limit=query.limit,
+            pending=query.pending,
+            timeout=budget,
+        )
+
+    async def each_round(queries: list[Query]) -> list[Answer]:
+        return list(await asyncio.gather(*(ask(q) for q in queries)))
+
     with contextlib.suppress(Exception):  # a note is a courtesy: never fail the send
         async with asyncio.timeout(budget):
-            return await _lookup(client, to, channel, me, seq, budget)
+            return await _drive_async(exchange, each_round)
     return None
 
 
-async def _lookup(
-    client: Queries, to: str, channel: str, me: str | None, seq: int, budget: float
+def unseen_note_blocking(
+    request: Callable[[Query, float], Answer],
+    to: str,
+    channel: str,
+    *,
+    me: str | None,
+    seq: int,
+    max_history: int,
+    online: bool | None = None,
+    budget: float = BUDGET,
 ) -> str | None:
-    recent_limit = min(RECENT, _max_history(client))
-    roster, spoke, recent, to_name = await asyncio.gather(
-        client.roster(channel, timeout=budget),
-        client.history(channel=channel, from_=to, before=seq, limit=1, timeout=budget),
-        client.history(channel=channel, before=seq, limit=recent_limit, timeout=budget),
-        client.history(channel=channel, to=to, before=seq, limit=_TO_CHECK, timeout=budget),
-    )
-    seen = Seen()
-    seen.add_roster(roster)
-    seen.add_senders(recent)
-    if to in seen or spoke.events:
+    """:func:`unseen_note` for a blocking client: ``request(frame, timeout)`` sends a
+    query frame and returns the hub's answer to its ``ref`` (raising on an error or
+    after ``timeout`` seconds)."""
+    if online:
         return None
-    if to_name.events:
-        pending = await client.history(
-            channel=channel, to=to, before=seq, limit=_TO_CHECK, pending=True, timeout=budget
-        )
-        if acknowledged(to_name, pending):
-            return None
-    return note_line(to, channel, seen.names - {me} if me else seen.names)
+    deadline = time.monotonic() + budget
+    exchange = lookup(to, channel, me=me, seq=seq, max_history=max_history)
+    try:
+        queries = next(exchange)
+        while True:
+            answers = []
+            for query in queries:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                answers.append(request(query, left))
+            queries = exchange.send(answers)
+    except StopIteration as done:
+        return _note(done.value)
+    except Exception:  # a note is a courtesy: never fail the send
+        return None
+
+
+async def _drive_async(
+    exchange: Exchange, each_round: Callable[[list[Query]], Awaitable[list[Answer]]]
+) -> str | None:
+    try:
+        queries = next(exchange)
+        while True:
+            queries = exchange.send(await each_round(queries))
+    except StopIteration as done:
+        return _note(done.value)
+
+
+def _note(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _max_history(client: object) -> int:

@@ -14,11 +14,14 @@ import time
 from typing import Any
 
 import pytest
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 from wsbus.cli.suggest import closest, did_you_mean
-from wsbus.cli.unseen import note_line, unseen_note
+from wsbus.cli.unseen import Answer, Query, note_line, unseen_note, unseen_note_blocking
 
 from wsbus import Client
-from wsbus.schema import HistoryResult, RosterResult
+from wsbus.codec import JSON
+from wsbus.schema import Error, HistoryResult, Ok, RosterResult, Welcome
 
 from .helpers import HubProcess, wait_for
 from .test_cli import Running, wsbus
@@ -149,7 +152,7 @@ def test_one_did_you_mean_rule() -> None:
 
 
 class _Stuck:
-    """A client whose queries never answer."""
+    """An asyncio client whose queries never answer."""
 
     async def roster(self, *a: Any, **kw: Any) -> RosterResult:
         await asyncio.sleep(3600)
@@ -179,3 +182,61 @@ def test_the_lookup_is_bounded_and_silent_on_errors() -> None:
     for to, online in (("*", None), ("alice", None), ("bob", True)):
         assert asyncio.run(unseen_note(_Failing(), to, "default", me="alice", seq=5,
                                        online=online)) is None  # fmt: skip
+
+    def stuck(query: Query, timeout: float) -> Answer:
+        time.sleep(timeout)
+        raise TimeoutError
+
+    def failing(query: Query, timeout: float) -> Answer:
+        raise ConnectionError("gone")
+
+    for request in (stuck, failing):
+        start = time.monotonic()
+        note = unseen_note_blocking(
+            request, "bobb", "default", me="alice", seq=5, max_history=1000, budget=0.2
+        )
+        assert note is None and time.monotonic() - start < 1.0
+
+
+class Blocking:
+    """A blocking client, as a one-shot sender is: websockets' sync client, one query
+    answered at a time (matched by its ref)."""
+
+    def __init__(self, conn: ClientConnection, name: str) -> None:
+        self.conn = conn
+        hello = {"op": "hello", "name": name, "channels": [], "presence": False}
+        self.conn.send(json.dumps(hello))
+        self.welcome: Welcome = JSON.decode_hub(self.conn.recv(timeout=10))
+
+    def request(self, query: Query, timeout: float) -> Answer:
+        deadline = time.monotonic() + timeout
+        self.conn.send(JSON.encode(query).decode())  # a text frame
+        while True:
+            answer = JSON.decode_hub(self.conn.recv(timeout=max(0.0, deadline - time.monotonic())))
+            if isinstance(answer, Error):
+                raise RuntimeError(answer.message)
+            if isinstance(answer, RosterResult | HistoryResult) and answer.ref == query.ref:
+                return answer
+
+    def send(self, to: str, body: str) -> Ok:
+        self.conn.send(json.dumps({"op": "send", "ref": f"b-{time.time_ns()}", "to": to,
+                                   "body": body}))  # fmt: skip
+        while not isinstance(answer := JSON.decode_hub(self.conn.recv(timeout=10)), Ok):
+            pass
+        return answer
+
+
+def test_a_blocking_client_runs_the_same_lookup(hub: HubProcess) -> None:
+    asyncio.run(_seed(hub.url))
+    with connect(hub.url, subprotocols=[Subprotocol(JSON.name)]) as conn:
+        alice = Blocking(conn, "alice")
+        max_history = alice.welcome.limits.max_history
+
+        def note(to: str) -> str | None:
+            ok = alice.send(to, "hi")
+            return unseen_note_blocking(alice.request, to, "default", me="alice", seq=ok.seq,
+                                        online=ok.online, max_history=max_history)  # fmt: skip
+
+        assert note("bob") is None and note("carol") is None and note("*") is None
+        assert note("bobb") == NOTE.format("bobb", "default") + " — did you mean 'bob'?"
+        assert note("zed") == NOTE.format("zed", "default")
