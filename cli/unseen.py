@@ -24,7 +24,6 @@ frames to ask and is sent their answers), so any client can run it:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
@@ -158,6 +157,8 @@ async def unseen_note(
     (seen, online when stored, a broadcast, oneself, or no answer within ``budget``)."""
     if online:
         return None
+    import asyncio  # here: a blocking sender imports this module without asyncio
+
     exchange = lookup(to, channel, me=me, seq=seq, max_history=_max_history(client))
 
     async def ask(query: Query) -> Answer:
