@@ -7,9 +7,11 @@ order), then a receipt goes back to the sender: ``submitted``, ``unsubmitted``,
 ``failed``, or ``session_down`` while the pane is gone — the message then waits
 and is typed when the session is back (after the registry's ``revive_cmd``, if
 any). Thread entries are mirrored to markdown files first, so the doorbell
-points at a file that exists here. Every few seconds the bridge re-reads the
-registry and the hub's rosters, reports which panes are alive (the roster's
-up/down) and forwards the spool of senders that could not reach the hub.
+points at a file that exists here (:mod:`.bridge_files`). Every few seconds the
+bridge re-reads the registry and the hub's rosters, reports which panes are alive
+(the roster's up/down) and forwards the spool of senders that could not reach the
+hub — and at once when the registry or a project roster file changes
+(:mod:`.filewatch`): a member who just registered is served and shown up at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import logging
 import signal
 import sys
 import time
-from pathlib import Path
 
 from wsbus import redact
 from wsbus.client import Client
@@ -30,25 +31,18 @@ from wsbus.errors import ClientError, CloseCode, ConnectionLost, HubUnreachable
 from wsbus.schema import Event, RosterEntry
 
 from .audit import audit
-from .bridge_core import (
-    LocalAgent,
-    Progress,
-    already_delivered,
-    local_agents,
-    long_copy,
-    pane_text,
-    targets,
-)
+from .bridge_core import LocalAgent, Progress, already_delivered, local_agents, pane_text, targets
+from .bridge_files import write_long_copy, write_mirror_of
 from .common import Subcommands, add_client_args, settings_from, warn
-from .comms_paths import CommsPaths, CommsTunables, private_dir, write_atomic
+from .comms_paths import CommsPaths, CommsTunables, private_dir
 from .exits import CliError, Exit
-from .inject import Injector, is_one_line
+from .filewatch import FileWatch
+from .inject import Injector
 from .registry import Registry, RegistryError
 from .relay import forward
 from .spool import Spool
-from .threadfiles import render_events, thread_file, write_mirror
 from .tmux import Tmux
-from .wire import AUDIT_WORDS, hostname, run_revive, thread_events
+from .wire import AUDIT_WORDS, hostname, run_revive
 
 __all__ = ["Bridge", "register", "run"]
 
@@ -101,6 +95,7 @@ class Bridge:
         private_dir(state)
         self.progress = Progress(state / f"{self.host}.json")
         self.spool = Spool(paths.spool)
+        self.files = FileWatch([paths.registry], [paths.projects])
         self.agents: dict[str, LocalAgent] = {}
         self.client: Client | None = None
         self._queues: dict[str, asyncio.Queue[_Job]] = {}
@@ -224,7 +219,7 @@ class Bridge:
             self.agents = agents  # sessions, delays and revive commands may change
             await self._report_alive(client)
             await self._forward_spool()
-            await asyncio.sleep(self.scan_interval)
+            await self.files.wait(self.scan_interval)  # early when a registry/roster file changes
 
     async def _roster(self, client: Client) -> list[RosterEntry]:
         try:
@@ -280,7 +275,11 @@ class Bridge:
         if not todo:
             self._save()
             return
-        mirror = await self._mirror(ev) if ev.thread else None
+        mirror = (
+            await write_mirror_of(self.client, self.paths, self.tun, ev, self._mirror_lock)
+            if ev.thread
+            else None
+        )
         copy = None
         for agent in chosen:
             if agent.name not in todo:
@@ -291,48 +290,10 @@ class Bridge:
                 self.progress.finish(ev.seq, agent.name, local)
                 continue
             if copy is None and not ev.thread:
-                copy = await self._long_copy(ev)
+                copy = await write_long_copy(self.paths, ev, self.tun.one_line_max)
             text = pane_text(ev, agent.name, self.tun, mirror=mirror, copy=copy)
             self._queue(agent.session).put_nowait(_Job(agent, ev, text))
         self._save()
-
-    async def _long_copy(self, ev: Event) -> Path | None:
-        if is_one_line(ev.body, self.tun.one_line_max):
-            return None
-        path = self.paths.state / "messages" / f"{ev.seq}.md"
-        try:
-            private_dir(path.parent)
-            await asyncio.to_thread(write_atomic, path, long_copy(ev).encode())
-        except OSError as err:
-            warn(f"bridge: cannot write {path}: {err}")
-            return None
-        return path
-
-    async def _mirror(self, ev: Event) -> Path | None:
-        """Rewrite the local markdown mirror of ``ev``'s thread from the hub's history."""
-        assert ev.thread is not None
-        try:
-            path = thread_file(self.paths.threads, ev.channel, ev.thread)
-        except ValueError as err:
-            warn(f"bridge: not mirroring thread {ev.thread!r}: {err}")
-            return None
-        client = self.client
-        if client is None:
-            return path
-        async with self._mirror_lock:
-            try:
-                events = await thread_events(client, ev.channel, ev.thread, before=ev.seq + 1)
-            except (ClientError, TimeoutError) as err:
-                warn(f"bridge: cannot read thread {ev.thread!r} for its mirror: {err}")
-                return path  # keep the mirror as it is rather than cut it short
-            text = render_events(events, self.tun.clip)
-            try:
-                await asyncio.to_thread(
-                    write_mirror, path, text, lock_timeout=self.tun.lock_timeout
-                )
-            except OSError as err:
-                warn(f"bridge: cannot write {path}: {err}")
-        return path
 
     # ------------------------------------------------------------------ panes
 
@@ -465,7 +426,8 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         "--scan-interval",
         type=float,
         default=2.0,
-        help="seconds between registry/roster rescans and pane checks (default 2)",
+        help="seconds between registry/roster rescans and pane checks (default 2; a change "
+        "to the registry or a project roster file rescans at once)",
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="print every delivery (and bugs' details)"

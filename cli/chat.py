@@ -56,13 +56,13 @@ from .chat_commands import (
     SwitchChannel,
     ToggleWatch,
     Who,
-    did_you_mean,
     parse,
 )
 from .chat_prompt import ChatCompleter, chat_key_bindings, continuation, input_history
 from .common import Subcommands, need_name, settings_from
 from .cursor import CursorFile
 from .exits import CliError, Exit
+from .suggest import did_you_mean
 
 __all__ = ["ChatApp", "register", "run"]
 
@@ -356,9 +356,10 @@ class ChatApp:
                     self.show(row)
             case Quit():
                 return False
-            case Hint(text=text):
+            case Hint(text=text, keep=keep):
                 self.error(text)
-                self._refill = line.strip()  # back in the prompt, to fix
+                if keep:  # a message: back in the prompt, to fix (else the prompt is clear)
+                    self._refill = line.strip()
             case Nothing():
                 pass
         return True
@@ -707,8 +708,7 @@ class ChatApp:
             if thread is None:
                 self.note(f"nothing on #{s.channel} yet")
             else:
-                close = did_you_mean(thread, s.threads - {thread})
-                guess = f" — did you mean {close!r}?" if close else ""
+                guess = did_you_mean(thread, s.threads)
                 self.error(f"no posts in thread {thread!r} on #{s.channel}{guess}")
             return
         where = f"thread {thread}" if thread else f"#{s.channel}"

@@ -16,13 +16,13 @@ Nothing here does I/O or imports prompt_toolkit; ``cli/chat.py`` carries the act
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from wsbus.schema import BROADCAST, NAME_RULE, THREAD_RULE, valid_name, valid_thread
+
+from .suggest import closest, did_you_mean
 
 __all__ = [
     "COMMANDS",
@@ -43,7 +43,6 @@ __all__ = [
     "SwitchChannel",
     "ToggleWatch",
     "Who",
-    "did_you_mean",
     "parse",
 ]
 
@@ -172,9 +171,15 @@ class Quit:
 
 @dataclass(frozen=True)
 class Hint:
-    """Nothing to do but tell the person something: one line."""
+    """Nothing to do but tell the person something: one line.
+
+    ``keep``: the line carried a message (``@name text``, ``/post T text``...), so it
+    comes back in the prompt to be fixed; any other line (an unknown command, a bad
+    argument) is cleared, so what is typed next is not appended to it.
+    """
 
     text: str
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,12 +208,6 @@ _COMMAND_RE = re.compile(r"/(\S*)\s*(.*)", re.S)
 _MENTION_RE = re.compile(r"@(\S*)\s*(.*)", re.S)
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """The closest candidate to ``word``, if one is close enough."""
-    found = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
 def parse(line: str, state: ChatState) -> Action:
     """What ``line`` asks for, given ``state``; never raises."""
     text = line.strip()
@@ -221,8 +220,13 @@ def parse(line: str, state: ChatState) -> Action:
     if text.startswith("/"):
         return _command(text, state)
     if text.startswith("@"):
-        return _mention(text, state)
+        return _keeping(_mention(text, state))
     return _plain(text, state)
+
+
+def _keeping(action: Action) -> Action:
+    """``action``; a hint keeps the line (it carried a message to fix, not retype)."""
+    return replace(action, keep=True) if isinstance(action, Hint) else action
 
 
 def _plain(body: str, state: ChatState) -> Action:
@@ -249,8 +253,7 @@ def _mention(text: str, state: ChatState) -> Action:
 
 
 def _unknown_name(name: str, state: ChatState) -> str:
-    close = did_you_mean(name, state.names)
-    guess = f" — did you mean {close!r}?" if close else ""
+    guess = did_you_mean(name, state.names)
     return f"unknown name {name!r}{guess} (/who lists who is here; use /to {name} to send anyway)"
 
 
@@ -261,7 +264,7 @@ def _command(text: str, state: ChatState) -> Action:
     if word == "/":
         return Hint("/help lists the commands")
     if word not in _BY_NAME:
-        close = did_you_mean(word, _BY_NAME)
+        close = closest(word, _BY_NAME)
         if close:
             return Hint(f"unknown command {word} — did you mean {close}? (/help lists them)")
         return Hint(f"unknown command {word} (/help lists them; start with // to send it as text)")
@@ -274,7 +277,7 @@ def _command(text: str, state: ChatState) -> Action:
         case "/thread":
             return _thread(args)
         case "/post":
-            return _post(rest, state)
+            return _keeping(_post(rest, state))
         case "/read":
             return _read(args)
         case "/who":
@@ -304,7 +307,10 @@ def _to(args: list[str], state: ChatState) -> Action:
     if not args:
         return Hint("/to needs a name: /to NAME (/all to talk to the whole channel again)")
     if len(args) > 1:
-        return Hint(f"/to takes one name (to send one message: @{args[0]} {' '.join(args[1:])})")
+        return Hint(
+            f"/to takes one name (to send one message: @{args[0]} {' '.join(args[1:])})",
+            keep=True,
+        )
     name = args[0].lstrip("@")
     if name == BROADCAST:
         return SetTarget(None)
@@ -322,7 +328,8 @@ def _thread(args: list[str]) -> Action:
         return SetThread(None)
     if len(args) > 1:
         return Hint(
-            f"/thread takes one thread name (to post once: /post {args[0]} {' '.join(args[1:])})"
+            f"/thread takes one thread name (to post once: /post {args[0]} {' '.join(args[1:])})",
+            keep=True,
         )
     thread = args[0].removeprefix("#")  # threads show as #name
     return SetThread(thread) if valid_thread(thread) else _thread_hint(thread)

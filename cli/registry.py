@@ -17,13 +17,12 @@ read-modify-write of the registry can hold :func:`locked` (see :func:`editing`).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import fcntl
 import json
 import os
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ __all__ = [
     "Registry",
     "RegistryError",
     "all_rosters",
-    "did_you_mean",
     "editing",
     "find_member",
     "load_roster",
@@ -269,12 +267,6 @@ def safe_relpath(name: str) -> str:
     if any(len(s.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES for s in parts):
         raise ValueError(f"invalid name {name!r}: a path segment is over 255 bytes.")
     return "/".join(parts)
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """``" — did you mean 'X'?"`` for the closest candidate, or ``""``."""
-    hit = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return f" — did you mean '{hit[0]}'?" if hit else ""
 
 
 # ---------- project rosters ----------

@@ -198,9 +198,22 @@ def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
             name = out.sender(welcome)
             frame = send_frame(JSON, welcome.limits, out.ref, args.to, out.body, **out.fields())
             result = bus.send(frame)
+            note = None  # for a name nobody has seen here (a typo?): ≤ 2 s, never fails
+            if not args.quiet:
+                from .unseen import max_history_of, unseen_note_blocking
+
+                note = unseen_note_blocking(
+                    bus.request,
+                    args.to,
+                    settings.channel,
+                    me=name,
+                    seq=result.seq,
+                    online=result.online,
+                    max_history=max_history_of(welcome),
+                )
     except Unsettled:  # a retry or a reconnect to wait out: the asyncio client, same ref
         return _send_async(out, wait=True)
-    return _report(out, name, result, None)
+    return _report(out, name, result, None, note)
 
 
 def _proxied() -> bool:
@@ -249,9 +262,16 @@ async def _send_async(out: Outgoing, *, wait: bool = False) -> int:
         if args.confirm and result.online is not False:
             got = await wait_receipt(client, result.seq, {args.to}, args.confirm_timeout)
             receipt = got.get(args.to)
+        note = None  # for a name nobody has seen here (a typo?): ≤ 2 s, never fails the send
+        if not args.quiet:
+            from .unseen import unseen_note
+
+            note = await unseen_note(
+                client, args.to, settings.channel, me=name, seq=result.seq, online=result.online
+            )
     finally:
         await client.close()
-    return _report(out, name, result, receipt)
+    return _report(out, name, result, receipt, note)
 
 
 def _spool(out: Outgoing, err: HubUnreachable) -> int:
@@ -282,7 +302,9 @@ def _spool(out: Outgoing, err: HubUnreachable) -> int:
     return Exit.OK
 
 
-def _report(out: Outgoing, name: str, result: SendResult, receipt: Receipt | None) -> int:
+def _report(
+    out: Outgoing, name: str, result: SendResult, receipt: Receipt | None, note: str | None
+) -> int:
     """Print what was stored (and delivered); the exit status."""
     args, channel = out.args, out.settings.channel
     if args.json:
@@ -307,6 +329,8 @@ def _report(out: Outgoing, name: str, result: SendResult, receipt: Receipt | Non
         print(f"sent #{result.seq} at {stamp(result.ts)} to {args.to} on {channel}{again}")
         if args.confirm:
             print(delivery_line(args.to, receipt))
+    if note is not None:
+        print(note, file=sys.stderr)
     if receipt is not None and receipt.status in ("unsubmitted", "failed"):
         return Exit.FAILURE
     return Exit.OK

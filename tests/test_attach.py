@@ -7,6 +7,7 @@ parsing is also tested on its own, without sockets.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 from wsbus.cli.exits import CliError
 from wsbus.cli.verify import Reference, attach_line, digest, from_meta, parse_reference
+
+from wsbus import Client
 
 from .helpers import HubProcess, wait_for
 from .test_cli import wsbus
@@ -41,7 +44,14 @@ def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def cli_env(env: dict[str, str], hub: HubProcess) -> dict[str, str]:
+    asyncio.run(_known(hub.url, "bob"))  # no note about a recipient nobody has seen
     return {**env, "WSBUS_URL": hub.url, "WSBUS_NAME": "alice", "WSBUS_HOSTNAME": HOST}
+
+
+async def _known(url: str, name: str) -> None:
+    """Make ``name`` a member of #default's roster (it stores no event)."""
+    async with Client(url, "admin", channels=[], presence=False) as c:
+        await c.register("default", name, session=name, host=HOST)
 
 
 @pytest.fixture

@@ -285,6 +285,36 @@ async def test_roster_state_follows_the_pane(
     assert json.loads(m.registry.read_text())["agents"]["codex"]["session"] == "codex"
 
 
+async def test_a_registration_reaches_the_bridge_at_once(
+    hub: HubProcess, machines: Callable[[str], Machine]
+) -> None:
+    """``register`` then ``roster``: the member shows up (not ``?``) without waiting for
+    the bridge's periodic rescan (set to a minute here); so does a registry agent added
+    while the bridge runs."""
+    m = machines("alpha")
+    m.agent("codex", registry=False)
+    grok = m.agent("grok", registry=False)
+    m.start_bridge("--scan-interval", "60")  # the last --scan-interval wins
+
+    def status(name: str) -> str | None:
+        r = m.run("roster", "acme")
+        assert r.returncode == 0, r.stderr
+        rows = [ln.split() for ln in r.stdout.splitlines()[2:]]
+        return next((row[4] for row in rows if row[0] == name), None)
+
+    r = m.run("register", "--project", "acme", "--as", "codex", "--session", "codex")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: status("codex") == "up", timeout=10)
+    assert "serving codex" in m.bridge_output()
+    # the registry, too: grok is added to it (as `agent_comms add` does) and is served
+    registry = {"agents": {"grok": {"session": "grok", "enabled": True, "enter_delay": 0.05}}}
+    m.registry.parent.mkdir(parents=True, exist_ok=True)
+    m.registry.write_text(json.dumps(registry))
+    wait_for(lambda: "serving codex, grok" in m.bridge_output(), timeout=10)
+    await submitted(hub, "grok", "served at once")
+    assert [ln.split("| ", 1)[1] for ln in grok.submitted()] == ["served at once"]
+
+
 async def test_revive_cmd_from_the_registry_brings_the_session_back(
     hub: HubProcess, machines: Callable[[str], Machine]
 ) -> None:

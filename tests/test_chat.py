@@ -181,6 +181,22 @@ def test_unknown_commands_get_a_did_you_mean() -> None:
     )
 
 
+def test_only_a_line_carrying_a_message_comes_back_after_a_hint() -> None:
+    def kept(line: str) -> bool:
+        action = parse(line, state())
+        assert isinstance(action, Hint), action
+        return action.keep
+
+    # a message to fix rather than retype
+    for line in ("@bobb hey", "@ hey", "@bad!name hey", "@bob", "/post /x the text",
+                 "/post ci", "/to bob hi there", "/thread ci the text"):  # fmt: skip
+        assert kept(line), line
+    # a command: the error is shown and the prompt is clear for the next one
+    for line in ("/tread build", "/tmp/x is full", "/", "/history 0", "/who me",
+                 "/to", "/channel", "/read ci x", "/thread ../etc"):  # fmt: skip
+        assert not kept(line), line
+
+
 # --------------------------------------------------------------------------- view
 
 

@@ -40,7 +40,8 @@ def rows(tmux: TmuxServer) -> list[str]:
 
 
 def prompt_row(tmux: TmuxServer) -> str | None:
-    return next((row for row in rows(tmux) if row.startswith(PROMPT.rstrip())), None)
+    """The prompt's row: the last one that starts like it (commands typed stay above)."""
+    return next((row for row in reversed(rows(tmux)) if row.startswith(PROMPT.rstrip())), None)
 
 
 async def on_screen(tmux: TmuxServer, check: str, timeout: float = 10.0) -> None:
@@ -51,9 +52,10 @@ async def on_screen(tmux: TmuxServer, check: str, timeout: float = 10.0) -> None
         raise AssertionError(f"{check!r} not on screen:\n{screen}") from None
 
 
-async def test_chat_in_tmux_sends_and_keeps_half_typed_input(
+async def start_chat(
     hub: HubProcess, env: dict[str, str], tmp_path: Path, tmux: TmuxServer
 ) -> None:
+    """``wsbus chat --as alice`` in the test's tmux server, connected, its prompt empty."""
     chat_env = {
         **env,
         "WSBUS_URL": hub.url,
@@ -64,10 +66,26 @@ async def test_chat_in_tmux_sends_and_keeps_half_typed_input(
         "env", "-i", *(f"{k}={v}" for k, v in chat_env.items()),
         sys.executable, "-m", "wsbus", "chat", "--as", "alice",
     ]  # fmt: skip
+    tmux.tmux.new_session(SESSION, command, width=100, height=HEIGHT)
+    await on_screen(tmux, "connected │ #default", timeout=20)
+    await async_wait_for(lambda: prompt_row(tmux) == PROMPT.rstrip(), 10, 0.05)
+
+
+async def prompt_is(tmux: TmuxServer, text: str) -> None:
+    """Wait until the prompt holds exactly ``text``."""
+    want = (PROMPT + text).rstrip()
+    try:
+        await async_wait_for(lambda: prompt_row(tmux) == want, 10, 0.05)
+    except AssertionError:
+        screen = "\n".join(rows(tmux))
+        raise AssertionError(f"the prompt is not {want!r}:\n{screen}") from None
+
+
+async def test_chat_in_tmux_sends_and_keeps_half_typed_input(
+    hub: HubProcess, env: dict[str, str], tmp_path: Path, tmux: TmuxServer
+) -> None:
     async with Client(hub.url, "bob") as bob:
-        tmux.tmux.new_session(SESSION, command, width=100, height=HEIGHT)
-        await on_screen(tmux, "connected │ #default", timeout=20)
-        await async_wait_for(lambda: prompt_row(tmux) == PROMPT.rstrip(), 10, 0.05)
+        await start_chat(hub, env, tmp_path, tmux)
 
         tmux.tmux.send_literal(SESSION, "hello from tmux")
         tmux.tmux.send_enter(SESSION)
@@ -98,3 +116,34 @@ async def test_chat_in_tmux_sends_and_keeps_half_typed_input(
         await async_wait_for(lambda: prompt_row(tmux) == PROMPT.rstrip(), 10, 0.05)
         tmux.tmux.run("send-keys", "-t", f"={SESSION}:", "C-d")
         await async_wait_for(lambda: not tmux.tmux.has_session(SESSION), 10, 0.05)
+
+
+async def test_an_unknown_command_clears_the_prompt_a_message_comes_back(
+    hub: HubProcess, env: dict[str, str], tmp_path: Path, tmux: TmuxServer
+) -> None:
+    async with Client(hub.url, "bob") as bob:
+        await start_chat(hub, env, tmp_path, tmux)
+        await on_screen(tmux, "online: alice, bob")  # bob is known: @bobb gets a did-you-mean
+        tmux.tmux.send_literal(SESSION, "/tread build")
+        tmux.tmux.send_enter(SESSION)
+        await on_screen(tmux, "! unknown command /tread — did you mean /thread?")
+        # the error is shown and the prompt is empty: the next command stands alone
+        await prompt_is(tmux, "")
+        tmux.tmux.send_literal(SESSION, "/who")
+        tmux.tmux.send_enter(SESSION)
+        await on_screen(tmux, "● bob")
+        assert not any("/tread build/who" in row for row in rows(tmux)), "\n".join(rows(tmux))
+        assert prompt_row(tmux) == PROMPT.rstrip()
+
+        # a message to a mistyped name comes back in the prompt, to be fixed
+        tmux.tmux.send_literal(SESSION, "@bobb the build is green")
+        tmux.tmux.send_enter(SESSION)
+        await on_screen(tmux, "! unknown name 'bobb' — did you mean 'bob'?")
+        await prompt_is(tmux, "@bobb the build is green")
+        for _ in range(len("bobb the build is green")):
+            tmux.tmux.run("send-keys", "-t", f"={SESSION}:", "Left")
+        tmux.tmux.run("send-keys", "-t", f"={SESSION}:", "Right", "Right", "Right", "Right")
+        tmux.tmux.run("send-keys", "-t", f"={SESSION}:", "BSpace")  # @bob the build...
+        tmux.tmux.send_enter(SESSION)
+        got = await next_event(bob)
+        assert (got.to, got.body) == ("bob", "the build is green")

@@ -278,6 +278,46 @@ async def test_roster_shows_host_and_bridge_status(cenv: dict[str, str], hub: Hu
     assert (rc, out) == (0, "project 'nobody': no members yet\n")
 
 
+async def test_list_shows_the_registry_and_every_project_member(
+    cenv: dict[str, str], hub: HubProcess
+) -> None:
+    rc, out, _ = await arun(cenv, "ls")
+    assert rc == 0
+    assert out.splitlines()[1].startswith("(none yet: the registry ")  # says where to look
+    # no registry at all: agents registered themselves into projects (the join doc's way)
+    for project, name, session in (("acme", "claude", "s1"), ("acme", "codex", "s2"),
+                                   ("ops", "grok", "s3")):  # fmt: skip
+        rc, _, err = await arun(cenv, "register", "--project", project, "--as", name,
+                                "--session", session)  # fmt: skip
+        assert rc == 0, err
+    header = f"{'AGENT':<16}{'SESSION':<16}{'STATUS':<8}{'EN':<4}DESC"
+    members = [
+        "",
+        "project members (details: agent_comms roster PROJECT):",
+        f"{'PROJECT':<16}{'MEMBER':<16}{'SESSION':<16}{'STATUS':<8}HOST",
+        f"{'acme':<16}{'claude':<16}{'s1':<16}{'?':<8}{HOST}",
+        f"{'acme':<16}{'codex':<16}{'s2':<16}{'?':<8}{HOST} *self",
+        f"{'ops':<16}{'grok':<16}{'s3':<16}{'?':<8}{HOST}",
+    ]
+    rc, out, err = await arun({**cenv, "AGENT_COMMS_SELF": "codex"}, "ls")
+    assert (rc, err) == (0, "")
+    assert out.splitlines() == [header, *members]
+    # with a registry too: its table first, as the original prints it
+    write_registry(cenv, {"aider": {"session": "aider", "enabled": True, "desc": "Aider"}})
+    rc, out, _ = await arun({**cenv, "AGENT_COMMS_SELF": "codex"}, "list")
+    assert out.splitlines() == [
+        header,
+        f"{'aider':<16}{'aider':<16}{'down':<8}{'y':<4}Aider",
+        *members,
+    ]
+    # the hub down: the local roster files (written by register), with a note; this
+    # host's members are checked in tmux here (no session runs: down)
+    down = {**cenv, "WSBUS_URL": f"ws://127.0.0.1:{free_port()}", "AGENT_COMMS_SELF": "codex"}
+    rc, out, err = await arun(down, "ls")
+    assert rc == 0 and out.splitlines()[2:] == [m.replace(" ?      ", " down   ") for m in members]
+    assert err.startswith("hub unreachable (") and err.endswith("from the local files\n")
+
+
 # ---------------------------------------------------------------------- threads
 
 

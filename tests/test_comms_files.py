@@ -28,7 +28,6 @@ from wsbus.cli.registry import (
     Registry,
     RegistryError,
     all_rosters,
-    did_you_mean,
     editing,
     find_member,
     load_roster,
@@ -458,12 +457,6 @@ def test_safe_relpath_accepts(name: str, expected: str) -> None:
 def test_safe_relpath_refuses(name: str) -> None:
     with pytest.raises(ValueError, match=r"^invalid name .*\.$"):
         safe_relpath(name)
-
-
-def test_did_you_mean() -> None:
-    assert did_you_mean("codx", ["claude", "codex", "grok"]) == " — did you mean 'codex'?"
-    assert did_you_mean("zzzz", ["claude", "codex"]) == ""
-    assert did_you_mean("x", []) == ""
 
 
 # ---------- rosters ----------

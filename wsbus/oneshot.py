@@ -115,30 +115,53 @@ class OneShot:
         deadline = time.monotonic() + self.timeout
         self._write(frame)
         while True:
-            data = self._message(deadline)
-            if data is None:  # closed before the ok
+            answer = self._answer_to(frame.ref, deadline)
+            if answer is None:  # closed before the ok
                 protocol = self._protocol
                 assert protocol is not None
                 code = protocol.close_code
                 if code in FATAL_CLOSE_CODES:
                     raise ConnectionLost(code or 0, protocol.close_reason or "")
                 raise Unsettled(f"connection closed ({code}) before the ok")
+            if isinstance(answer, Ok):
+                return SendResult(
+                    answer.seq, answer.ts, answer.ref, answer.duplicate, answer.online
+                )
+            if isinstance(answer, Error):
+                if answer.code in RETRYABLE_ERRORS:
+                    raise Unsettled(f"{answer.code}: {answer.message}")
+                raise SendRefused(answer.code, answer.message)
+
+    def request(self, frame: Any, timeout: float) -> Any:
+        """Send a query frame (``roster``, ``history``…) and return the hub's answer
+        to its ``ref``. Raises :class:`SendRefused` when the hub answers an error,
+        :class:`TimeoutError`, or :class:`ConnectionLost` when the connection closed."""
+        self._write(frame)
+        answer = self._answer_to(frame.ref, time.monotonic() + timeout)
+        if answer is None:
+            protocol = self._protocol
+            assert protocol is not None
+            raise ConnectionLost(protocol.close_code or 0, protocol.close_reason or "")
+        if isinstance(answer, Error):
+            raise SendRefused(answer.code, answer.message)
+        return answer
+
+    def _answer_to(self, ref: str | None, deadline: float) -> Any:
+        """The next frame from the hub carrying ``ref``, or None once closed (frames
+        for other refs are skipped; an error among them is logged)."""
+        while True:
+            data = self._message(deadline)
+            if data is None:
+                return None
             try:
                 answer = self.codec.decode_hub(data)
             except (msgspec.DecodeError, msgspec.ValidationError) as err:
                 log.warning("undecodable frame from hub: %s", err)
                 continue
-            if isinstance(answer, Ok) and answer.ref == frame.ref:
-                return SendResult(
-                    answer.seq, answer.ts, answer.ref, answer.duplicate, answer.online
-                )
+            if getattr(answer, "ref", None) == ref:
+                return answer
             if isinstance(answer, Error):
-                if answer.ref != frame.ref:
-                    log.warning("hub error: %s: %s", answer.code, answer.message)
-                elif answer.code in RETRYABLE_ERRORS:
-                    raise Unsettled(f"{answer.code}: {answer.message}")
-                else:
-                    raise SendRefused(answer.code, answer.message)
+                log.warning("hub error: %s: %s", answer.code, answer.message)
 
     def close(self) -> None:
         """The closing handshake (briefly: the hub answers at once), then the socket."""

@@ -3,7 +3,7 @@ invite and init-join — as the original tool, on the same files.
 
 The registry (``registry.json``) is shared by ``agent_comms``, ``wsbus`` and the
 bridge; every change holds its lock and is written atomically (0600). Nothing
-here talks to the hub.
+here talks to the hub, except ``list``: it also shows who registered into projects.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from ..registry import STARTER_REGISTRY, Registry, RegistryError, editing
 from ..render import on_screen
 from .context import Context, check_name
 from .joindoc import join_doc
-from .spec import Command, add_quiet
+from .members import every_member
+from .spec import Command, add_hub, add_quiet
 
 __all__ = ["COMMANDS", "invocation"]
 
@@ -45,16 +46,32 @@ def _name_arg(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- list / add / remove
 
 
-def run_list(args: argparse.Namespace, ctx: Context) -> int:
+async def run_list(args: argparse.Namespace, ctx: Context) -> int:
+    """The registry's agents (the original's table), then every project's members."""
     name, session = ctx.local_identity(None)
     me = name or ctx.last_resort(session)
     print(f"{'AGENT':<16}{'SESSION':<16}{'STATUS':<8}{'EN':<4}DESC")
-    for agent, m in ctx.registry.agents().items():
+    agents = ctx.registry.agents()
+    for agent, m in agents.items():
         sess = str(m.get("session", ""))
         up = "up" if sess and ctx.tmux.has_session(sess) else "down"
         en = "y" if m.get("enabled", True) else "n"
         mark = " *self" if agent == me else ""
         print(f"{agent:<16}{sess:<16}{up:<8}{en:<4}{m.get('desc', '')}{mark}")
+    members = await every_member(ctx)
+    if not agents and not members:
+        print(
+            f"(none yet: the registry {ctx.paths.registry} lists no agent and nobody "
+            "registered into a project — `agent_comms add NAME SESSION`, or "
+            "`agent_comms register --project P` from an agent's pane)"
+        )
+    if members:
+        print()
+        print("project members (details: agent_comms roster PROJECT):")
+        print(f"{'PROJECT':<16}{'MEMBER':<16}{'SESSION':<16}{'STATUS':<8}HOST")
+        for project, member, sess, status, host in members:
+            mark = " *self" if member == me else ""
+            print(f"{project:<16}{member:<16}{sess:<16}{status:<8}{host}{mark}")
     return Exit.OK
 
 
@@ -203,6 +220,10 @@ def _nothing(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _list_args(p: argparse.ArgumentParser) -> None:
+    add_hub(p)
+
+
 COMMANDS = (
     Command(
         "invite",
@@ -246,13 +267,14 @@ examples:
         "list",
         "list agents + live session status",
         "List the registry's agents with their tmux session, whether it is up on this "
-        "machine, and whether they are enabled.",
+        "machine, and whether they are enabled; then the members of every project "
+        "(from the hub's rosters: who registered, on which host, up or down).",
         """\
 examples:
   agent_comms list
   agent_comms ls
 """,
-        _nothing,
+        _list_args,
         run_list,
         ("ls",),
     ),

@@ -25,7 +25,7 @@ from .context import Context, check_name
 from .fallback import deliver, local_target
 from .spec import Command, add_from, add_hub, add_quiet
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "MemberRow", "every_member"]
 
 NO_SESSION = (
     "couldn't detect your tmux session (your CLI may sandbox shell env).\n"
@@ -305,6 +305,32 @@ async def run_roster(args: argparse.Namespace, ctx: Context) -> int:
     for row in rows:
         print(_row(*row))
     return Exit.OK
+
+
+# ---------------------------------------------------------------------- every project
+
+MemberRow = tuple[str, str, str, str, str]
+"""``(project, member, session, status, host)``: one line of ``list``'s project section."""
+
+
+async def every_member(ctx: Context) -> list[MemberRow]:
+    """The members of every project: the hub's rosters (status: the bridge's view, ``?``
+    when no bridge serves it), or the local roster files when the hub is down."""
+    async with ctx.hub() as client:
+        if client is not None:
+            return [
+                (m.channel, m.name, m.session or "", m.state or "?", m.host or "")
+                for m in await ctx.members(client)
+            ]
+    rows: list[MemberRow] = []
+    for project, name, m in ctx.local_members():
+        session, host = str(m.get("session", "")), str(m.get("host") or "")
+        mine = session and ctx.is_mine(host)
+        status = ("up" if ctx.tmux.has_session(session) else "down") if mine else "?"
+        rows.append((project, name, session, status, host))
+    if rows:
+        ctx.note(f"hub unreachable ({ctx.unreachable}); project members from the local files")
+    return sorted(rows)
 
 
 # ---------------------------------------------------------------------- whoami

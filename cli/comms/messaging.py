@@ -17,7 +17,7 @@ from wsbus.client import Client, new_ref
 from wsbus.schema import DEFAULT_CHANNEL, NAME_RULE, Receipt, valid_name
 
 from ..exits import CliError, Exit
-from ..registry import did_you_mean
+from ..suggest import did_you_mean
 from ..wire import wait_receipt
 from .context import Context, check_name
 from .fallback import AUDIT_WORDS, SPOOLED, deliver, local_target, outcome_line, pane_line, spool

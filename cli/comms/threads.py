@@ -23,8 +23,9 @@ from wsbus.schema import valid_name as valid_channel
 
 from ..audit import exchange_count
 from ..exits import CliError, Exit
-from ..registry import RegistryError, did_you_mean, load_roster, safe_relpath
+from ..registry import RegistryError, load_roster, safe_relpath
 from ..render import on_screen
+from ..suggest import did_you_mean
 from ..threadfiles import (
     append_entry,
     entry,
