@@ -141,6 +141,10 @@ class FakeHub:
                                   "names": [hello["name"]], "channels": []}))  # fmt: skip
         async for data in ws:
             frame = json.loads(data)
+            if frame["op"] != "send":  # the note's queries (wsbus send: who is bob?)
+                await ws.send(json.dumps({"op": "error", "code": "forbidden",
+                                          "message": "no", "ref": frame["ref"]}))  # fmt: skip
+                continue
             self.sends.append(frame["ref"])
             if len(self.sends) == 1 and self.first == "drop":
                 await ws.close(1011, "gone")
