@@ -20,7 +20,8 @@ import msgspec
 
 from wsbus.config import Settings
 from wsbus.errors import HubUnreachable
-from wsbus.handshake import SendResult, new_ref
+from wsbus.handshake import SendResult
+from wsbus.refs import new_ref
 from wsbus.schema import NAME_RULE, THREAD_RULE, valid_name, valid_thread
 
 from .common import ATTACH_HINT, Subcommands, add_client_args, need_name, settings_from, warn

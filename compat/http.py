@@ -35,12 +35,12 @@ from wsbus.auth import (
     may_use_channel,
     party_of,
 )
-from wsbus.client import new_ref
 from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
 from wsbus.hub import Hub
 from wsbus.limits import RateLimits, Throttle
 from wsbus.redact import redact
+from wsbus.refs import new_ref
 from wsbus.schema import BROADCAST, Error, Ok, Send
 from wsbus.session import Session
 

@@ -8,9 +8,6 @@ Light on purpose: no asyncio, no websockets I/O layer (``wsbus send`` starts wit
 
 from __future__ import annotations
 
-import itertools
-import os
-import secrets
 import sys
 import types
 import urllib.parse
@@ -31,6 +28,7 @@ from .errors import (
     HubUnreachable,
     SendRefused,
 )
+from .refs import new_ref
 from .schema import Error as ErrorFrame
 from .schema import Hello, Limits, Send, Welcome
 
@@ -107,24 +105,6 @@ __all__ = [
 
 #: the ``client`` of every hello and the User-Agent of every handshake
 CLIENT_NAME = "wsbus-python"
-
-_REF_PREFIX = secrets.token_hex(8)
-_ref_counter = itertools.count(1)
-
-
-def new_ref() -> str:
-    """A fresh idempotency key: a random per-process prefix and a counter (unique
-    across processes without a system call per send)."""
-    return f"{_REF_PREFIX}-{next(_ref_counter)}"
-
-
-def _reseed_refs() -> None:
-    global _REF_PREFIX, _ref_counter
-    _REF_PREFIX = secrets.token_hex(8)
-    _ref_counter = itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_reseed_refs)  # a forked child must not reuse refs
 
 
 class SendResult(msgspec.Struct, frozen=True):

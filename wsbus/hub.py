@@ -25,7 +25,6 @@ from typing import Any, assert_never, cast
 
 import msgspec
 
-from . import __version__
 from .access import Access
 from .auth import Gate, may_use_channel
 from .codec import JSON, MSGPACK
@@ -67,6 +66,7 @@ from .schema import (
 from .session import Session
 from .store import Query, Store
 from .upkeep import Upkeep
+from .version import __version__
 
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from wsbus.client import new_ref
+from wsbus.refs import new_ref
 
 from ..comms_paths import private_dir, write_atomic
 from ..inject import Injector, Outcome, is_one_line, message_line

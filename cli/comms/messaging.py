@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from wsbus.client import Client, new_ref
+from wsbus.client import Client
+from wsbus.refs import new_ref
 from wsbus.schema import DEFAULT_CHANNEL, NAME_RULE, Receipt, valid_name
 
 from ..exits import CliError, Exit

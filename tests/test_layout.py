@@ -1,0 +1,51 @@
+"""The package's shape: what the wheel holds, and which code imports which."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: source folder -> the package it installs as (pyproject.toml's package-dir)
+ROOTS = {"wsbus": "wsbus", "cli": "wsbus.cli", "compat": "wsbus.compat"}
+
+
+def _packages() -> set[str]:
+    found = set()
+    for folder, name in ROOTS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *rel.parts]))
+    return found
+
+
+def test_the_wheel_holds_every_package(tmp_path: Path) -> None:
+    """pyproject.toml lists packages by hand: a new subpackage must be added there."""
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("wsbus-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    inside = {
+        n.removesuffix("/__init__.py").replace("/", ".")
+        for n in names
+        if n.endswith("/__init__.py")
+    }
+    assert _packages() <= inside, f"missing from the wheel: {sorted(_packages() - inside)}"
+    assert "wsbus/py.typed" in names
+
+
+def test_server_code_imports_no_client_code() -> None:
+    probe = (
+        "import sys, wsbus.server, wsbus.hub, wsbus.compat.http; "
+        "print(sorted(m for m in sys.modules if m.startswith('wsbus.cli') "
+        "or m in ('wsbus.client', 'wsbus.oneshot', 'wsbus.handshake')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
