@@ -19,7 +19,7 @@ from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub, HubConfig
 from wsbus.limits import RateLimits, connection_budget
-from wsbus.server import WsServer
+from wsbus.server import WsServer, ws_broadcast
 from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked
 from wsbus.tls import format_fingerprint
 
@@ -365,7 +365,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     nofile = _raise_nofile()
     store = make_store(settings)
-    hub = Hub(store, hub_config(settings), gate=gate, find_secret=find_secret)
+    hub = Hub(store, hub_config(settings), ws_broadcast, gate=gate, find_secret=find_secret)
     rates = rate_limits(settings)
     server = WsServer(
         hub,

@@ -30,13 +30,12 @@ from wsbus.access import channels_refused, names_refused
 from wsbus.auth import (
     TokenRecord,
     bearer,
-    is_loopback,
-    loopback_host_header,
     may_use_channel,
     party_of,
 )
 from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
+from wsbus.guards import Guards
 from wsbus.hub import Hub
 from wsbus.limits import RateLimits, Throttle
 from wsbus.redact import redact
@@ -163,15 +162,16 @@ class HttpShim:
             hub, poll_timeout, cache_events=cache_events, cache_bytes=cache_bytes
         )
         self.ssl_context = ssl_context
-        self.allow_origins = set(allow_origins)
+        #: the Host and Origin checks (the websocket server makes the same)
+        self.guards = Guards(
+            host, authenticated=hub.access.gate is not None, allow_origins=allow_origins
+        )
         #: seconds to receive a whole request (headers and body); idle keep-alive too
         self.request_timeout = request_timeout
         self.rates = rates or RateLimits()
         self.max_polls = max_polls
         self._callers: OrderedDict[Caller, Throttle] = OrderedDict()
         self._polls: dict[str, int] = {}
-        #: a loopback hub without tokens answers only requests addressed to loopback
-        self._guard_host = hub.access.gate is None and is_loopback(host)
         self._runner: web.ServerRunner | None = None
         #: the route table: path -> (method, handler)
         self.routes: dict[str, tuple[str, Handler]] = {
@@ -230,19 +230,11 @@ class HttpShim:
                 raise LegacyError(
                     405, f"method {request.method} not allowed on {path}; use {method}"
                 )
-            origin = request.headers.get("Origin")
-            if (
-                origin is not None
-                and origin not in self.allow_origins
-                and "*" not in self.allow_origins
-            ):
-                raise LegacyError(
-                    403, f"browser origin {origin[:100]!r} is not allowed (--allow-origin)"
-                )
-            if self._guard_host and not loopback_host_header(request.headers.get("Host")):
-                raise LegacyError(
-                    403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1"
-                )
+            refused = self.guards.origin_refused(
+                request.headers.get("Origin")
+            ) or self.guards.host_refused(request.headers.getall("Host", [None]))
+            if refused is not None:
+                raise LegacyError(403, refused)
             if path in PUBLIC:
                 return await handler(request, None)
             grant = self._authenticate(request, path_token)

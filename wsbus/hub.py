@@ -132,6 +132,8 @@ class Hub:
         self.config = config or HubConfig()
         #: orders the events (one node: the store's own database; docs/STORE.md)
         self.log: Log = log or LocalLog(store, self.config.ref_window)
+        #: writes one frame to many sessions: the transport's, given here (the
+        #: websocket server's ``ws_broadcast``), else one write per session
         self.broadcast = broadcast
         #: authentication, the channel and name checks, revocation
         self.access = Access(gate, self.config.max_identity_connections)

@@ -12,12 +12,13 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
-from websockets.typing import Origin, Subprotocol
+from websockets.typing import Subprotocol
 
-from .auth import bearer, is_loopback, loopback_host_header
+from .auth import bearer
 from .codec import Codec, codec_for
 from .config import Settings
 from .errors import CloseCode, ErrorCode, FrameError
+from .guards import Guards
 from .hub import Hub
 from .limits import ConnectionBudget, RateLimits, Throttle, connection_budget
 from .schema import (
@@ -144,16 +145,15 @@ class WsServer:
         self.ping_interval = ping_interval
         self.shutdown_grace = shutdown_grace
         self.ssl_context = ssl_context
-        #: browsers' Origin values accepted ("*": any); clients sending no Origin always are
-        self.allow_origins = list(allow_origins)
+        #: the Host and Origin checks (the HTTP shim makes the same)
+        self.guards = Guards(
+            host, authenticated=hub.access.gate is not None, allow_origins=allow_origins
+        )
         self.rates = rates or RateLimits()
         #: who may open a connection: in all, and not yet authenticated
         self.budget = budget or connection_budget(Settings(hello_timeout=hello_timeout))
-        #: a loopback hub without tokens answers only requests addressed to loopback
-        self._guard_host = hub.access.gate is None and is_loopback(host)
         self._server: Server | None = None
         self._sessions: set[WsSession] = set()
-        hub.broadcast = ws_broadcast
 
     async def start(self) -> None:
         self._server = await serve(
@@ -169,7 +169,7 @@ class WsServer:
             open_timeout=self.hello_timeout,
             process_request=self._process_request,
             server_header="wsbus",
-            origins=self._origins(),
+            origins=cast(Any, self.guards.websocket_origins()),
             ssl=self.ssl_context,
         )
         sock = next(iter(self._server.sockets))
@@ -196,11 +196,6 @@ class WsServer:
     def scheme(self) -> str:
         return "wss" if self.ssl_context is not None else "ws"
 
-    def _origins(self) -> list[Origin | None] | None:
-        if "*" in self.allow_origins:
-            return None  # no check
-        return [None, *(Origin(o) for o in self.allow_origins)]
-
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP before the upgrade: health checks, a bad token, a full hub.
 
@@ -213,12 +208,9 @@ class WsServer:
             return conn.respond(status, msgspec.json.encode(health).decode() + "\n")
         if request.path == "/ca.pem" and self.ca_pem is not None:
             return conn.respond(200, self.ca_pem.decode())
-        # every Host header counts: a duplicate is not an excuse
-        hosts: list[str | None] = [*request.headers.get_all("Host")] or [None]
-        if self._guard_host and not all(loopback_host_header(h) for h in hosts):
-            return conn.respond(
-                403, "Host is not this machine's loopback (DNS rebinding?); use 127.0.0.1\n"
-            )
+        refused = self.guards.host_refused(request.headers.get_all("Host") or [None])
+        if refused is not None:
+            return conn.respond(403, refused + "\n")
         gate = self.hub.access.gate
         header = request.headers.get("Authorization")
         token = self._token_id(header)
