@@ -17,7 +17,7 @@ from wsbus.compat.http import HttpShim
 from wsbus import redact
 from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
-from wsbus.hub import Hub, HubConfig
+from wsbus.hub import Hub
 from wsbus.limits import RateLimits, connection_budget
 from wsbus.server import WsServer, ws_broadcast
 from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked
@@ -196,20 +196,6 @@ def make_store(settings: Settings) -> Store:
     return SqliteStore(settings.db_path(), fsync=settings.fsync, busy_timeout=settings.busy_timeout)
 
 
-def hub_config(settings: Settings) -> HubConfig:
-    return HubConfig(
-        max_body=settings.max_body,
-        max_frame=settings.max_frame,
-        max_history=settings.max_history,
-        max_channels=settings.max_channels,
-        send_queue=settings.send_queue,
-        retention_days=settings.retention_days,
-        retention_count=settings.retention_count,
-        loop_window=settings.loop_window,
-        max_identity_connections=settings.max_identity_connections,
-    )
-
-
 def rate_limits(settings: Settings) -> RateLimits:
     return RateLimits(
         events=settings.rate_events,
@@ -365,7 +351,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     nofile = _raise_nofile()
     store = make_store(settings)
-    hub = Hub(store, hub_config(settings), ws_broadcast, gate=gate, find_secret=find_secret)
+    hub = Hub(store, settings.hub_config(), ws_broadcast, gate=gate, find_secret=find_secret)
     rates = rate_limits(settings)
     server = WsServer(
         hub,

@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 import msgspec
 
 from .errors import WsbusError
+from .hubconfig import HubConfig
 
 __all__ = [
     "ENVIRONMENT",
@@ -75,6 +76,12 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP))
 
 
+#: the hub's own defaults (the limits a user may set are read from them)
+_HUB = HubConfig()
+#: the settings the hub takes as they are
+_HUB_FIELDS = tuple(f.name for f in msgspec.structs.fields(HubConfig))
+
+
 class Access(TypedDict):
     """How a client proves itself and checks the hub, besides the URL: keyword
     arguments of :class:`wsbus.Client` (``Client(settings.url, **settings.access())``)."""
@@ -114,17 +121,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     legacy_cache_bytes: int = 16 << 20
     legacy_cache_events: int = 20_000
     insecure: bool = False
-    retention_days: float = 30.0
-    retention_count: int = 0
-    max_body: int = 65536
-    max_frame: int = 1 << 20
-    max_history: int = 1000
-    max_channels: int = 64
-    send_queue: int = 8 << 20
+    retention_days: float = _HUB.retention_days
+    retention_count: int = _HUB.retention_count
+    max_body: int = _HUB.max_body
+    max_frame: int = _HUB.max_frame
+    max_history: int = _HUB.max_history
+    max_channels: int = _HUB.max_channels
+    send_queue: int = _HUB.send_queue
     hello_timeout: float = 10.0
     max_bad_frames: int = 20
     ping_interval: float = 20.0
-    loop_window: float = 180.0
+    loop_window: float = _HUB.loop_window
     # security (docs/SECURITY.md)
     auth: str | None = None
     tls_cert: str | None = None
@@ -140,8 +147,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: None: a tenth of max_connections (see unauthenticated_budget)
     max_unauthenticated: int | None = None
     max_unauthenticated_per_address: int = 64
-    max_identity_connections: int = 64
+    max_identity_connections: int = _HUB.max_identity_connections
     max_polls: int = 16
+
+    def hub_config(self) -> HubConfig:
+        """The hub's limits and policies: the settings both hold, the rest as
+        :class:`HubConfig` has them."""
+        mine = {name: getattr(self, name) for name in _HUB_FIELDS if hasattr(self, name)}
+        return msgspec.structs.replace(_HUB, **mine)
 
     def access(self) -> Access:
         """The token and CA file every client connects with (flags, environment, or

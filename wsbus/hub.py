@@ -29,6 +29,7 @@ from .access import Access
 from .auth import Gate, may_use_channel
 from .codec import JSON, MSGPACK
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
+from .hubconfig import HubConfig
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log
 from .queries import Queries
@@ -84,27 +85,6 @@ def default_broadcast(
     for s in sessions:
         s.write(payload)
     return [s for s in sessions if s.buffered() > limit]
-
-
-class HubConfig(msgspec.Struct):
-    """Hub limits and policies (defaults live in :mod:`wsbus.config`)."""
-
-    max_body: int = 65536
-    max_frame: int = 1 << 20
-    max_history: int = 1000
-    max_channels: int = 64
-    send_queue: int = 8 << 20
-    max_held: int = 50_000
-    ref_window: int = 100_000
-    batch_max: int = 4096
-    max_pending_writes: int = 20_000
-    retention_days: float = 30.0
-    retention_count: int = 0
-    prune_interval: float = 3600.0
-    replay_page: int = 500
-    loop_window: float = 180.0
-    max_identity_connections: int = 64
-    auth_reload: float = 1.0
 
 
 def _own_loop(ev: Event, names: Sequence[str]) -> Event:

@@ -28,7 +28,7 @@ from .session import Session
 from .store import ReceiptRecord
 
 if TYPE_CHECKING:
-    from .hub import HubConfig
+    from .hubconfig import HubConfig
 
 __all__ = ["Ingest"]
 

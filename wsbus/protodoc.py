@@ -2,7 +2,7 @@
 
 The frame sections (op tag, docstring, field table, example), the error and
 close code tables and the limits come from :mod:`wsbus.schema`,
-:mod:`wsbus.errors`, :class:`wsbus.hub.HubConfig` and
+:mod:`wsbus.errors`, :class:`wsbus.hubconfig.HubConfig` and
 :class:`wsbus.config.Settings`; only the prose below is written by hand.
 ``tests/test_protodoc.py`` fails when the committed file differs from the
 output (run ``make docs``).
@@ -21,7 +21,7 @@ import msgspec.inspect as mi
 
 from .config import Settings
 from .errors import CLOSE_MEANINGS, ERROR_MEANINGS, FATAL_CLOSE_CODES, CloseCode, ErrorCode
-from .hub import HubConfig
+from .hubconfig import HubConfig
 from .schema import (
     ACK_STATUSES,
     FINAL_STATUSES,
@@ -701,7 +701,7 @@ def limits_section() -> str:
             "## Hub limits",
             LIMITS_INTRO.rstrip(),
             "\n".join(head + _setting_rows(Limits, _DEFAULTS, announced_notes)),
-            "Not announced, but enforced by the hub (`wsbus.hub.HubConfig`):",
+            "Not announced, but enforced by the hub (`wsbus.hubconfig.HubConfig`):",
             "\n".join(head + _setting_rows(HubConfig, _DEFAULTS, other_notes)),
             "Per connection, set by the websocket server (`wsbus.config.Settings`):",
             "\n".join(head + _setting_rows(Settings, _SETTINGS, SERVER_NOTES)),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .store import Store
 
 if TYPE_CHECKING:
-    from .hub import HubConfig
+    from .hubconfig import HubConfig
 
 __all__ = ["Upkeep"]
 
