@@ -27,15 +27,16 @@ import msgspec
 
 from .access import Access
 from .auth import Gate, may_use_channel
-from .codec import JSON, MSGPACK
+from .broadcast import Broadcaster, Writer, default_broadcast
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hubconfig import HubConfig
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log
+from .presence import Announcer
 from .queries import Queries
 from .receipts import Receipts
 from .rosters import Rosters
-from .routing import PresenceChange, Router
+from .routing import Router
 from .schema import (
     BROADCAST,
     Ack,
@@ -48,7 +49,6 @@ from .schema import (
     Limits,
     Ping,
     Pong,
-    Presence,
     Receipt,
     Register,
     Registered,
@@ -72,19 +72,6 @@ from .version import __version__
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
 log = logging.getLogger("wsbus.hub")
-
-Broadcaster = Callable[[list[Session], bytes, bool, int], list[Session]]
-"""Writes one encoded frame to many sessions (the transport's fast path) and returns
-those whose unread bytes now exceed the limit (the slow consumers)."""
-
-
-def default_broadcast(
-    sessions: list[Session], payload: bytes, binary: bool, limit: int
-) -> list[Session]:
-    """Write ``payload`` to each session in turn."""
-    for s in sessions:
-        s.write(payload)
-    return [s for s in sessions if s.buffered() > limit]
 
 
 def _own_loop(ev: Event, names: Sequence[str]) -> Event:
@@ -112,9 +99,9 @@ class Hub:
         self.config = config or HubConfig()
         #: orders the events (one node: the store's own database; docs/STORE.md)
         self.log: Log = log or LocalLog(store, self.config.ref_window)
-        #: writes one frame to many sessions: the transport's, given here (the
+        #: writes one frame to many sessions, with the transport's ``broadcast`` (the
         #: websocket server's ``ws_broadcast``), else one write per session
-        self.broadcast = broadcast
+        self.writer = Writer(broadcast, self.config.send_queue, self._slow)
         #: authentication, the channel and name checks, revocation
         self.access = Access(gate, self.config.max_identity_connections)
         self.router = Router()
@@ -138,6 +125,8 @@ class Hub:
         self.receipts = Receipts(store, self.config.ref_window)
         #: history and threads, within what a token may read
         self.queries = Queries(store, self.access, self.config.max_history)
+        #: presence frames to each channel's members
+        self.presence = Announcer(self.router, self.writer)
         #: registered members and bridge claims
         self.rosters = Rosters(store, self.router, self.access)
         #: retention, checkpoints, token-file checks
@@ -325,7 +314,7 @@ class Hub:
     def attach(self, session: Session) -> None:
         """Subscribe a welcomed session to its channels and announce it (before replay)."""
         channels = self._joining.pop(session, [])
-        self._announce(self.router.attach(session, channels), session.info)
+        self.presence.announce(self.router.attach(session, channels), session.info)
 
     async def replay(self, session: Session, resume: int | None, pending: bool = False) -> None:
         """Send stored events the session missed, then what was held, then go live.
@@ -399,7 +388,7 @@ class Hub:
                     del self._by_name[n]
         if session.info.get("kind") == "bridge":
             self.rosters.release(session)
-        self._announce(self.router.detach(session), session.info)
+        self.presence.announce(self.router.detach(session), session.info)
 
     def subscribe(self, session: Session, frame: Subscribe) -> None:
         """Add channels to a session, live from now on."""
@@ -411,51 +400,12 @@ class Hub:
             )
         if session.info.get("kind") == "bridge":  # claims hold per channel, here too
             self.rosters.claim_channels(session, new)
-        self._announce(self.router.attach(session, new), session.info)
+        self.presence.announce(self.router.attach(session, new), session.info)
         session.send(Subscribed(channels=sorted(session.channels)))
 
     def unsubscribe(self, session: Session, frame: Unsubscribe) -> None:
-        self._announce(self.router.detach(session, frame.channels), session.info)
+        self.presence.announce(self.router.detach(session, frame.channels), session.info)
         session.send(Subscribed(channels=sorted(session.channels)))
-
-    def _announce(self, changes: list[PresenceChange], info: dict[str, Any]) -> None:
-        now = time.time()
-        for ch in changes:
-            frame = Presence(
-                channel=ch.channel,
-                name=ch.name,
-                state="up" if ch.up else "down",
-                ts=now,
-                kind=info.get("kind"),
-                model=info.get("model"),
-                role=info.get("role"),
-                host=info.get("host"),
-            )
-            targets = [
-                s
-                for s in self.router.channel_sessions(ch.channel)
-                if cast(Session, s).wants_presence
-            ]
-            self._push(targets, frame)
-
-    def _push(self, targets: Sequence[Any], frame: Any) -> None:
-        """Write a non-event frame (presence, receipt) to the open sessions."""
-        self._write_all([s for s in targets if not s.closed], frame)
-
-    def _write_all(self, sessions: list[Session], frame: Any) -> None:
-        """Encode ``frame`` once per codec, write it to every session, close slow ones."""
-        json_targets: list[Session] = []
-        mp_targets: list[Session] = []
-        for s in sessions:
-            (mp_targets if s.codec.binary else json_targets).append(s)
-        limit = self.config.send_queue
-        slow: list[Session] = []
-        if json_targets:
-            slow += self.broadcast(json_targets, JSON.encode(frame), False, limit)
-        if mp_targets:
-            slow += self.broadcast(mp_targets, MSGPACK.encode(frame), True, limit)
-        for s in slow:
-            self._slow(s)
 
     # ------------------------------------------------------------------ sends
 
@@ -488,7 +438,7 @@ class Hub:
                 for s in self._by_name.get(sender, ())
                 if s.grant is None or may_use_channel(s.grant, record.channel)
             ]
-            self._push(targets, frame)
+            self.writer.push(targets, frame)
 
     async def _tail_loop(self, after_seq: int) -> None:
         async for batch in self.log.tail(after_seq):
@@ -538,11 +488,11 @@ class Hub:
             # each recipient learns the count of its own pair only: the others tell who
             # exchanged direct messages with the sender
             special = {s for n in ev.loop for s in self._by_name.get(n, ()) if s.live}
-            self._write_all([s for s in live if s not in special], _own_loop(ev, ()))
+            self.writer.write_all([s for s in live if s not in special], _own_loop(ev, ()))
             for s in special.intersection(live):
-                self._write_all([s], _own_loop(ev, s.names))
+                self.writer.write_all([s], _own_loop(ev, s.names))
         else:
-            self._write_all(live, ev)
+            self.writer.write_all(live, ev)
 
     def _slow(self, s: Session) -> None:
         if s.closed:
