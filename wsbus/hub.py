@@ -53,14 +53,12 @@ from .schema import (
     Register,
     Registered,
     Roster,
-    RosterResult,
     Send,
     Status,
     Subscribe,
     Subscribed,
     Synced,
     Threads,
-    ThreadsResult,
     Unsubscribe,
     Welcome,
 )
@@ -273,7 +271,7 @@ class Hub:
             return HELLO_CLOSE_CODES.get(err.code, CloseCode.BAD_HELLO), err.message
         session.send(welcome)
         for name in welcome.refused:
-            session.send(self.refusal(name, session))
+            session.send(self.rosters.refusal(name, session))
         self.attach(session)
         return None
 
@@ -289,15 +287,16 @@ class Hub:
             case History():
                 session.send(await self.history(session, frame))
             case Roster():
-                session.send(self.roster(session, frame))
+                session.send(self.rosters.roster(session, frame))
             case Register():
                 session.send(await self.register(session, frame))
             case Status():
-                self.status(session, frame)
+                self.rosters.status(session, frame)
             case Threads():
-                session.send(await self.threads(session, frame))
+                self._running(frame.ref)
+                session.send(await self.queries.threads(session, frame))
             case Ping():
-                session.send(self.ping(frame))
+                session.send(Pong(ts=time.time(), ref=frame.ref))
             case Subscribe():
                 self.subscribe(session, frame)
             case Unsubscribe():
@@ -306,10 +305,6 @@ class Hub:
                 raise FrameError(ErrorCode.ALREADY_HELLO, "hello was already received")
             case _:
                 assert_never(frame)
-
-    def refusal(self, name: str, session: Session | None = None) -> Error:
-        """The error frame telling a bridge it may not serve ``name``."""
-        return self.rosters.refusal(name, session)
 
     def attach(self, session: Session) -> None:
         """Subscribe a welcomed session to its channels and announce it (before replay)."""
@@ -504,40 +499,27 @@ class Hub:
 
     # ------------------------------------------------------------------ acks
 
+    def _running(self, ref: str | None = None) -> None:
+        """Refuse (``shutting_down``) what comes in once the hub is draining."""
+        if self._stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", ref)
+
     async def ack(self, session: Session, ack: Ack) -> None:
         """Record a recipient's acknowledgement; the sender is told once it is stored."""
-        if self._stopping:
-            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down")
+        self._running()
         record, sender = await self.receipts.check(session, ack, self.pruned_seq)
         self.ingest.receipt(record, sender)
 
     # ------------------------------------------------------------------ queries
 
     async def history(self, session: Session, h: History) -> HistoryResult:
-        if self._stopping:
-            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", h.ref)
+        self._running(h.ref)
         return await self.queries.history(session, h)
-
-    def roster(self, session: Session, r: Roster) -> RosterResult:
-        return self.rosters.roster(session, r)
 
     async def register(self, session: Session, r: Register) -> Registered:
         """Add, update or remove a roster member (durably, before answering)."""
-        if self._stopping:
-            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", r.ref)
+        self._running(r.ref)
         return await self.rosters.register(session, r)
-
-    def status(self, session: Session, st: Status) -> None:
-        """A bridge's report of which of its names have a live tmux session."""
-        self.rosters.status(session, st)
-
-    async def threads(self, session: Session, t: Threads) -> ThreadsResult:
-        if self._stopping:
-            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", t.ref)
-        return await self.queries.threads(session, t)
-
-    def ping(self, p: Ping) -> Pong:
-        return Pong(ts=time.time(), ref=p.ref)
 
     # ------------------------------------------------------------------ retention
 
