@@ -45,7 +45,8 @@ def test_server_code_imports_no_client_code() -> None:
     probe = (
         "import sys, wsbus.server, wsbus.hub, wsbus.compat.http; "
         "print(sorted(m for m in sys.modules if m.startswith('wsbus.cli') "
-        "or m in ('wsbus.client', 'wsbus.oneshot', 'wsbus.handshake')))"
+        "or m in ('wsbus.client', 'wsbus.client_inbox', 'wsbus.client_link', "
+        "'wsbus.client_requests', 'wsbus.oneshot', 'wsbus.handshake')))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -159,12 +159,13 @@ async def test_the_client_library_asks_again_after_shutting_down() -> None:
     and is sent again after the next hello; other refusals fail it at once."""
     client = Client("ws://127.0.0.1:9", "lib", reconnect=False)  # never connected
     asking = asyncio.create_task(client.history(timeout=10))
-    await async_wait_for(lambda: client._requests, 5)
-    ref = next(iter(client._requests))
-    client._on_error(Error(code="shutting_down", message="hub is shutting down", ref=ref))
+    requests = client._requests  # the table of requests waiting on the hub
+    await async_wait_for(lambda: requests.queries, 5)
+    ref = next(iter(requests.queries))
+    requests.on_error(Error(code="shutting_down", message="hub is shutting down", ref=ref))
     await asyncio.sleep(0)
-    assert not asking.done() and ref in client._requests  # resent by _resend()
-    client._on_error(Error(code="limit_too_large", message="too large", ref=ref))
+    assert not asking.done() and ref in requests.queries  # asked again by resend()
+    requests.on_error(Error(code="limit_too_large", message="too large", ref=ref))
     with pytest.raises(SendRefused) as refused:
         await asking
     assert refused.value.code == "limit_too_large"

@@ -32,7 +32,15 @@ HEAVY = (
     "wsbus.compat",
 )
 #: the asyncio client and what it pulls, on top of HEAVY for the one-shot send
-ASYNC = ("asyncio", "websockets.asyncio", "wsbus.client", "uvloop")
+ASYNC = (
+    "asyncio",
+    "websockets.asyncio",
+    "wsbus.client",
+    "wsbus.client_inbox",
+    "wsbus.client_link",
+    "wsbus.client_requests",
+    "uvloop",
+)
 
 RUN_MAIN = textwrap.dedent(
     """

@@ -1,0 +1,250 @@
+"""The hub -> client frames of the wire schema and their union, :data:`HubFrame`, with
+the structs they carry (limits, roster members and entries, threads).
+
+Import them from :mod:`wsbus.schema`, which re-exports every frame (``docs/PROTOCOL.md``
+is generated from the docstrings and fields below).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from .schema_fields import Frame
+
+__all__ = [
+    "Error",
+    "Event",
+    "HistoryResult",
+    "HubFrame",
+    "Limits",
+    "Member",
+    "Ok",
+    "Pong",
+    "Presence",
+    "Receipt",
+    "Registered",
+    "RosterEntry",
+    "RosterResult",
+    "Subscribed",
+    "Synced",
+    "ThreadInfo",
+    "ThreadsResult",
+    "Welcome",
+]
+
+
+class Limits(msgspec.Struct, omit_defaults=False):
+    """Limits the hub enforces, announced in ``welcome``."""
+
+    max_body: int
+    max_frame: int
+    max_history: int
+    max_channels: int
+
+
+class Welcome(Frame, tag="welcome"):
+    """Answer to ``hello``.
+
+    ``hub`` identifies the store (it changes only when the database is replaced);
+    ``seq`` is the last committed seq. ``recovered`` is false when the requested
+    ``resume`` point is older than retention or unknown to this hub: some history
+    is gone and the client should say so.
+    """
+
+    hub: str
+    seq: int
+    names: list[str]
+    channels: list[str]
+    recovered: bool = True
+    protocol: int = 1
+    server: str = ""
+    limits: Limits | None = None
+    refused: list[str] = []
+
+
+class Event(Frame, tag="event"):
+    """One stored event. ``seq`` and ``ts`` strictly increase together.
+
+    ``loop`` (live events only, not stored): for each recipient in an exchange with
+    the sender (messages went both ways within the hub's loop window), how many
+    events went between the two, this one included; a connection gets only the
+    counts of its own names. Recipients use it to warn agents caught in a reply loop.
+    """
+
+    seq: int
+    ts: float
+    channel: str
+    from_: str = msgspec.field(name="from")
+    to: str
+    body: str
+    thread: str | None = None
+    kind: str | None = None
+    meta: dict[str, Any] | None = None
+    ref: str | None = None
+    loop: dict[str, int] | None = None
+
+
+class Synced(Frame, tag="synced"):
+    """Replay is complete up to ``seq``; every later event is live."""
+
+    seq: int
+    channels: list[str] = []
+
+
+class Subscribed(Frame, tag="subscribed"):
+    """Answer to ``subscribe``/``unsubscribe``: the connection's channels now."""
+
+    channels: list[str]
+
+
+class Ok(Frame, tag="ok"):
+    """A ``send`` is durably stored as event ``seq``. ``duplicate``: ref seen before.
+
+    ``online`` (direct events): whether a connection for the recipient was
+    subscribed to the channel when the event was committed (false: it waits,
+    pending, until one connects).
+    """
+
+    ref: str
+    seq: int
+    ts: float
+    duplicate: bool = False
+    online: bool | None = None
+
+
+class Error(Frame, tag="error"):
+    """A request failed; ``code`` is stable, ``message`` is one readable sentence."""
+
+    code: str
+    message: str
+    ref: str | None = None
+
+
+class Presence(Frame, tag="presence"):
+    """A name came up (its first connection) or went down (its last one closed)."""
+
+    channel: str
+    name: str
+    state: Literal["up", "down"]
+    ts: float
+    kind: str | None = None
+    model: str | None = None
+    role: str | None = None
+    host: str | None = None
+
+
+class Receipt(Frame, tag="receipt"):
+    """A recipient acknowledged event ``seq`` (stored, and pushed to every connection
+    of the sender, whatever its channels: a send-only connection can wait for it;
+    never to one whose token may not use the event's channel)."""
+
+    seq: int
+    channel: str
+    by: str
+    status: str
+    ts: float
+    reason: str | None = None
+
+
+class HistoryResult(Frame, tag="history_result"):
+    """Answer to ``history``. ``more``: the page is full, so the range may hold more
+    (ask again with ``before`` = the first seq, or ``after`` = the last)."""
+
+    ref: str
+    events: list[Event]
+    more: bool = False
+
+
+class Member(msgspec.Struct, omit_defaults=True):
+    """One connected name in a roster."""
+
+    name: str
+    connections: int
+    kind: str | None = None
+    model: str | None = None
+    role: str | None = None
+    host: str | None = None
+    tmux: str | None = None
+
+
+class RosterEntry(msgspec.Struct, omit_defaults=True):
+    """One registered member of a channel's roster.
+
+    ``state``: ``up`` or ``down`` as last reported by the bridge serving the name
+    (its tmux session alive or not); absent when no bridge serves it now.
+    """
+
+    channel: str
+    name: str
+    joined: float
+    last_active: float
+    session: str | None = None
+    host: str | None = None
+    model: str | None = None
+    role: str | None = None
+    enter_delay: float | None = None
+    state: Literal["up", "down"] | None = None
+    connected: bool = False
+
+
+class RosterResult(Frame, tag="roster_result"):
+    """Answer to ``roster``: ``members`` are connected names, ``registered`` the roster."""
+
+    ref: str
+    channel: str
+    members: list[Member]
+    registered: list[RosterEntry] = []
+
+
+class Registered(Frame, tag="registered"):
+    """Answer to ``register``: the name given, whether it was already a member, the roster."""
+
+    ref: str
+    channel: str
+    name: str
+    existed: bool
+    members: list[RosterEntry]
+    left: bool = False
+
+
+class ThreadInfo(msgspec.Struct, omit_defaults=True):
+    """One thread: its channel, name, number of entries and first/last times."""
+
+    channel: str
+    thread: str
+    entries: int
+    first_ts: float
+    last_ts: float
+
+
+class ThreadsResult(Frame, tag="threads_result"):
+    """Answer to ``threads``, most recently active first."""
+
+    ref: str
+    threads: list[ThreadInfo]
+
+
+class Pong(Frame, tag="pong"):
+    """Answer to ``ping``."""
+
+    ts: float
+    ref: str | None = None
+
+
+HubFrame = (
+    Welcome
+    | Event
+    | Synced
+    | Subscribed
+    | Ok
+    | Error
+    | Presence
+    | Receipt
+    | HistoryResult
+    | RosterResult
+    | Registered
+    | ThreadsResult
+    | Pong
+)
