@@ -101,7 +101,7 @@ class LongPoll:
         hub.access.listeners.append(self.waiters.wake_all)  # pollers re-check their token
 
     def committed(self, events: list[Event]) -> None:
-        """Called by the hub after each commit."""
+        """Called by the hub with each batch its tail yields (after fan-out)."""
         self.recent.add(events)
         self.waiters.wake(events)
 

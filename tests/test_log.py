@@ -182,3 +182,66 @@ def _all() -> Any:
     from wsbus.store import Query
 
     return Query(limit=100)
+
+
+async def test_a_tail_catching_up_holds_the_watermark_below_what_it_has_not_read() -> None:
+    log = await opened()
+    stamps = [s for i in range(3) for s in await log.append([draft("a", f"r{i}")])]
+    tail = log.tail(0)
+    assert log.watermark() < stamps[0].ts  # nothing read yet
+    (page,) = await collect(tail, 3)
+    assert [e.seq for e in page] == [1, 2, 3]
+    assert log.watermark() >= stamps[-1].ts
+    await tail.aclose()
+
+
+async def test_a_closed_tail_no_longer_holds_the_watermark() -> None:
+    log = await opened()
+    tail = log.tail(0)  # never iterated
+    (stamp,) = await log.append([draft("a", "r1")])
+    assert log.watermark() < stamp.ts
+    await tail.aclose()
+    assert log.watermark() >= stamp.ts
+
+
+async def test_a_resume_ahead_of_the_tail_gets_no_event_twice() -> None:
+    """A cursor the log has committed but the hub's tail not yet fanned out (another
+    hub's event, or a client fast enough): not recovered, and no duplicate."""
+    hub = Hub(MemoryStore(), HubConfig(prune_interval=0))
+    await hub.start()
+    (stamp,) = await hub.log.append([draft("alice", "x", "first")])
+    bob = FakeSession()
+    welcome = hub.open_session(bob, Hello(name="bob", resume=stamp.seq))
+    hub.attach(bob)
+    replay = asyncio.ensure_future(hub.replay(bob, stamp.seq))
+    await async_wait_for(lambda: hub.committed_seq == stamp.seq)
+    await replay
+    await hub.log.append([draft("alice", "y", "second")])
+    await async_wait_for(lambda: bob.of(Event))
+    assert [e.body for e in bob.of(Event)] == ["second"]
+    assert welcome.recovered is False  # above what this hub has fanned out
+    await hub.stop()
+
+
+async def test_the_hub_reads_the_log_again_when_reading_it_fails() -> None:
+    hub = Hub(MemoryStore(), HubConfig(prune_interval=0))
+    await hub.start()
+    bob = FakeSession()
+    hub.open_session(bob, Hello(name="bob"))
+    hub.attach(bob)
+    await hub.replay(bob, None)
+    failing = hub.log.store.query
+
+    async def once_broken(*a: Any) -> Any:
+        hub.log.store.query = failing  # type: ignore[method-assign]
+        raise OSError("index gone for a moment")
+
+    (tail,) = hub.log._tails  # type: ignore[attr-defined]
+    tail._upto = 10**9  # type: ignore[attr-defined]  # make it catch up: it queries
+    hub.log.store.query = once_broken  # type: ignore[method-assign]
+    tail.push(None)
+    await async_wait_for(lambda: len(hub.log._tails) == 1 and hub.log._tails[0] is not tail)  # type: ignore[attr-defined]
+    await hub.log.append([draft("alice", "x", "still delivered")])
+    await async_wait_for(lambda: bob.of(Event), 5)
+    assert bob.of(Event)[0].body == "still delivered"
+    await hub.stop()

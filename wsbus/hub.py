@@ -31,7 +31,7 @@ from .broadcast import Broadcaster, Writer, default_broadcast
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hubconfig import HubConfig
 from .ingest import Ingest, ReceiptFor
-from .log import LocalLog, Log
+from .log import LocalLog, Log, Tail
 from .presence import Announcer
 from .queries import Queries
 from .receipts import Receipts
@@ -69,7 +69,7 @@ from .version import __version__
 
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
-log = logging.getLogger("wsbus.hub")
+logger = logging.getLogger("wsbus.hub")
 
 
 def _own_loop(ev: Event, names: Sequence[str]) -> Event:
@@ -159,7 +159,8 @@ class Hub:
         self.counts = await self.store.counts()
         await self.rosters.load()
         self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
-        self._tailer = asyncio.create_task(self._tail_loop(info.last_seq), name="wsbus-tail")
+        tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
+        self._tailer = asyncio.create_task(self._tail_loop(tail), name="wsbus-tail")
         self.upkeep.start()
 
     async def stop(self) -> None:
@@ -172,11 +173,15 @@ class Hub:
         self._stopping = True
         self.ingest.stop()  # refuses sends from now on; its writer commits the queue
         await self.upkeep.stop()
-        if self._writer:
-            await self._writer
-        self.log.seal()
-        if self._tailer:
-            await self._tailer  # what was committed reaches its recipients first
+        # what was committed reaches its recipients before they are told to reconnect;
+        # a task that failed is logged, and the clients are told all the same
+        for task, then in ((self._writer, self.log.seal), (self._tailer, None)):
+            if task is not None:
+                (failed,) = await asyncio.gather(task, return_exceptions=True)
+                if isinstance(failed, Exception):
+                    logger.error("%s had failed: %r", task.get_name(), failed)
+            if then is not None:
+                then()
         for s in list(self.sessions):
             s.close(CloseCode.GOING_AWAY, "hub shutting down; reconnect and resume")
 
@@ -240,7 +245,7 @@ class Hub:
         }
         recovered = True
         if hello.resume is not None and (
-            hello.resume < self.pruned_seq or hello.resume > self.log.committed_seq
+            hello.resume < self.pruned_seq or hello.resume > self.committed_seq
         ):
             recovered = False
         self.sessions.add(session)
@@ -332,6 +337,8 @@ class Hub:
         if session.closed:
             return
         held, session.held = session.held, []
+        if resume is not None:  # a cursor ahead of this hub's tail: those it has had
+            held = [ev for ev in held if ev.seq > resume]
         encode = session.codec.encode
         for ev in held:
             mine = _own_loop(ev, session.names) if ev.loop and ev.to == BROADCAST else ev
@@ -435,9 +442,20 @@ class Hub:
             ]
             self.writer.push(targets, frame)
 
-    async def _tail_loop(self, after_seq: int) -> None:
-        async for batch in self.log.tail(after_seq):
-            self._deliver(batch)
+    async def _tail_loop(self, tail: Tail) -> None:
+        """Fan out what the log's tail yields until the log is sealed. Reading it may
+        fail (the index, an engine's connection): then it is read again from the
+        last event fanned out, a second later — never given up."""
+        while True:
+            try:
+                async for batch in tail:
+                    self._deliver(batch)
+                return
+            except Exception:
+                logger.exception("reading the log failed; again after seq %d", self.committed_seq)
+                await tail.aclose()
+                tail = self.log.tail(self.committed_seq)  # registered before the pause
+                await asyncio.sleep(1.0)
 
     def _deliver(self, events: list[Event]) -> None:
         """Fan out a batch the tail yielded (whichever hub committed it)."""
@@ -448,14 +466,14 @@ class Hub:
                 self.receipts.remember(ev)
                 self._fanout(ev)
             except Exception:  # never let one event stop the tail
-                log.exception("delivering event %d failed", ev.seq)
+                logger.exception("delivering event %d failed", ev.seq)
         self.committed_seq = events[-1].seq
         self.committed_ts = events[-1].ts
         for listener in self.listeners:
             try:
                 listener(events)
             except Exception:
-                log.exception("commit listener failed")
+                logger.exception("commit listener failed")
 
     def legacy_now(self) -> float:
         """A ``now`` for the legacy long-poll contract (invariant 5): the log's
@@ -492,7 +510,7 @@ class Hub:
     def _slow(self, s: Session) -> None:
         if s.closed:
             return
-        log.info("closing slow consumer %s (%s)", s.id, ",".join(s.names) or "-")
+        logger.info("closing slow consumer %s (%s)", s.id, ",".join(s.names) or "-")
         s.held = []
         self.close_session(s)
         s.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor")
@@ -540,7 +558,7 @@ class Hub:
     def check_tokens(self) -> int:
         """Re-read the token file if it changed and close every session whose token
         is gone or revoked (4001); returns how many were closed."""
-        gone = self.access.revoked(list(self.sessions))
+        gone = self.access.revoked(self.sessions)
         for session in gone:
             self.close_session(session)
             session.close(CloseCode.UNAUTHORIZED, "token revoked")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Ingest"]
 
-log = logging.getLogger("wsbus.hub")
+logger = logging.getLogger("wsbus.hub")
 
 #: receipts kept for a retry while the store refuses commits (the oldest dropped beyond)
 MAX_KEPT_RECEIPTS = 10_000
@@ -222,12 +222,20 @@ class Ingest:
             ev = p.event
             assert ev.ref is not None
             self._queued.pop((ev.from_, ev.ref), None)
-            online = None if ev.to == BROADCAST else self._online(ev.channel, ev.to)
-            for i, s in enumerate(p.waiters):
-                dup = stamp.duplicate or i > 0
-                s.send(Ok(ref=ev.ref, seq=stamp.seq, ts=stamp.ts, duplicate=dup, online=online))
+            try:  # never let one answer stop the writer
+                online = None if ev.to == BROADCAST else self._online(ev.channel, ev.to)
+                for i, s in enumerate(p.waiters):
+                    dup = stamp.duplicate or i > 0
+                    s.send(
+                        Ok(ref=ev.ref, seq=stamp.seq, ts=stamp.ts, duplicate=dup, online=online)
+                    )
+            except Exception:
+                logger.exception("answering the send of seq %d failed", stamp.seq)
         if receipts:
-            self._on_receipts(receipts)
+            try:
+                self._on_receipts(receipts)
+            except Exception:
+                logger.exception("telling senders of %d receipts failed", len(receipts))
         if self.has_room():
             self._room.set()
         return True
@@ -235,7 +243,7 @@ class Ingest:
     def _refused(self, batch: list[_Pending], receipts: list[ReceiptFor], err: Exception) -> None:
         if str(err) != self._store_error:  # once per cause, not once per batch
             self._store_error = str(err)
-            log.error("store commit failed: %s", err)
+            logger.error("store commit failed: %s", err)
         for p in batch:
             assert p.event.ref is not None
             self._queued.pop((p.event.from_, p.event.ref), None)

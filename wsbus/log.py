@@ -31,7 +31,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -39,7 +39,7 @@ import msgspec
 from .schema import Event
 from .store import Query, ReceiptRecord, Store, StoreInfo
 
-__all__ = ["LocalLog", "Log", "Stamp"]
+__all__ = ["LocalLog", "Log", "Stamp", "Tail"]
 
 #: events read per page when a tail catches up from the index
 CATCH_UP_PAGE = 500
@@ -77,7 +77,7 @@ class Log(abc.ABC):
         one durable batch; raise when nothing was stored."""
 
     @abc.abstractmethod
-    def tail(self, after_seq: int) -> AsyncIterator[list[Event]]:
+    def tail(self, after_seq: int) -> Tail:
         """Every committed event with ``seq > after_seq``, in order, in batches; ends
         after :meth:`seal` once everything committed was yielded. The reader counts
         for the watermark from the call on (iterate it: it holds what it has not
@@ -97,20 +97,83 @@ class Log(abc.ABC):
         """Why the log refuses every commit from now on (None: it takes them)."""
 
 
-class _Tail:
-    """One reader's events committed but not yet yielded."""
+class Tail(abc.ABC):
+    """A reader of the log (:meth:`Log.tail`): iterate it, or :meth:`aclose` it —
+    until then it holds what it has not yielded, and the watermark waits for it."""
 
-    __slots__ = ("batches", "waiter")
+    def __aiter__(self) -> Tail:
+        return self
 
-    def __init__(self) -> None:
+    @abc.abstractmethod
+    async def __anext__(self) -> list[Event]: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop reading (a tail that ends by itself, after :meth:`Log.seal`, is closed)."""
+
+
+class _LocalTail(Tail):
+    """A reader of a :class:`LocalLog`: catches up from the index, then takes each
+    commit as it is pushed."""
+
+    def __init__(self, log: LocalLog, after_seq: int) -> None:
+        self._log = log
         self.batches: deque[list[Event]] = deque()
         self.waiter: asyncio.Future[None] | None = None
+        #: the last seq yielded (or asked to start after)
+        self.last = after_seq
+        #: while catching up from the index: below every event not read yet (the ts
+        #: of the last one yielded; 0.0 before the first page)
+        self.floor: float | None = 0.0 if after_seq < log.committed_seq else None
+        self._upto = log.committed_seq  # what the catch-up reads; commits come pushed
+        self._closed = False
+        log._tails.append(self)  # now, not at the first step: nothing committed is missed
 
     def push(self, batch: list[Event] | None) -> None:
         if batch is not None:
             self.batches.append(batch)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    async def __anext__(self) -> list[Event]:
+        log = self._log
+        while not self._closed:
+            if self.last < self._upto:  # behind: catch up from the index
+                page = await log.store.query(
+                    Query(limit=CATCH_UP_PAGE, after=self.last, before=self._upto + 1)
+                )
+                if page:
+                    self.last = page[-1].seq
+                    self.floor = page[-1].ts
+                    while self.batches and self.batches[0][-1].seq <= self.last:
+                        self.batches.popleft()  # pushed meanwhile, read here: not pending
+                    return page
+                self._upto = self.last  # retention removed the rest
+            self.floor = None
+            while self.batches:
+                batch = self.batches.popleft()
+                if batch[-1].seq <= self.last:
+                    continue  # read during the catch-up
+                if batch[0].seq <= self.last:
+                    batch = [ev for ev in batch if ev.seq > self.last]
+                self.last = batch[-1].seq
+                return batch
+            if log._sealed:
+                break
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.batches.clear()
+            self._log._tails.remove(self)
+            self.push(None)
 
 
 class LocalLog(Log):
@@ -124,7 +187,7 @@ class LocalLog(Log):
         self._last_ts = 0.0
         #: stamped, committing: below the watermark until the tails have them
         self._committing: list[Event] = []
-        self._tails: list[_Tail] = []
+        self._tails: list[_LocalTail] = []
         self._lock = asyncio.Lock()
         self._sealed = False
 
@@ -175,10 +238,13 @@ class LocalLog(Log):
             self._committing = fresh
             try:
                 await self.store.append(fresh, receipts)
-            except BaseException:
+            except Exception:
                 self._committing = []
                 if fresh:
                     self._next_seq = fresh[0].seq  # nothing was stored: no gap in seq
+                raise
+            except BaseException:  # cancelled: the commit may still land; keep the seqs
+                self._committing = []
                 raise
             self._committing = []
             for key, stamp in batch_refs.items():
@@ -192,44 +258,13 @@ class LocalLog(Log):
                     tail.push(fresh)
             return stamps
 
-    def tail(self, after_seq: int) -> AsyncIterator[list[Event]]:
-        me = _Tail()
-        self._tails.append(me)  # now, not at the first step: nothing committed is missed
-        return self._follow(me, after_seq)
-
-    async def _follow(self, me: _Tail, after_seq: int) -> AsyncIterator[list[Event]]:
-        try:
-            last = after_seq
-            upto = self.committed_seq
-            while last < upto:  # behind: catch up from the index
-                page = await self.store.query(
-                    Query(limit=CATCH_UP_PAGE, after=last, before=upto + 1)
-                )
-                if not page:
-                    break  # retention removed the rest
-                last = page[-1].seq
-                while me.batches and me.batches[0][-1].seq <= last:
-                    me.batches.popleft()  # pushed meanwhile, read here: not pending
-                yield page
-            while True:
-                while me.batches:
-                    batch = me.batches.popleft()
-                    if batch[-1].seq <= last:
-                        continue  # read during the catch-up
-                    if batch[0].seq <= last:
-                        batch = [ev for ev in batch if ev.seq > last]
-                    last = batch[-1].seq
-                    yield batch
-                if self._sealed:
-                    return
-                me.waiter = asyncio.get_running_loop().create_future()
-                await me.waiter
-                me.waiter = None
-        finally:
-            self._tails.remove(me)
+    def tail(self, after_seq: int) -> Tail:
+        return _LocalTail(self, after_seq)
 
     def watermark(self) -> float:
         firsts = [tail.batches[0][0].ts for tail in self._tails if tail.batches]
+        # a reader catching up has not read what follows the last event it yielded
+        firsts += [math.nextafter(t.floor, math.inf) for t in self._tails if t.floor is not None]
         if self._committing:
             firsts.append(self._committing[0].ts)
         if firsts:
