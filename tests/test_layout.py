@@ -39,6 +39,8 @@ def test_the_wheel_holds_every_package(tmp_path: Path) -> None:
     }
     assert _packages() <= inside, f"missing from the wheel: {sorted(_packages() - inside)}"
     assert "wsbus/py.typed" in names
+    # the PROTOCOL.md generator (docs/protodoc/) is a repository tool, not shipped
+    assert not [n for n in names if "protodoc" in n], "a protodoc module is in the wheel"
 
 
 def test_server_code_imports_no_client_code() -> None:
