@@ -34,22 +34,30 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from msgspec.structs import astuple
+
 from ..schema import Event, ThreadInfo
 from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
 from .dbfiles import FileGuard, HubLock, StoreLocked
 from .sqlquery import (
     COLUMNS,
+    RECEIPT_COLUMNS,
     SCHEMA,
     last_seq_before,
+    marks,
     member_decode,
     meta_encode,
     row_to_event,
+    row_to_receipt,
     select_entitled_sql,
     select_sql,
     where_sql,
 )
 
 __all__ = ["SqliteStore", "StoreLocked"]
+
+_INSERT_EVENTS = f"INSERT INTO events ({COLUMNS}) VALUES ({marks(COLUMNS)})"
+_INSERT_RECEIPTS = f"INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES ({marks(RECEIPT_COLUMNS)})"
 
 log = logging.getLogger("wsbus.store")
 
@@ -229,6 +237,8 @@ class SqliteStore(Store):
     async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
         if self.failure is not None:
             raise sqlite3.OperationalError(self.failure)
+        # in COLUMNS' order (Event's fields); spelled out, as on this hot path a tuple
+        # built here is faster than msgspec.structs.astuple with meta re-encoded
         ev_rows = [
             (
                 e.seq,
@@ -236,32 +246,24 @@ class SqliteStore(Store):
                 e.channel,
                 e.from_,
                 e.to,
+                e.body,
                 e.thread,
                 e.kind,
-                e.body,
                 meta_encode(e.meta) if e.meta is not None else None,
                 e.ref,
             )
             for e in events
         ]
-        rc_rows = [
-            (r.seq, r.channel, r.name, r.status, r.ts, r.reason, int(r.final)) for r in receipts
-        ]
+        rc_rows = [astuple(r) for r in receipts]
 
         def work() -> None:
             conn = self._wconn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if ev_rows:
-                    conn.executemany(
-                        f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev_rows
-                    )
+                    conn.executemany(_INSERT_EVENTS, ev_rows)
                 if rc_rows:
-                    conn.executemany(
-                        "INSERT INTO receipts (seq, channel, name, status, ts, reason, final)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        rc_rows,
-                    )
+                    conn.executemany(_INSERT_RECEIPTS, rc_rows)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -326,24 +328,11 @@ class SqliteStore(Store):
             rows = (
                 self._rconn()
                 .execute(
-                    "SELECT seq, channel, name, status, ts, reason, final FROM receipts"
-                    " WHERE seq = ? ORDER BY ts",
-                    (seq,),
+                    f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE seq = ? ORDER BY ts", (seq,)
                 )
                 .fetchall()
             )
-            return [
-                ReceiptRecord(
-                    seq=r[0],
-                    channel=r[1],
-                    name=r[2],
-                    status=r[3],
-                    ts=r[4],
-                    reason=r[5],
-                    final=bool(r[6]),
-                )
-                for r in rows
-            ]
+            return [row_to_receipt(r) for r in rows]
 
         return await self._on(self._reader, work)
 

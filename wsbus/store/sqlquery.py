@@ -13,15 +13,18 @@ import msgspec
 
 from ..entitlement import may_read_sql, receives_arms, receives_sql
 from ..schema import Event
-from .base import MemberRecord, Query
+from .base import MemberRecord, Query, ReceiptRecord
 
 __all__ = [
     "COLUMNS",
+    "RECEIPT_COLUMNS",
     "SCHEMA",
     "last_seq_before",
+    "marks",
     "member_decode",
     "meta_encode",
     "row_to_event",
+    "row_to_receipt",
     "select_entitled_sql",
     "select_sql",
     "where_sql",
@@ -63,26 +66,41 @@ CREATE TABLE IF NOT EXISTS members (
 );
 """
 
-COLUMNS = "seq, ts, channel, sender, recipient, thread, kind, body, meta, ref"
+#: Event's fields, in order: all but ``loop`` (live events only) are stored, one column each
+_EVENT_FIELDS = tuple(f.name for f in msgspec.structs.fields(Event))
+if _EVENT_FIELDS[-1] != "loop":
+    raise TypeError("Event has a new field: give it a column (and a migration), or not")
+#: the events table's columns in Event's field order: a row converts to an Event by position
+COLUMNS = ", ".join({"from_": "sender", "to": "recipient"}.get(n, n) for n in _EVENT_FIELDS[:-1])
+_META = _EVENT_FIELDS.index("meta")
+#: the receipts table's columns: ReceiptRecord's fields (a row is ``astuple(record)``)
+RECEIPT_COLUMNS = ", ".join(f.name for f in msgspec.structs.fields(ReceiptRecord))
+
 meta_encode = msgspec.json.Encoder().encode
 _meta_decode = msgspec.json.Decoder(dict[str, Any]).decode
 member_decode = msgspec.json.Decoder(MemberRecord).decode
 
 
+def marks(columns: str) -> str:
+    """The ``?`` placeholders of a VALUES list for ``columns``."""
+    return ",".join("?" * len(columns.split(",")))
+
+
 def row_to_event(row: tuple[Any, ...]) -> Event:
-    seq, ts, channel, sender, to, thread, kind, body, meta, ref = row
-    return Event(
-        seq=seq,
-        ts=ts,
-        channel=channel,
-        from_=sender,
-        to=to,
-        body=body,
-        thread=thread,
-        kind=kind,
-        meta=_meta_decode(meta) if meta is not None else None,
-        ref=ref,
-    )
+    """The event a row of :data:`COLUMNS` holds (``meta`` is stored as JSON)."""
+    meta = row[_META]
+    if meta is None:
+        return Event(*row)
+    values = list(row)
+    values[_META] = _meta_decode(meta)
+    return Event(*values)
+
+
+def row_to_receipt(row: tuple[Any, ...]) -> ReceiptRecord:
+    """The receipt a row of :data:`RECEIPT_COLUMNS` holds (``final`` is stored as 0 or 1)."""
+    values = list(row)
+    values[-1] = bool(values[-1])
+    return ReceiptRecord(*values)
 
 
 def where_sql(q: Query) -> tuple[str, list[Any]]:
