@@ -6,11 +6,11 @@ and the one-name, one-channel form of two index ranges)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.test_routing import make
 from wsbus.entitlement import may_read, receives
 from wsbus.routing import Router, entitled
 from wsbus.schema import BROADCAST, Event
@@ -49,6 +49,15 @@ MAY_READ = [
 CHANNEL = "room"
 
 
+@dataclass(eq=False)
+class Sess:
+    """What the router needs of a session."""
+
+    names: tuple[str, ...]
+    watch: bool = False
+    channels: set[str] = field(default_factory=set)
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "e.db")
@@ -74,7 +83,7 @@ def test_receives_in_python_and_in_the_router(
     assert entitled(names, False, sender, to) is expected
     assert entitled(names, True, sender, to)  # a watcher receives everything
     router = Router()
-    session = make(*dict.fromkeys(names))  # the hub gives a session each name once
+    session = Sess(tuple(dict.fromkeys(names)))  # the hub gives a session each name once
     router.attach(session, [CHANNEL])
     assert (session in router.recipients(CHANNEL, sender, to)) is expected
 
