@@ -36,7 +36,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench $(ARGS)
 
 docs: $(VENV)/.installed-dev
-	$(BIN)/python -m wsbus.protodoc > docs/PROTOCOL.md
+	$(BIN)/python -m docs.protodoc > docs/PROTOCOL.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

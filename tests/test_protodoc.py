@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import msgspec.inspect as mi
 
-from wsbus import protodoc
+from docs import protodoc
 from wsbus.config import ENVIRONMENT, Settings
 from wsbus.errors import CLOSE_MEANINGS, ERROR_MEANINGS, CloseCode, ErrorCode
 from wsbus.hub import HubConfig
@@ -35,7 +35,7 @@ def test_protocol_md_is_up_to_date() -> None:
 
 def test_module_entry_point_prints_the_document() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "wsbus.protodoc"],
+        [sys.executable, "-m", "docs.protodoc"],
         capture_output=True,
         text=True,
         check=True,

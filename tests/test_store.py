@@ -467,7 +467,7 @@ async def test_failed_batch_commits_nothing(tmp_path: Path) -> None:
 def test_sqlite_age_cut_finds_the_last_older_seq_across_gaps(tmp_path: Path) -> None:
     import sqlite3
 
-    from wsbus.store.sqlite import SCHEMA, _last_seq_before
+    from wsbus.store.sqlquery import SCHEMA, last_seq_before
 
     conn = sqlite3.connect(tmp_path / "gaps.db")
     conn.executescript(SCHEMA)
@@ -476,10 +476,10 @@ def test_sqlite_age_cut_finds_the_last_older_seq_across_gaps(tmp_path: Path) -> 
         "INSERT INTO events (seq, ts, channel, sender, recipient, body) VALUES (?,?,?,?,?,?)",
         [(s, 1000.0 + s, "c", "a", "b", "x") for s in seqs],
     )
-    assert _last_seq_before(conn, 0.0) == 0
+    assert last_seq_before(conn, 0.0) == 0
     for cutoff_seq in range(0, 110):
         expected = max((s for s in seqs if 1000.0 + s < 1000.0 + cutoff_seq), default=0)
-        assert _last_seq_before(conn, 1000.0 + cutoff_seq) == expected
+        assert last_seq_before(conn, 1000.0 + cutoff_seq) == expected
     conn.close()
 
 

@@ -226,9 +226,7 @@ class Ingest:
                 online = None if ev.to == BROADCAST else self._online(ev.channel, ev.to)
                 for i, s in enumerate(p.waiters):
                     dup = stamp.duplicate or i > 0
-                    s.send(
-                        Ok(ref=ev.ref, seq=stamp.seq, ts=stamp.ts, duplicate=dup, online=online)
-                    )
+                    s.send(Ok(ref=ev.ref, seq=stamp.seq, ts=stamp.ts, duplicate=dup, online=online))
             except Exception:
                 logger.exception("answering the send of seq %d failed", stamp.seq)
         if receipts:

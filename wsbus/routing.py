@@ -11,16 +11,19 @@ Rules:
 - a broadcast (``to`` = ``*``) goes to every session on the channel except the
   sessions acting for the sender alone (watchers see their own broadcasts too; a
   bridge acting for several names gets one name's broadcasts for the others);
+  the rule is :func:`wsbus.entitlement.receives` (its SQL form beside it), which
+  :meth:`Router.recipients` answers from its indexes;
 - a name is *up* on a channel while at least one session acts for it there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 import msgspec
 
+from .entitlement import receives
 from .schema import BROADCAST
 
 __all__ = ["PresenceChange", "Routable", "Router", "entitled"]
@@ -42,13 +45,9 @@ class PresenceChange(msgspec.Struct, frozen=True):
     up: bool
 
 
-def entitled(names: Iterable[str], watch: bool, sender: str, to: str) -> bool:
+def entitled(names: Collection[str], watch: bool, sender: str, to: str) -> bool:
     """Whether a session acting for ``names`` receives an event from ``sender`` to ``to``."""
-    if watch:
-        return True
-    if to == BROADCAST:
-        return set(names) != {sender}
-    return to in names
+    return watch or receives(names, sender, to)
 
 
 class Router:

@@ -4,7 +4,7 @@ This module is the single source of truth for the protocol. Each frame is a
 Struct tagged on ``op``; client frames and hub frames form two tagged unions,
 :data:`ClientFrame` and :data:`HubFrame`. Decoding into a union validates every
 field, so no other module checks dict keys by hand. ``docs/PROTOCOL.md`` is
-generated from the frames' docstrings and fields (``python -m wsbus.protodoc``).
+generated from the frames' docstrings and fields (``python -m docs.protodoc``).
 
 Two encodings carry the same structs: JSON in text frames (subprotocol
 ``wsbus.v1.json``, the default) and MessagePack in binary frames

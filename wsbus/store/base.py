@@ -63,6 +63,7 @@ class Query(msgspec.Struct):
     ``latest`` takes the last ``limit`` events of the range instead of the first.
     ``party`` keeps what those names may read back: broadcasts and direct events
     to *or from* one of them (history for a token that does not read everything).
+    (Both rules, in Python and SQL: :mod:`wsbus.entitlement`.)
     """
 
     limit: int

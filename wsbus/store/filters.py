@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schema import BROADCAST
+from ..entitlement import may_read, receives
 from .base import Query
 
 __all__ = ["matches"]
@@ -18,10 +18,6 @@ def matches(q: Query, channel: str, sender: str, to: str, thread: str | None) ->
         return False
     if q.thread is not None and thread != q.thread:
         return False
-    if q.party is not None and to != BROADCAST and to not in q.party and sender not in q.party:
+    if q.party is not None and not may_read(q.party, sender, to):
         return False
-    if q.entitled is not None:
-        if to == BROADCAST:  # not back to a session acting for the sender alone
-            return set(q.entitled) != {sender}
-        return to in q.entitled
-    return True
+    return q.entitled is None or receives(q.entitled, sender, to)

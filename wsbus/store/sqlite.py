@@ -16,6 +16,8 @@ After each commit the database and WAL files are checked to be the ones the
 store opened (same inode): a file deleted or replaced under a running hub stops
 every later commit (:attr:`SqliteStore.failure`) instead of acknowledging events
 into a file that is gone.
+
+The tables, rows and queries are in :mod:`.sqlquery`.
 """
 
 from __future__ import annotations
@@ -30,55 +32,36 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import msgspec
+from msgspec.structs import astuple
 
-from ..schema import BROADCAST, Event, ThreadInfo
+from ..schema import Event, ThreadInfo
 from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
 from .dbfiles import FileGuard, HubLock, StoreLocked
+from .sqlquery import (
+    COLUMNS,
+    RECEIPT_COLUMNS,
+    SCHEMA,
+    last_seq_before,
+    marks,
+    member_decode,
+    meta_encode,
+    row_to_event,
+    row_to_receipt,
+    select_entitled_sql,
+    select_sql,
+    where_sql,
+)
 
 __all__ = ["SqliteStore", "StoreLocked"]
+
+_INSERT_EVENTS = f"INSERT INTO events ({COLUMNS}) VALUES ({marks(COLUMNS)})"
+_INSERT_RECEIPTS = f"INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES ({marks(RECEIPT_COLUMNS)})"
 
 log = logging.getLogger("wsbus.store")
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    channel TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    thread TEXT,
-    kind TEXT,
-    body TEXT NOT NULL,
-    meta BLOB,
-    ref TEXT
-);
-CREATE INDEX IF NOT EXISTS events_recipient ON events (channel, recipient, seq);
-CREATE INDEX IF NOT EXISTS events_thread ON events (channel, thread, seq)
-    WHERE thread IS NOT NULL;
-DROP INDEX IF EXISTS events_ts;
-CREATE TABLE IF NOT EXISTS receipts (
-    seq INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    ts REAL NOT NULL,
-    reason TEXT,
-    final INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS receipts_seq ON receipts (seq, name);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS members (
-    channel TEXT NOT NULL,
-    name TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (channel, name)
-);
-"""
 
 #: batches up to this many rows commit on the event loop's thread (not with --fsync)
 INLINE_ROWS = 64
@@ -120,139 +103,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
     except sqlite3.Error as err:
         log.warning("rollback failed: %s", err)
-
-
-_COLUMNS = "seq, ts, channel, sender, recipient, thread, kind, body, meta, ref"
-_meta_encode = msgspec.json.Encoder().encode
-_meta_decode = msgspec.json.Decoder(dict[str, Any]).decode
-_member_decode = msgspec.json.Decoder(MemberRecord).decode
-
-
-def _row_to_event(row: tuple[Any, ...]) -> Event:
-    seq, ts, channel, sender, to, thread, kind, body, meta, ref = row
-    return Event(
-        seq=seq,
-        ts=ts,
-        channel=channel,
-        from_=sender,
-        to=to,
-        body=body,
-        thread=thread,
-        kind=kind,
-        meta=_meta_decode(meta) if meta is not None else None,
-        ref=ref,
-    )
-
-
-def _where(q: Query) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if q.after is not None:
-        clauses.append("seq > ?")
-        args.append(q.after)
-    if q.before is not None:
-        clauses.append("seq < ?")
-        args.append(q.before)
-    if q.channels is not None:
-        clauses.append(f"channel IN ({','.join('?' * len(q.channels))})")
-        args.extend(q.channels)
-    if q.to is not None:
-        clauses.append("recipient = ?")
-        args.append(q.to)
-    if q.sender is not None:
-        clauses.append("sender = ?")
-        args.append(q.sender)
-    if q.thread is not None:
-        clauses.append("thread = ?")
-        args.append(q.thread)
-    if q.party is not None:
-        marks = ",".join("?" * len(q.party))
-        clauses.append(f"(recipient = ? OR recipient IN ({marks}) OR sender IN ({marks}))")
-        args.append(BROADCAST)
-        args.extend(q.party)
-        args.extend(q.party)
-    if q.entitled is not None:
-        marks = ",".join("?" * len(q.entitled))
-        if q.pending_only:
-            clauses.append(f"recipient IN ({marks})")
-            args.extend(q.entitled)
-            clauses.append(
-                "NOT EXISTS (SELECT 1 FROM receipts r WHERE r.seq = events.seq"
-                " AND r.name = events.recipient AND r.final = 1)"
-            )
-        elif len(set(q.entitled)) == 1:
-            # broadcasts, except back to a session acting for their sender alone
-            clauses.append(f"(recipient IN ({marks}) OR (recipient = ? AND sender != ?))")
-            args.extend(q.entitled)
-            args.append(BROADCAST)
-            args.append(q.entitled[0])
-        else:
-            clauses.append(f"(recipient IN ({marks}) OR recipient = ?)")
-            args.extend(q.entitled)
-            args.append(BROADCAST)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-def _select(q: Query) -> tuple[str, list[Any]]:
-    where, args = _where(q)
-    return f"SELECT {_COLUMNS} FROM events{where}", args
-
-
-def _select_entitled(q: Query) -> tuple[str, list[Any]] | None:
-    """What one name may receive on one channel, as two index ranges merged in seq
-    order — its direct events, the channel's broadcasts but its own — instead of
-    walking every event of the channel (``entitled``'s OR reads them all: 65 ms for
-    a name with no messages among 200,000 events; this: under 1 ms). None when the
-    query is not of that shape."""
-    if q.pending_only or q.entitled is None or len(set(q.entitled)) != 1:
-        return None
-    if q.channels is None or len(q.channels) != 1:
-        return None
-    name = q.entitled[0]
-    arms: list[str] = []
-    args: list[Any] = []
-    for to in (name, BROADCAST):
-        if q.to is not None and q.to != to:
-            continue
-        sql, arm_args = _select(msgspec.structs.replace(q, entitled=None, to=to))
-        if to == BROADCAST:
-            sql += " AND sender != ?"  # _where always has clauses here (channel, to)
-            arm_args.append(name)
-        arms.append(sql)
-        args += arm_args
-    if not arms:
-        return None
-    return " UNION ALL ".join(arms), args
-
-
-def _last_seq_before(conn: sqlite3.Connection, ts: float) -> int:
-    """The highest seq whose ts is below ``ts`` (0 if none).
-
-    ``ts`` grows with ``seq``, so a binary search over the primary key finds it
-    in a few dozen point reads, without an index on ``ts`` that every commit
-    would have to update.
-    """
-    # two subqueries: min() and max() in one SELECT scan the table, alone each is a seek
-    lo_hi = conn.execute(
-        "SELECT (SELECT min(seq) FROM events), (SELECT max(seq) FROM events)"
-    ).fetchone()
-    if lo_hi[0] is None:
-        return 0
-    lo, hi = lo_hi
-    best = 0
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        row = conn.execute(
-            "SELECT seq, ts FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
-        ).fetchone()
-        if row is None or row[0] > hi:
-            hi = mid - 1
-        elif row[1] < ts:
-            best = row[0]
-            lo = row[0] + 1
-        else:
-            hi = mid - 1
-    return best
 
 
 class SqliteStore(Store):
@@ -387,6 +237,8 @@ class SqliteStore(Store):
     async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
         if self.failure is not None:
             raise sqlite3.OperationalError(self.failure)
+        # in COLUMNS' order (Event's fields); spelled out, as on this hot path a tuple
+        # built here is faster than msgspec.structs.astuple with meta re-encoded
         ev_rows = [
             (
                 e.seq,
@@ -394,32 +246,24 @@ class SqliteStore(Store):
                 e.channel,
                 e.from_,
                 e.to,
+                e.body,
                 e.thread,
                 e.kind,
-                e.body,
-                _meta_encode(e.meta) if e.meta is not None else None,
+                meta_encode(e.meta) if e.meta is not None else None,
                 e.ref,
             )
             for e in events
         ]
-        rc_rows = [
-            (r.seq, r.channel, r.name, r.status, r.ts, r.reason, int(r.final)) for r in receipts
-        ]
+        rc_rows = [astuple(r) for r in receipts]
 
         def work() -> None:
             conn = self._wconn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if ev_rows:
-                    conn.executemany(
-                        f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev_rows
-                    )
+                    conn.executemany(_INSERT_EVENTS, ev_rows)
                 if rc_rows:
-                    conn.executemany(
-                        "INSERT INTO receipts (seq, channel, name, status, ts, reason, final)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        rc_rows,
-                    )
+                    conn.executemany(_INSERT_RECEIPTS, rc_rows)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -456,7 +300,7 @@ class SqliteStore(Store):
 
     async def query(self, q: Query) -> list[Event]:
         order = "DESC" if q.latest else "ASC"
-        sql, args = _select_entitled(q) or _select(q)
+        sql, args = select_entitled_sql(q) or select_sql(q)
         sql += f" ORDER BY seq {order} LIMIT ?"
         args.append(q.limit)
 
@@ -464,7 +308,7 @@ class SqliteStore(Store):
             rows = self._rconn().execute(sql, args).fetchall()
             if q.latest:
                 rows.reverse()
-            return [_row_to_event(r) for r in rows]
+            return [row_to_event(r) for r in rows]
 
         return await self._on(self._reader, work)
 
@@ -472,10 +316,10 @@ class SqliteStore(Store):
         def work() -> Event | None:
             row = (
                 self._rconn()
-                .execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?", (seq,))
+                .execute(f"SELECT {COLUMNS} FROM events WHERE seq = ?", (seq,))
                 .fetchone()
             )
-            return _row_to_event(row) if row else None
+            return row_to_event(row) if row else None
 
         return await self._on(self._reader, work)
 
@@ -484,24 +328,11 @@ class SqliteStore(Store):
             rows = (
                 self._rconn()
                 .execute(
-                    "SELECT seq, channel, name, status, ts, reason, final FROM receipts"
-                    " WHERE seq = ? ORDER BY ts",
-                    (seq,),
+                    f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE seq = ? ORDER BY ts", (seq,)
                 )
                 .fetchall()
             )
-            return [
-                ReceiptRecord(
-                    seq=r[0],
-                    channel=r[1],
-                    name=r[2],
-                    status=r[3],
-                    ts=r[4],
-                    reason=r[5],
-                    final=bool(r[6]),
-                )
-                for r in rows
-            ]
+            return [row_to_receipt(r) for r in rows]
 
         return await self._on(self._reader, work)
 
@@ -536,14 +367,14 @@ class SqliteStore(Store):
 
     async def seq_at_ts(self, ts: float) -> int:
         bound = math.nextafter(ts, math.inf)  # "at most ts" = "below the next float"
-        return await self._on(self._reader, lambda: _last_seq_before(self._rconn(), bound))
+        return await self._on(self._reader, lambda: last_seq_before(self._rconn(), bound))
 
     async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
         def work() -> tuple[int, int]:
             conn = self._wconn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                cut = _last_seq_before(conn, older_than_ts)
+                cut = last_seq_before(conn, older_than_ts)
                 if keep > 0:
                     row = conn.execute(
                         "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?", (keep,)
@@ -573,7 +404,7 @@ class SqliteStore(Store):
         self, channel: str | None, party: list[str] | None = None
     ) -> list[ThreadInfo]:
         q = Query(limit=0, channels=[channel] if channel is not None else None, party=party)
-        where, args = _where(q)  # the same filters as history's
+        where, args = where_sql(q)  # the same filters as history's
         where += (" AND " if where else " WHERE ") + "thread IS NOT NULL"
         sql = (
             "SELECT channel, thread, count(*), min(ts), max(ts) FROM events"
@@ -589,12 +420,12 @@ class SqliteStore(Store):
     async def members(self) -> list[MemberRecord]:
         def work() -> list[MemberRecord]:
             rows = self._rconn().execute("SELECT data FROM members").fetchall()
-            return [_member_decode(r[0]) for r in rows]
+            return [member_decode(r[0]) for r in rows]
 
         return await self._on(self._reader, work)
 
     async def put_member(self, member: MemberRecord) -> None:
-        data = _meta_encode(member)
+        data = meta_encode(member)
 
         def work() -> None:
             self._wconn().execute(

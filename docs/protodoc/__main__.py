@@ -1,0 +1,5 @@
+"""``python -m docs.protodoc``: print ``docs/PROTOCOL.md``."""
+
+from .render import main
+
+main()
