@@ -9,8 +9,8 @@ with a new hello that resumes from that cursor: nothing missed, nothing doubled 
 already printed are skipped). Sends carry ``kind = human`` and are echoed once the
 hub has stored them.
 
-What a line means is decided in :mod:`chat_commands` and how things look in
-:mod:`chat_view`; this module only wires them to the client and the terminal. Errors
+What a line means is decided in :mod:`.commands` and how things look in
+:mod:`.view`; this module only wires them to the client and the terminal. Errors
 become one ``! ...`` line above the prompt, never a traceback.
 """
 
@@ -41,8 +41,12 @@ from wsbus.config import Access, state_dir
 from wsbus.errors import ClientError, SendRefused
 from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, Event, Presence, Receipt, RosterResult
 
-from . import chat_view as view
-from .chat_commands import (
+from ..common import Subcommands, need_name, settings_from
+from ..cursor import CursorFile
+from ..exits import CliError, Exit
+from ..suggest import did_you_mean
+from . import view
+from .commands import (
     ChatState,
     Hint,
     Nothing,
@@ -58,11 +62,7 @@ from .chat_commands import (
     Who,
     parse,
 )
-from .chat_prompt import ChatCompleter, chat_key_bindings, continuation, input_history
-from .common import Subcommands, need_name, settings_from
-from .cursor import CursorFile
-from .exits import CliError, Exit
-from .suggest import did_you_mean
+from .prompt import ChatCompleter, chat_key_bindings, continuation, input_history
 
 __all__ = ["ChatApp", "register", "run"]
 
