@@ -101,7 +101,7 @@ SECURE_SECTION = (
 LEGACY_SECTION = "**legacy agent-bus HTTP** /send, /recv (baseline: the agent-bus reference server)"
 TMUX_SECTION = (
     "**tmux delivery** into an agent's pane (baseline: direct injection, no bus: "
-    "cli/inject.py Injector in the harness)"
+    "cli/bridge/inject.py Injector in the harness)"
 )
 NO_BASELINE = "n/a (run with --agent-bus-server)"
 ARROW = "\u2192"

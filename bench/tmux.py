@@ -5,7 +5,7 @@ way: no bus, no receipt).
 Both sides type the same line (``«agent-msg» from=bench-sender HH:MMZ | <body>``) into
 the same pane of a private tmux server (``tmux -L wsbus-bench-<pid>-<rand> -f
 /dev/null``) with the same delays: ``send-keys -l``, ``enter_delay``, ``send-keys Enter``,
-``verify_delay``, then the cursor-line check of :class:`wsbus.cli.inject.Injector`. The
+``verify_delay``, then the cursor-line check of :class:`wsbus.cli.bridge.inject.Injector`. The
 pane runs a line reader that appends every line it reads to a file, so the scenario can
 check that each message arrived exactly once.
 
@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Literal
 from uuid import uuid4
 
-from wsbus.cli.comms_paths import CommsTunables
-from wsbus.cli.inject import Injector, message_line
-from wsbus.cli.tmux import Tmux
-from wsbus.cli.wire import wait_receipt
+from wsbus.cli.bridge.inject import Injector, message_line
+from wsbus.cli.bridge.tmux import Tmux
+from wsbus.cli.conventions import wait_receipt
+from wsbus.cli.local.paths import CommsTunables
 
 from wsbus.client import Client
 from wsbus.schema import Receipt

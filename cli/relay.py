@@ -1,7 +1,7 @@
 """``wsbus relay``: forward the disk spool to the hub.
 
 Senders that could not reach the hub (a sandboxed agent, a hub that was down)
-left their events in the spool (:mod:`.spool`). The relay sends them in spool
+left their events in the spool (:mod:`.local.spool`). The relay sends them in spool
 order, each with its original ``ref`` and sender, so a forward that is cut short
 and repeated stores nothing twice; a file is removed only after the hub's
 durable ``ok``. The bridge runs the same forwarding whenever it is connected.
@@ -22,10 +22,10 @@ from wsbus.config import Access
 from wsbus.errors import ClientError, HubUnreachable, SendRefused
 
 from .common import Subcommands, add_client_args, settings_from
-from .comms_paths import CommsPaths, private_dir
+from .conventions import META_HOST, META_LOCAL, META_SENT_AT, hostname
 from .exits import CliError, Exit
-from .spool import Spool, SpoolRecord
-from .wire import META_HOST, META_LOCAL, META_SENT_AT, hostname
+from .local.paths import CommsPaths, private_dir
+from .local.spool import Spool, SpoolRecord
 
 __all__ = ["RelayResult", "forward", "register", "run", "spooled_meta"]
 

@@ -42,6 +42,6 @@ def on_screen(text: str) -> str:
     (a pipe gets the bytes unchanged)."""
     if not sys.stdout.isatty():
         return text
-    from .inject import for_terminal  # not loaded by `wsbus send`, which prints no bodies
+    from .bridge.inject import for_terminal  # not loaded by `wsbus send`, which prints no bodies
 
     return for_terminal(text)

@@ -231,7 +231,7 @@ async def _send_async(out: Outgoing, *, wait: bool = False) -> int:
 
     from wsbus.client import Client
 
-    from .wire import wait_receipt
+    from .conventions import wait_receipt
 
     args, settings = out.args, out.settings
     client = Client(
@@ -281,8 +281,8 @@ def _spool(out: Outgoing, err: HubUnreachable) -> int:
         raise err
     if out.name is None:
         raise CliError(f"{err}; cannot spool without a name: pass --as NAME", Exit.UNREACHABLE)
-    from .comms_paths import CommsPaths
-    from .spool import Spool, SpoolRecord
+    from .local.paths import CommsPaths
+    from .local.spool import Spool, SpoolRecord
 
     args = out.args
     path = Spool(CommsPaths.from_env().spool).put(

@@ -26,8 +26,8 @@ from typing import Annotated, Any
 import msgspec
 
 from .common import Subcommands, add_client_args, settings_from
+from .conventions import hostname
 from .exits import CliError, Exit
-from .wire import hostname
 
 __all__ = [
     "Reference",

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from wsbus.cli.inject import stamp_hm
-from wsbus.cli.wire import wait_receipt
+from wsbus.cli.bridge.inject import stamp_hm
+from wsbus.cli.conventions import wait_receipt
 
 from wsbus.client import Client, SendResult
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsbus.cli.bridge_core import (
+from wsbus.cli.bridge.decisions import (
     Progress,
     already_delivered,
     local_agents,
@@ -13,8 +13,8 @@ from wsbus.cli.bridge_core import (
     plain_session,
     targets,
 )
-from wsbus.cli.comms_paths import CommsTunables
-from wsbus.cli.registry import Registry
+from wsbus.cli.local.paths import CommsTunables
+from wsbus.cli.local.registry import Registry
 
 from wsbus.schema import Event, RosterEntry
 

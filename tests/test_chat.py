@@ -22,9 +22,9 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
-from wsbus.cli import chat_view as view
-from wsbus.cli.chat import ChatApp
-from wsbus.cli.chat_commands import (
+from wsbus.cli.chat import view
+from wsbus.cli.chat.app import ChatApp
+from wsbus.cli.chat.commands import (
     COMMANDS,
     MAX_COUNT,
     ChatState,
@@ -42,7 +42,7 @@ from wsbus.cli.chat_commands import (
     Who,
     parse,
 )
-from wsbus.cli.chat_prompt import ChatCompleter
+from wsbus.cli.chat.prompt import ChatCompleter
 
 from wsbus import Client
 from wsbus.schema import (
@@ -213,7 +213,7 @@ def test_name_colours_are_stable_and_spread() -> None:
         assert view.name_colour(name) == expected
     # the same in another process (no per-process hash seed)
     out = subprocess.run(
-        [sys.executable, "-c", "from wsbus.cli.chat_view import name_colour as c; print(c('bob'))"],
+        [sys.executable, "-c", "from wsbus.cli.chat.view import name_colour as c; print(c('bob'))"],
         capture_output=True,
         text=True,
         check=True,

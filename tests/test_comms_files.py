@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wsbus.cli.audit import audit, exchange_count, tail
-from wsbus.cli.comms_paths import (
+from wsbus.cli.local.audit import audit, exchange_count, tail
+from wsbus.cli.local.paths import (
     CommsPaths,
     CommsTunables,
     private_dir,
     write_atomic,
 )
-from wsbus.cli.registry import (
+from wsbus.cli.local.registry import (
     STARTER_REGISTRY,
     AgentEntry,
     Registry,
@@ -37,8 +37,8 @@ from wsbus.cli.registry import (
     save_roster,
     unique_member_name,
 )
-from wsbus.cli.spool import Spool, SpoolRecord
-from wsbus.cli.threadfiles import (
+from wsbus.cli.local.spool import Spool, SpoolRecord
+from wsbus.cli.local.threadfiles import (
     append_entry,
     entry,
     format_threads,
@@ -79,7 +79,7 @@ def hold(fds: list[int], path: Path) -> None:
     fds.append(fd)
 
 
-# ---------- comms_paths ----------
+# ---------- paths ----------
 
 
 def test_paths_default_to_the_original_locations(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""cli/filewatch.py: what counts as a change, and waiting returns early on one."""
+"""cli/bridge/filewatch.py: what counts as a change, and waiting returns early on one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from wsbus.cli.filewatch import FileWatch
+from wsbus.cli.bridge.filewatch import FileWatch
 
 
 def test_changes_to_watched_files_are_seen_once(tmp_path: Path) -> None:

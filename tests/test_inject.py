@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wsbus.cli.inject import (
+from wsbus.cli.bridge.inject import (
     Injector,
     Outcome,
     cell_width,
@@ -22,7 +22,7 @@ from wsbus.cli.inject import (
     sanitize,
     stamp_hm,
 )
-from wsbus.cli.tmux import Tmux, TmuxError, pane_target, session_target
+from wsbus.cli.bridge.tmux import Tmux, TmuxError, pane_target, session_target
 
 from .helpers import wait_for
 from .tmuxkit import TmuxServer, Tui
@@ -295,7 +295,7 @@ def test_deliver_async(tmux: Tmux, tmp_path: Path) -> None:
 
 
 def test_for_terminal_keeps_lines_drops_escapes() -> None:
-    from wsbus.cli.inject import for_terminal
+    from wsbus.cli.bridge.inject import for_terminal
 
     assert for_terminal("a\x1b]52;c;ZXZpbA==\x07b\nc\td\x1b[2J\r\x07e") == "ab\nc\tde"
     assert for_terminal("«ok» 😀\n") == "«ok» 😀\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from wsbus.cli.wire import wait_receipt
+from wsbus.cli.conventions import wait_receipt
 
 from wsbus.auth import TokenStore
 from wsbus.client import Client

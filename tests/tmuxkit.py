@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from uuid import uuid4
 
-from wsbus.cli.tmux import Tmux
+from wsbus.cli.bridge.tmux import Tmux
 
 from .helpers import wait_for
 

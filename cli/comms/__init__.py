@@ -1,7 +1,7 @@
 """The tmux-agent-comms command set (``agent_comms``), working through the hub.
 
 Every command of the original tool, with its names, flags, output and exit
-statuses; messages travel as hub events (see :mod:`..wire`) so they reach agents
+statuses; messages travel as hub events (see :mod:`..conventions`) so they reach agents
 on other machines, and without a hub the tool falls back to the original's
 direct delivery into local panes and spools the event for later.
 """

@@ -26,12 +26,12 @@ from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.errors import HubUnreachable
 from wsbus.schema import NAME_RULE, RosterEntry, valid_name
 
-from ..audit import audit
-from ..comms_paths import CommsPaths, CommsTunables
+from ..bridge.tmux import Tmux, TmuxError
+from ..conventions import hostname
 from ..exits import CliError, Exit
-from ..registry import Registry, RegistryError, all_rosters
-from ..tmux import Tmux, TmuxError
-from ..wire import hostname
+from ..local.audit import audit
+from ..local.paths import CommsPaths, CommsTunables
+from ..local.registry import Registry, RegistryError, all_rosters
 
 __all__ = ["REACH_TIMEOUT", "Context", "LocalMember", "check_name"]
 

@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 from wsbus.refs import new_ref
 
-from ..comms_paths import private_dir, write_atomic
-from ..inject import Injector, Outcome, is_one_line, message_line
-from ..spool import Spool, SpoolRecord
-from ..wire import AUDIT_WORDS, META_HOST, META_MODEL, long_doorbell, run_revive
+from ..bridge.inject import Injector, Outcome, is_one_line, message_line
+from ..conventions import AUDIT_WORDS, META_HOST, META_MODEL, long_doorbell, run_revive
+from ..local.paths import private_dir, write_atomic
+from ..local.spool import Spool, SpoolRecord
 from .context import Context
 
 __all__ = [

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..audit import tail
-from ..comms_paths import write_atomic
 from ..exits import CliError, Exit
-from ..registry import STARTER_REGISTRY, Registry, RegistryError, editing
+from ..local.audit import tail
+from ..local.paths import write_atomic
+from ..local.registry import STARTER_REGISTRY, Registry, RegistryError, editing
 from ..render import on_screen
 from .context import Context, check_name
 from .joindoc import join_doc

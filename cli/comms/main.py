@@ -19,10 +19,10 @@ from typing import Any
 from wsbus import __version__
 
 from .. import relay
+from ..bridge.tmux import TmuxError
 from ..common import add_client_args, client_errors
 from ..exits import CliError, Exit
-from ..registry import RegistryError
-from ..tmux import TmuxError
+from ..local.registry import RegistryError
 from . import COMMAND_NAMES, local, members, messaging, threads
 from .context import Context
 from .spec import Command

@@ -18,9 +18,9 @@ from typing import Any
 from wsbus.errors import ErrorCode, SendRefused
 from wsbus.schema import RosterEntry
 
+from ..conventions import KIND_NOTICE
 from ..exits import CliError, Exit
-from ..registry import RegistryError, load_roster, save_roster, unique_member_name
-from ..wire import KIND_NOTICE
+from ..local.registry import RegistryError, load_roster, save_roster, unique_member_name
 from .context import Context, check_name
 from .fallback import deliver, local_target
 from .spec import Command, add_from, add_hub, add_quiet

@@ -17,9 +17,9 @@ from wsbus.client import Client
 from wsbus.refs import new_ref
 from wsbus.schema import DEFAULT_CHANNEL, NAME_RULE, Receipt, valid_name
 
+from ..conventions import wait_receipt
 from ..exits import CliError, Exit
 from ..suggest import did_you_mean
-from ..wire import wait_receipt
 from .context import Context, check_name
 from .fallback import AUDIT_WORDS, SPOOLED, deliver, local_target, outcome_line, pane_line, spool
 from .spec import Command, add_from, add_hub, add_quiet, add_wait

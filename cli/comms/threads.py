@@ -21,12 +21,11 @@ from wsbus.client import Client
 from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, THREAD_RULE, RosterEntry, valid_thread
 from wsbus.schema import valid_name as valid_channel
 
-from ..audit import exchange_count
+from ..conventions import META_MODEL, NO_REPLY, loop_warning, thread_events
 from ..exits import CliError, Exit
-from ..registry import RegistryError, load_roster, safe_relpath
-from ..render import on_screen
-from ..suggest import did_you_mean
-from ..threadfiles import (
+from ..local.audit import exchange_count
+from ..local.registry import RegistryError, load_roster, safe_relpath
+from ..local.threadfiles import (
     append_entry,
     entry,
     format_threads,
@@ -36,7 +35,8 @@ from ..threadfiles import (
     thread_file,
     write_mirror,
 )
-from ..wire import META_MODEL, NO_REPLY, loop_warning, thread_events
+from ..render import on_screen
+from ..suggest import did_you_mean
 from .context import Context, check_name
 from .fallback import SPOOLED, LocalTarget, deliver, local_target, spool
 from .messaging import audience, message_body, settle

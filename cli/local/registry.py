@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from .comms_paths import private_dir, write_atomic
+from .paths import private_dir, write_atomic
 
 __all__ = [
     "STARTER_REGISTRY",

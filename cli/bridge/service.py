@@ -1,13 +1,13 @@
 """``wsbus bridge``: deliver the bus into the tmux panes of this machine's agents.
 
 One process per machine, one hub connection acting for every local agent (see
-:func:`.bridge_core.local_agents`). Each event becomes one line typed into the
+:func:`.decisions.local_agents`). Each event becomes one line typed into the
 right pane by a per-pane worker (one injection at a time per pane, in seq
 order), then a receipt goes back to the sender: ``submitted``, ``unsubmitted``,
 ``failed``, or ``session_down`` while the pane is gone — the message then waits
 and is typed when the session is back (after the registry's ``revive_cmd``, if
 any). Thread entries are mirrored to markdown files first, so the doorbell
-points at a file that exists here (:mod:`.bridge_files`). Every few seconds the
+points at a file that exists here (:mod:`.files`). Every few seconds the
 bridge re-reads the registry and the hub's rosters, reports which panes are alive
 (the roster's up/down) and forwards the spool of senders that could not reach the
 hub — and at once when the registry or a project roster file changes
@@ -30,19 +30,19 @@ from wsbus.config import Access
 from wsbus.errors import ClientError, CloseCode, ConnectionLost, HubUnreachable
 from wsbus.schema import Event, RosterEntry
 
-from .audit import audit
-from .bridge_core import LocalAgent, Progress, already_delivered, local_agents, pane_text, targets
-from .bridge_files import write_long_copy, write_mirror_of
-from .common import Subcommands, add_client_args, settings_from, warn
-from .comms_paths import CommsPaths, CommsTunables, private_dir
-from .exits import CliError, Exit
+from ..common import Subcommands, add_client_args, settings_from, warn
+from ..conventions import AUDIT_WORDS, hostname, run_revive
+from ..exits import CliError, Exit
+from ..local.audit import audit
+from ..local.paths import CommsPaths, CommsTunables, private_dir
+from ..local.registry import Registry, RegistryError
+from ..local.spool import Spool
+from ..relay import forward
+from .decisions import LocalAgent, Progress, already_delivered, local_agents, pane_text, targets
+from .files import write_long_copy, write_mirror_of
 from .filewatch import FileWatch
 from .inject import Injector
-from .registry import Registry, RegistryError
-from .relay import forward
-from .spool import Spool
 from .tmux import Tmux
-from .wire import AUDIT_WORDS, hostname, run_revive
 
 __all__ = ["Bridge", "register", "run"]
 

@@ -19,10 +19,7 @@ import msgspec
 
 from wsbus.schema import BROADCAST, DEFAULT_CHANNEL, NAME_RULE, Event, RosterEntry, valid_name
 
-from .comms_paths import CommsTunables, write_atomic
-from .inject import is_one_line, message_line, sanitize
-from .registry import Registry, RegistryError
-from .wire import (
+from ..conventions import (
     KIND_NOTICE,
     META_HOST,
     META_LOCAL,
@@ -31,6 +28,9 @@ from .wire import (
     loop_warning,
     sent_at,
 )
+from ..local.paths import CommsTunables, write_atomic
+from ..local.registry import Registry, RegistryError
+from .inject import is_one_line, message_line, sanitize
 
 __all__ = [
     "LocalAgent",

@@ -18,12 +18,12 @@ from wsbus.client import Client
 from wsbus.errors import ClientError
 from wsbus.schema import Event
 
-from .bridge_core import long_copy
-from .common import warn
-from .comms_paths import CommsPaths, CommsTunables, private_dir, write_atomic
+from ..common import warn
+from ..conventions import thread_events
+from ..local.paths import CommsPaths, CommsTunables, private_dir, write_atomic
+from ..local.threadfiles import render_events, thread_file, write_mirror
+from .decisions import long_copy
 from .inject import is_one_line
-from .threadfiles import render_events, thread_file, write_mirror
-from .wire import thread_events
 
 __all__ = ["write_long_copy", "write_mirror_of"]
 

@@ -71,7 +71,7 @@ def loop_warning(sender: str, recipient: str) -> str:
 
 def long_doorbell(marker: str, sender: str, ts: float, body: str, where: str) -> str:
     """The one line typed for a long or multi-line body: where to read it."""
-    from .inject import stamp_hm  # the tmux side only
+    from .bridge.inject import stamp_hm  # the tmux side only
 
     lines = body.count("\n") + 1
     return (

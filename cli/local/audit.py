@@ -15,7 +15,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .comms_paths import private_dir
+from .paths import private_dir
 
 __all__ = ["audit", "exchange_count", "tail"]
 

@@ -26,8 +26,8 @@ from prompt_toolkit.formatted_text import FormattedText, fragment_list_to_text
 
 from wsbus.schema import BROADCAST, Event, Presence, Receipt, RosterResult
 
-from .chat_commands import COMMANDS, ChatState
-from .inject import sanitize
+from ..bridge.inject import sanitize
+from .commands import COMMANDS, ChatState
 
 __all__ = [
     "INDENT",

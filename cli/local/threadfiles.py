@@ -22,9 +22,9 @@ from pathlib import Path
 
 from wsbus.schema import BROADCAST, Event
 
-from .comms_paths import private_dir, write_atomic
+from ..conventions import META_MODEL, sent_at
+from .paths import private_dir, write_atomic
 from .registry import locked, safe_relpath
-from .wire import META_MODEL, sent_at
 
 __all__ = [
     "ENTRY_SEP",

@@ -24,11 +24,12 @@ from typing import Any
 
 import msgspec
 
-from .comms_paths import private_dir
+from .paths import private_dir
 
 __all__ = ["Spool", "SpoolRecord"]
 
-log = logging.getLogger(__name__)
+#: the name it had before cli/local/ (the bridge prints it before each warning)
+log = logging.getLogger("wsbus.cli.spool")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

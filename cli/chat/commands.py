@@ -11,7 +11,7 @@
   is sent as text (``//tmp`` sends ``/tmp``, ``\\@home`` sends ``@home``);
 - anything wrong becomes a :class:`Hint`: one line, with a did-you-mean where one fits.
 
-Nothing here does I/O or imports prompt_toolkit; ``cli/chat.py`` carries the actions out.
+Nothing here does I/O or imports prompt_toolkit; ``cli/chat/app.py`` carries the actions out.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Literal
 
 from wsbus.schema import BROADCAST, NAME_RULE, THREAD_RULE, valid_name, valid_thread
 
-from .suggest import closest, did_you_mean
+from ..suggest import closest, did_you_mean
 
 __all__ = [
     "COMMANDS",

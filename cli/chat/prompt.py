@@ -25,7 +25,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
-from .chat_commands import COMMANDS, ChatState
+from .commands import COMMANDS, ChatState
 
 __all__ = ["ChatCompleter", "chat_key_bindings", "continuation", "input_history"]
 
