@@ -184,6 +184,7 @@ class HttpShim:
             self.routes["/ca.pem"] = ("GET", self.ca)
 
     async def start(self) -> None:
+        await self.longpoll.start()
         # aiohttp's low-level server: its HTTP parser and protocol, without the
         # application layer (four fixed routes need no router or middleware chain)
         # keepalive_timeout also bounds a connection that never completes its first
@@ -403,7 +404,7 @@ class HttpShim:
         party = None if grant is None else party_of(grant)
         seen = None if party is None else {BROADCAST, *party}
         out: dict[str, dict[str, int]] = {}
-        for (channel, recipient), count in self.hub.counts.items():
+        for (channel, recipient), count in (await self.longpoll.counts()).items():
             if count <= 0 or (seen is not None and recipient not in seen):
                 continue
             if grant is None or may_use_channel(grant, channel):

@@ -6,7 +6,7 @@ calls :meth:`LongPoll.committed` with every committed batch; a direct event
 wakes its addressee's waiters, a broadcast wakes every waiter on the channel.
 
 Invariant 5 (the legacy ``now`` never skips): ``now`` is taken with
-:meth:`wsbus.hub.Hub.legacy_now` *before* the lookup, so every event with
+:meth:`wsbus.log.Log.watermark` *before* the lookup, so every event with
 ``ts <= now`` was committed when the lookup ran and is in the answer; when
 ``max`` cuts the answer short, ``now`` is the ``ts`` of the last message
 returned, so the cursor rule ``since = max(max(ts), now)`` resumes right after it.
@@ -21,6 +21,7 @@ from wsbus.hub import Hub
 from wsbus.schema import BROADCAST, Event
 from wsbus.store import Query
 
+from .inbox import InboxCounts
 from .messages import LegacyMessage, RecvParams, RecvResponse, legacy_message
 from .window import RecentEvents
 
@@ -96,6 +97,9 @@ class LongPoll:
         self.waiters = Waiters()
         self.recent = RecentEvents(hub.committed_ts, cache_events, cache_bytes)
         self._pruned_seq = hub.pruned_seq
+        #: the /inbox counts (loaded by :meth:`start`, kept from the batches)
+        self.inbox = InboxCounts()
+        self._counted_pruned = hub.pruned_seq
         self.stopping = False
         hub.listeners.append(self.committed)
         hub.access.listeners.append(self.waiters.wake_all)  # pollers re-check their token
@@ -103,7 +107,20 @@ class LongPoll:
     def committed(self, events: list[Event]) -> None:
         """Called by the hub with each batch its tail yields (after fan-out)."""
         self.recent.add(events)
+        self.inbox.add(events)
         self.waiters.wake(events)
+
+    async def start(self) -> None:
+        """Read the /inbox counts (before the shim takes requests)."""
+        await self.inbox.load(self.hub.store)
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """The /inbox counts, read again once retention removed events."""
+        pruned = self.hub.pruned_seq
+        if pruned != self._counted_pruned:
+            self._counted_pruned = pruned
+            await self.inbox.load(self.hub.store)
+        return self.inbox.counts
 
     def stop(self) -> None:
         """Answer every pending poll now (the hub is shutting down)."""
@@ -137,7 +154,7 @@ class LongPoll:
                 return None
             fut = self.waiters.add(p.channel, p.to) if p.block else None
             try:
-                now = self.hub.legacy_now()
+                now = self.hub.log.watermark()  # invariant 5
                 events = await self.fetch(p)
                 left = deadline - loop.time()
                 if events or fut is None or self.stopping or left <= 0:

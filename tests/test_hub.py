@@ -166,13 +166,13 @@ async def test_legacy_now_never_skips_uncommitted_events() -> None:
     hub.store.append = slow_append  # type: ignore[method-assign]
     hub.submit(alice, Send(ref="a", to="bob", body="in flight"))
     await asyncio.sleep(0)
-    now = hub.legacy_now()  # taken while "a" is assigned but not committed
+    now = hub.log.watermark()  # taken while "a" is assigned but not committed
     hub.submit(alice, Send(ref="b", to="bob", body="later"))
     gate.set()
     await async_wait_for(lambda: len(alice.of(Ok)) == 2)
     page = await hub.history(alice, History(ref="h", limit=10))
     assert all(e.ts > now for e in page.events)
-    after = hub.legacy_now()
+    after = hub.log.watermark()
     hub.submit(alice, Send(ref="c", to="bob", body="after"))
     await async_wait_for(lambda: len(alice.of(Ok)) == 3)
     assert alice.of(Ok)[-1].ts > after

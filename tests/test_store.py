@@ -517,3 +517,20 @@ async def test_sqlite_small_commit_never_blocks_the_loop_on_a_held_writer(tmp_pa
     holder.join(5)
     assert (await store.get(1)) == ev
     await store.close()
+
+
+async def test_counts_per_recipient_with_the_last_seq_counted(filled: Store) -> None:
+    counts, upto = await filled.counts()
+    assert upto == 8
+    assert counts == {
+        ("default", "bob"): 2,
+        ("default", "alice"): 1,
+        ("default", "carol"): 1,
+        ("default", BROADCAST): 2,
+        ("ops", "bob"): 1,
+        ("ops", BROADCAST): 1,
+    }
+
+
+async def test_counts_of_an_empty_store(store: Store) -> None:
+    assert await store.counts() == ({}, 0)

@@ -112,8 +112,6 @@ class Hub:
         self.sessions: set[Session] = set()
         #: called with each batch the tail yields, after fan-out (e.g. the HTTP shim)
         self.listeners: list[Callable[[list[Event]], None]] = []
-        #: retained events per (channel, recipient), for the legacy /inbox
-        self.counts: dict[tuple[str, str], int] = {}
         #: ts of the last event the tail yielded
         self.committed_ts = 0.0
         self._joining: dict[Session, list[str]] = {}
@@ -132,7 +130,6 @@ class Hub:
             store,
             self.config,
             committed=lambda: self.committed_seq,
-            on_pruned=self._recount,
             check_tokens=self.check_tokens if gate is not None else None,
         )
         #: validation, the write queue and group commit
@@ -156,7 +153,6 @@ class Hub:
         self.committed_ts = info.last_ts
         self.upkeep.pruned_seq = info.pruned_seq
         await self.prune()
-        self.counts = await self.store.counts()
         await self.rosters.load()
         self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
         tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
@@ -461,8 +457,6 @@ class Hub:
         """Fan out a batch the tail yielded (whichever hub committed it)."""
         for ev in events:
             try:
-                key = (ev.channel, ev.to)
-                self.counts[key] = self.counts.get(key, 0) + 1
                 self.receipts.remember(ev)
                 self._fanout(ev)
             except Exception:  # never let one event stop the tail
@@ -474,13 +468,6 @@ class Hub:
                 listener(events)
             except Exception:
                 logger.exception("commit listener failed")
-
-    def legacy_now(self) -> float:
-        """A ``now`` for the legacy long-poll contract (invariant 5): the log's
-        watermark. Every event the listeners have not seen yet, and every later
-        one, has ``ts`` strictly greater, so a client that advances its cursor to it
-        never skips an event."""
-        return self.log.watermark()
 
     def _fanout(self, ev: Event) -> None:
         targets = self.router.recipients(ev.channel, ev.from_, ev.to)
@@ -549,9 +536,6 @@ class Hub:
     async def prune(self) -> int:
         """Apply retention now; returns how many events were removed."""
         return await self.upkeep.prune()
-
-    async def _recount(self) -> None:
-        self.counts = await self.store.counts()
 
     # ------------------------------------------------------------------ tokens
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .store import Store
@@ -32,7 +32,6 @@ class Upkeep:
         config: HubConfig,
         *,
         committed: Callable[[], int],
-        on_pruned: Callable[[], Awaitable[None]],
         check_tokens: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
@@ -40,7 +39,6 @@ class Upkeep:
         #: the highest seq retention removed (0: none)
         self.pruned_seq = 0
         self._committed = committed
-        self._on_pruned = on_pruned
         self._check_tokens = check_tokens
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -50,7 +48,6 @@ class Upkeep:
         cutoff = time.time() - c.retention_days * 86400 if c.retention_days > 0 else 0.0
         removed, self.pruned_seq = await self.store.prune(cutoff, c.retention_count)
         if removed:
-            await self._on_pruned()
             log.info("retention removed %d events (up to seq %d)", removed, self.pruned_seq)
         return removed
 

@@ -114,8 +114,10 @@ class Store(abc.ABC):
         """``(sender, ref, seq, ts)`` of the newest ``limit`` events that carry a ref."""
 
     @abc.abstractmethod
-    async def counts(self) -> dict[tuple[str, str], int]:
-        """How many retained events each ``(channel, recipient)`` has (``*``: broadcasts)."""
+    async def counts(self) -> tuple[dict[tuple[str, str], int], int]:
+        """How many retained events each ``(channel, recipient)`` has (``*``:
+        broadcasts), and the highest seq counted (0: none): one snapshot, so a reader
+        that follows the log adds exactly the events above it."""
 
     @abc.abstractmethod
     async def seq_at_ts(self, ts: float) -> int:

@@ -83,12 +83,12 @@ class MemoryStore(Store):
         out.reverse()
         return out
 
-    async def counts(self) -> dict[tuple[str, str], int]:
+    async def counts(self) -> tuple[dict[tuple[str, str], int], int]:
         out: dict[tuple[str, str], int] = {}
         for ev in self._events:
             key = (ev.channel, ev.to)
             out[key] = out.get(key, 0) + 1
-        return out
+        return out, self._events[-1].seq if self._events else 0
 
     async def seq_at_ts(self, ts: float) -> int:
         i = bisect.bisect_right([e.ts for e in self._events], ts)

@@ -352,16 +352,17 @@ class SqliteStore(Store):
 
         return await self._on(self._reader, work)
 
-    async def counts(self) -> dict[tuple[str, str], int]:
-        def work() -> dict[tuple[str, str], int]:
+    async def counts(self) -> tuple[dict[tuple[str, str], int], int]:
+        def work() -> tuple[dict[tuple[str, str], int], int]:
             rows = (
                 self._rconn()
-                .execute(
-                    "SELECT channel, recipient, count(*) FROM events GROUP BY channel, recipient"
+                .execute(  # one statement: one snapshot of both answers
+                    "SELECT channel, recipient, count(*), max(seq) FROM events"
+                    " GROUP BY channel, recipient"
                 )
                 .fetchall()
             )
-            return {(r[0], r[1]): r[2] for r in rows}
+            return {(r[0], r[1]): r[2] for r in rows}, max((r[3] for r in rows), default=0)
 
         return await self._on(self._reader, work)
 
