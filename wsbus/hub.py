@@ -20,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, assert_never, cast
-
-import msgspec
 
 from .access import Access
 from .auth import Gate, may_use_channel
@@ -32,9 +30,11 @@ from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hubconfig import HubConfig
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log, Tail
+from .loopguard import own_loop
 from .presence import Announcer
 from .queries import Queries
 from .receipts import Receipts
+from .replay import Replay
 from .rosters import Rosters
 from .routing import Router
 from .schema import (
@@ -57,27 +57,18 @@ from .schema import (
     Status,
     Subscribe,
     Subscribed,
-    Synced,
     Threads,
     Unsubscribe,
     Welcome,
 )
 from .session import Session
-from .store import Query, Store
+from .store import Store
 from .upkeep import Upkeep
 from .version import __version__
 
 __all__ = ["Broadcaster", "Hub", "HubConfig", "default_broadcast"]
 
 logger = logging.getLogger("wsbus.hub")
-
-
-def _own_loop(ev: Event, names: Sequence[str]) -> Event:
-    """``ev`` with only the loop-guard counts of ``names`` (a broadcast's ``loop``
-    holds one count per member in an exchange with its sender)."""
-    assert ev.loop is not None
-    mine = {n: c for n, c in ev.loop.items() if n in names}
-    return msgspec.structs.replace(ev, loop=mine or None)
 
 
 class Hub:
@@ -121,6 +112,8 @@ class Hub:
         self.receipts = Receipts(store, self.config.ref_window)
         #: history and threads, within what a token may read
         self.queries = Queries(store, self.access, self.config.max_history)
+        #: what a (re)connecting session missed, then what arrived meanwhile
+        self.replayer = Replay(store, self.config.replay_page)
         #: presence frames to each channel's members
         self.presence = Announcer(self.router, self.writer)
         #: registered members and bridge claims
@@ -313,62 +306,9 @@ class Hub:
         self.presence.announce(self.router.attach(session, channels), session.info)
 
     async def replay(self, session: Session, resume: int | None, pending: bool = False) -> None:
-        """Send stored events the session missed, then what was held, then go live.
-
-        With ``resume`` every entitled event after it is replayed; without, the
-        session's names get their direct events still pending a final receipt.
-        ``pending`` with ``resume``: those pending events from before ``resume``
-        come first.
-        """
-        upto = session.upto
-        channels = sorted(session.channels)
-        entitled = None if session.watch else list(session.names)
-        if channels and session.names and pending and resume is not None:
-            await self._replay_range(
-                session, channels, list(session.names), 0, min(resume, upto) + 1, True
-            )
-        if channels and (resume is not None or entitled):
-            cursor = resume if resume is not None else 0
-            await self._replay_range(session, channels, entitled, cursor, upto + 1, resume is None)
-        if session.closed:
-            return
-        held, session.held = session.held, []
-        if resume is not None:  # a cursor ahead of this hub's tail: those it has had
-            held = [ev for ev in held if ev.seq > resume]
-        encode = session.codec.encode
-        for ev in held:
-            mine = _own_loop(ev, session.names) if ev.loop and ev.to == BROADCAST else ev
-            session.write(encode(mine))
-        session.live = True
-        session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
-
-    async def _replay_range(
-        self,
-        session: Session,
-        channels: list[str],
-        entitled: list[str] | None,
-        cursor: int,
-        before: int,
-        pending_only: bool,
-    ) -> None:
-        page = self.config.replay_page
-        while not session.closed:
-            q = Query(
-                limit=page,
-                channels=channels,
-                entitled=entitled,
-                after=cursor,
-                before=before,
-                pending_only=pending_only,
-            )
-            events = await self.store.query(q)
-            for ev in events:
-                if session.closed:
-                    return
-                await session.write_async(session.codec.encode(ev))
-            if len(events) < page:
-                return
-            cursor = events[-1].seq
+        """Send stored events the session missed, then what was held, then go live
+        (:class:`wsbus.replay.Replay`)."""
+        await self.replayer.run(session, resume, pending)
 
     def close_session(self, session: Session) -> None:
         """Forget a session that disconnected; report names gone down."""
@@ -488,9 +428,9 @@ class Hub:
             # each recipient learns the count of its own pair only: the others tell who
             # exchanged direct messages with the sender
             special = {s for n in ev.loop for s in self._by_name.get(n, ()) if s.live}
-            self.writer.write_all([s for s in live if s not in special], _own_loop(ev, ()))
+            self.writer.write_all([s for s in live if s not in special], own_loop(ev, ()))
             for s in special.intersection(live):
-                self.writer.write_all([s], _own_loop(ev, s.names))
+                self.writer.write_all([s], own_loop(ev, s.names))
         else:
             self.writer.write_all(live, ev)
 

@@ -17,7 +17,11 @@ code, tested without sockets.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+
+import msgspec
+
+from .schema import Event
 
 __all__ = ["LoopGuard"]
 
@@ -176,3 +180,11 @@ class LoopGuard:
 def _trim(times: deque[float], cutoff: float) -> None:
     while times and times[0] <= cutoff:
         times.popleft()
+
+
+def own_loop(ev: Event, names: Sequence[str]) -> Event:
+    """``ev`` with only the loop-guard counts of ``names`` (a broadcast's ``loop``
+    holds one count per member in an exchange with its sender)."""
+    assert ev.loop is not None
+    mine = {n: c for n, c in ev.loop.items() if n in names}
+    return msgspec.structs.replace(ev, loop=mine or None)
