@@ -196,15 +196,6 @@ def make_store(settings: Settings) -> Store:
     return SqliteStore(settings.db_path(), fsync=settings.fsync, busy_timeout=settings.busy_timeout)
 
 
-def rate_limits(settings: Settings) -> RateLimits:
-    return RateLimits(
-        events=settings.rate_events,
-        bytes=settings.rate_bytes,
-        burst=settings.rate_burst,
-        abuse=settings.rate_abuse,
-    )
-
-
 def open_gate(settings: Settings) -> Gate | None:
     """The token file named by ``--auth`` (None without it)."""
     if not settings.auth:
@@ -352,7 +343,7 @@ async def run(args: argparse.Namespace) -> int:
     nofile = _raise_nofile()
     store = make_store(settings)
     hub = Hub(store, settings.hub_config(), ws_broadcast, gate=gate, find_secret=find_secret)
-    rates = rate_limits(settings)
+    rates = RateLimits.of(settings)
     server = WsServer(
         hub,
         host,

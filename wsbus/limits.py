@@ -113,14 +113,24 @@ class Throttle:
         return wait
 
 
+_DEFAULTS = Settings()
+
+
 class RateLimits(msgspec.Struct, frozen=True):
     """Per-connection rate: frames/s and bytes/s (0: no limit), a bucket holding
-    ``burst`` seconds of each, and ``abuse``: seconds throttled in a row before 4029."""
+    ``burst`` seconds of each, and ``abuse``: seconds throttled in a row before 4029.
+    Each is the setting ``rate_<name>``, and its default is that setting's."""
 
-    events: float = 1000.0
-    bytes: float = 4 << 20
-    burst: float = 5.0
-    abuse: float = 30.0
+    events: float = _DEFAULTS.rate_events
+    bytes: float = _DEFAULTS.rate_bytes
+    burst: float = _DEFAULTS.rate_burst
+    abuse: float = _DEFAULTS.rate_abuse
+
+    @classmethod
+    def of(cls, settings: Settings) -> RateLimits:
+        """The rates ``settings`` set (``rate_events``, ``rate_bytes``…)."""
+        names = (f.name for f in msgspec.structs.fields(cls))
+        return cls(**{name: getattr(settings, f"rate_{name}") for name in names})
 
     def throttle(self, now: float) -> Throttle:
         return Throttle(self.events, self.bytes, self.burst, self.abuse, now)
