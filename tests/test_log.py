@@ -245,3 +245,21 @@ async def test_the_hub_reads_the_log_again_when_reading_it_fails() -> None:
     await async_wait_for(lambda: bob.of(Event), 5)
     assert bob.of(Event)[0].body == "still delivered"
     await hub.stop()
+
+
+async def test_ready_takes_what_was_pushed_without_waiting() -> None:
+    log = await opened()
+    tail = log.tail(0)
+    assert tail.ready() == []
+    (stamp,) = await log.append([draft("a", "r1")])
+    (batch,) = tail.ready()
+    assert [e.seq for e in batch] == [stamp.seq]
+    assert tail.ready() == []  # taken once: the iterator will not yield it again
+    await log.append([draft("a", "r2")])
+    (next_batch,) = await collect(tail, 1)
+    assert [e.seq for e in next_batch] == [2]
+    behind = log.tail(0)  # catching up from the index first: nothing ready
+    await log.append([draft("a", "r3")])
+    assert behind.ready() == []
+    await tail.aclose()
+    await behind.aclose()

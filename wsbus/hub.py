@@ -99,6 +99,7 @@ class Hub:
         self.committed_seq = 0
         self._writer: asyncio.Task[None] | None = None
         self._tailer: asyncio.Task[None] | None = None
+        self._tail: Tail | None = None
         self._stopping = False
         self.sessions: set[Session] = set()
         #: called with each batch the tail yields, after fan-out (e.g. the HTTP shim)
@@ -133,6 +134,7 @@ class Hub:
             in_channel=self.rosters.in_channel,
             online=self.router.serves,
             on_receipts=self._tell_senders,
+            on_committed=self._fan_out_ready,
             find_secret=find_secret,
         )
 
@@ -148,8 +150,8 @@ class Hub:
         await self.prune()
         await self.rosters.load()
         self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
-        tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
-        self._tailer = asyncio.create_task(self._tail_loop(tail), name="wsbus-tail")
+        self._tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
+        self._tailer = asyncio.create_task(self._tail_loop(), name="wsbus-tail")
         self.upkeep.start()
 
     async def stop(self) -> None:
@@ -378,11 +380,13 @@ class Hub:
             ]
             self.writer.push(targets, frame)
 
-    async def _tail_loop(self, tail: Tail) -> None:
+    async def _tail_loop(self) -> None:
         """Fan out what the log's tail yields until the log is sealed. Reading it may
         fail (the index, an engine's connection): then it is read again from the
         last event fanned out, a second later — never given up."""
         while True:
+            tail = self._tail
+            assert tail is not None
             try:
                 async for batch in tail:
                     self._deliver(batch)
@@ -390,8 +394,16 @@ class Hub:
             except Exception:
                 logger.exception("reading the log failed; again after seq %d", self.committed_seq)
                 await tail.aclose()
-                tail = self.log.tail(self.committed_seq)  # registered before the pause
+                self._tail = self.log.tail(self.committed_seq)  # registered before the pause
                 await asyncio.sleep(1.0)
+
+    def _fan_out_ready(self) -> None:
+        """Right after a commit of this hub's writer: fan out what the tail has now,
+        in the same turn of the loop as the ``ok``s (the tail task would take it
+        one turn later)."""
+        if self._tail is not None:
+            for batch in self._tail.ready():
+                self._deliver(batch)
 
     def _deliver(self, events: list[Event]) -> None:
         """Fan out a batch the tail yielded (whichever hub committed it)."""

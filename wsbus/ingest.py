@@ -59,6 +59,7 @@ class Ingest:
         in_channel: Callable[[str, str], bool],
         online: Callable[[str, str], bool],
         on_receipts: Callable[[list[ReceiptFor]], None],
+        on_committed: Callable[[], None] = lambda: None,
         find_secret: Callable[[str], str | None] | None = None,
     ) -> None:
         self.log = log
@@ -70,6 +71,8 @@ class Ingest:
         self._online = online
         #: told of each committed batch's receipts (the hub pushes them to senders)
         self._on_receipts = on_receipts
+        #: called after each commit's answers (the hub fans out what its tail has now)
+        self._on_committed = on_committed
         #: ``--block-secrets``: names the kind of credential a body carries, or None
         self.find_secret = find_secret
         self.loops = LoopGuard(config.loop_window)
@@ -234,6 +237,10 @@ class Ingest:
                 self._on_receipts(receipts)
             except Exception:
                 logger.exception("telling senders of %d receipts failed", len(receipts))
+        try:
+            self._on_committed()
+        except Exception:
+            logger.exception("fanning out the commit failed")
         if self.has_room():
             self._room.set()
         return True
