@@ -133,11 +133,26 @@ class _LocalTail(Tail):
         self.floor: float | None = 0.0 if after_seq < log.committed_seq else None
         self._upto = log.committed_seq  # what the catch-up reads; commits come pushed
         self._closed = False
+        self._wake_soon = False
         log._tails.append(self)  # now, not at the first step: nothing committed is missed
 
     def push(self, batch: list[Event] | None) -> None:
-        if batch is not None:
-            self.batches.append(batch)
+        if batch is None:  # sealed or closed: wake the reader now
+            self._wake()
+            return
+        self.batches.append(batch)
+        if self.waiter is not None and not self._wake_soon:
+            # soon, not now: a writer that takes the batch with ready() in this turn
+            # spares the reader a wake-up for nothing
+            self._wake_soon = True
+            asyncio.get_running_loop().call_soon(self._wake_if_pending)
+
+    def _wake_if_pending(self) -> None:
+        self._wake_soon = False
+        if self.batches:
+            self._wake()
+
+    def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
