@@ -224,7 +224,7 @@ class LocalLog(Log):
         #: stamped, committing: below the watermark until the tails have them
         self._committing: list[Event] = []
         self._tails: list[_LocalTail] = []
-        self._lock = asyncio.Lock()
+        self._appending = False
         self._sealed = False
 
     async def open(self) -> StoreInfo:
@@ -251,48 +251,59 @@ class LocalLog(Log):
     async def append(
         self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()
     ) -> list[Stamp]:
-        async with self._lock:
-            if self._sealed:
-                raise RuntimeError("the log is sealed")
-            stamps: list[Stamp] = []
-            fresh: list[Event] = []
-            batch_refs: dict[tuple[str, str], Stamp] = {}
-            for draft in drafts:
-                key = (draft.from_, draft.ref) if draft.ref is not None else None
-                if key is not None:
-                    seen = self.known(*key) or batch_refs.get(key)
-                    if seen is not None:
-                        stamps.append(seen._replace(duplicate=True))
-                        continue
-                ev = msgspec.structs.replace(draft, seq=self._next_seq, ts=self._stamp())
-                self._next_seq += 1
-                fresh.append(ev)
-                stamp = Stamp(ev.seq, ev.ts)
-                stamps.append(stamp)
-                if key is not None:
-                    batch_refs[key] = stamp
-            self._committing = fresh
-            try:
-                await self.store.append(fresh, receipts)
-            except Exception:
-                self._committing = []
-                if fresh:
-                    self._next_seq = fresh[0].seq  # nothing was stored: no gap in seq
-                raise
-            except BaseException:  # cancelled: the commit may still land; keep the seqs
-                self._committing = []
-                raise
+        # one batch at a time (the hub's single writer): no lock on the hot path
+        if self._appending:
+            raise RuntimeError("LocalLog.append is not reentrant: one batch at a time")
+        if self._sealed:
+            raise RuntimeError("the log is sealed")
+        self._appending = True
+        try:
+            return await self._append(drafts, receipts)
+        finally:
+            self._appending = False
+
+    async def _append(
+        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord]
+    ) -> list[Stamp]:
+        stamps: list[Stamp] = []
+        fresh: list[Event] = []
+        refs = self._refs
+        batch_refs: dict[tuple[str, str], tuple[int, float]] = {}
+        replace = msgspec.structs.replace
+        for draft in drafts:
+            key = (draft.from_, draft.ref) if draft.ref is not None else None
+            if key is not None:
+                seen = refs.get(key) or batch_refs.get(key)
+                if seen is not None:
+                    stamps.append(Stamp(seen[0], seen[1], True))
+                    continue
+            ev = replace(draft, seq=self._next_seq, ts=self._stamp())
+            self._next_seq += 1
+            fresh.append(ev)
+            stamps.append(Stamp(ev.seq, ev.ts))
+            if key is not None:
+                batch_refs[key] = (ev.seq, ev.ts)
+        self._committing = fresh
+        try:
+            await self.store.append(fresh, receipts)
+        except Exception:
             self._committing = []
-            for key, stamp in batch_refs.items():
-                self._refs[key] = (stamp.seq, stamp.ts)
-            while len(self._refs) > self.ref_window:
-                self._refs.popitem(last=False)
             if fresh:
-                self.committed_seq = fresh[-1].seq
-                self.committed_ts = fresh[-1].ts
-                for tail in self._tails:
-                    tail.push(fresh)
-            return stamps
+                self._next_seq = fresh[0].seq  # nothing was stored: no gap in seq
+            raise
+        except BaseException:  # cancelled: the commit may still land; keep the seqs
+            self._committing = []
+            raise
+        self._committing = []
+        refs.update(batch_refs)
+        while len(refs) > self.ref_window:
+            refs.popitem(last=False)
+        if fresh:
+            self.committed_seq = fresh[-1].seq
+            self.committed_ts = fresh[-1].ts
+            for tail in self._tails:
+                tail.push(fresh)
+        return stamps
 
     def tail(self, after_seq: int) -> Tail:
         return _LocalTail(self, after_seq)
