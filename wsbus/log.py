@@ -256,15 +256,6 @@ class LocalLog(Log):
             raise RuntimeError("LocalLog.append is not reentrant: one batch at a time")
         if self._sealed:
             raise RuntimeError("the log is sealed")
-        self._appending = True
-        try:
-            return await self._append(drafts, receipts)
-        finally:
-            self._appending = False
-
-    async def _append(
-        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord]
-    ) -> list[Stamp]:
         stamps: list[Stamp] = []
         fresh: list[Event] = []
         refs = self._refs
@@ -284,17 +275,17 @@ class LocalLog(Log):
             if key is not None:
                 batch_refs[key] = (ev.seq, ev.ts)
         self._committing = fresh
+        self._appending = True
         try:
             await self.store.append(fresh, receipts)
         except Exception:
-            self._committing = []
             if fresh:
                 self._next_seq = fresh[0].seq  # nothing was stored: no gap in seq
             raise
-        except BaseException:  # cancelled: the commit may still land; keep the seqs
+        # (cancelled: the commit may still land on its thread, so the seqs stay used)
+        finally:
             self._committing = []
-            raise
-        self._committing = []
+            self._appending = False
         refs.update(batch_refs)
         while len(refs) > self.ref_window:
             refs.popitem(last=False)
