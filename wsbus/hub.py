@@ -9,7 +9,8 @@ objects and decoded frames. Life of a send:
    one batch (group commit: while one batch commits, the next accumulates); the
    log assigns ``seq``/``ts``, and the hub answers ``ok`` to the senders;
 3. the hub fans out what the log's tail yields — on one node pushed in-process by
-   the commit, with several hubs every hub's events alike: each event is encoded
+   the commit and taken in the same turn as the ``ok``s (``Tail.ready``), with
+   several hubs every hub's events alike: each event is encoded
    once per subprotocol and the same bytes are written to every recipient; a
    recipient whose unread bytes pass ``send_queue`` is closed as a slow consumer
    (it resumes from its cursor without loss).
