@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from wsbus.config import ConfigError, Settings, load_settings
@@ -94,3 +95,30 @@ def client_errors(err: BaseException) -> CliError | None:
     if isinstance(err, TimeoutError):
         return CliError("timed out waiting for the hub", Exit.FAILURE)
     return None
+
+
+def add_grant_args(p: argparse.ArgumentParser, roles: Sequence[str], role_help: str) -> None:
+    """What a new token may do: ``--role``, ``--channel`` and ``--name`` (repeatable),
+    for ``wsbus token create`` and ``wsbus token invite``."""
+    p.add_argument(
+        "--role",
+        default="agent",
+        metavar="|".join(roles),  # checked by the caller: a bad role is one line, not usage
+        help=role_help,
+    )
+    p.add_argument(
+        "--channel",
+        "-c",
+        action="append",
+        default=[],
+        metavar="C",
+        help="a channel the token may use (repeat; default every channel)",
+    )
+    p.add_argument(
+        "--name",
+        dest="names",
+        action="append",
+        default=[],
+        metavar="N",
+        help="for a bridge: a name it may act for (repeat)",
+    )

@@ -11,7 +11,7 @@ from wsbus.auth import AuthError, TokenFileError, TokenStore
 from wsbus.invite import Invite, InviteError, encode, read_hub_info
 from wsbus.tls import ShareTLSError, fingerprint
 
-from .common import Subcommands
+from .common import Subcommands, add_grant_args
 from .exits import CliError, Exit
 from .share import share_paths
 
@@ -42,27 +42,8 @@ def add_invite(actions: Subcommands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", metavar="NAME", help="who joins (the token's name)")
-    p.add_argument(
-        "--role",
-        default="agent",
-        metavar="|".join(INVITE_ROLES),
-        help="agent: acts as NAME; bridge: acts for each --name (default agent)",
-    )
-    p.add_argument(
-        "--channel",
-        "-c",
-        action="append",
-        default=[],
-        metavar="C",
-        help="a channel the token may use (repeat; default every channel)",
-    )
-    p.add_argument(
-        "--name",
-        dest="names",
-        action="append",
-        default=[],
-        metavar="N",
-        help="for a bridge: a name it may act for (repeat)",
+    add_grant_args(
+        p, INVITE_ROLES, "agent: acts as NAME; bridge: acts for each --name (default agent)"
     )
     p.add_argument(
         "--url",

@@ -20,7 +20,7 @@ from wsbus.auth import (
 )
 from wsbus.config import ConfigError, load_settings
 
-from .common import Subcommands
+from .common import Subcommands, add_grant_args
 from .exits import CliError, Exit
 from .invite import add_invite
 
@@ -69,27 +69,8 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("name", metavar="NAME", help="who the token is for")
-    c.add_argument(
-        "--role",
-        default="agent",
-        metavar="|".join(ROLES),  # checked by the store: a bad role is one line, not usage
-        help="agent: acts as NAME; bridge: acts for each --name; admin: anyone (default agent)",
-    )
-    c.add_argument(
-        "--channel",
-        "-c",
-        action="append",
-        default=[],
-        metavar="C",
-        help="a channel the token may use (repeat; default every channel)",
-    )
-    c.add_argument(
-        "--name",
-        dest="names",
-        action="append",
-        default=[],
-        metavar="N",
-        help="for a bridge: a name it may act for (repeat)",
+    add_grant_args(
+        c, ROLES, "agent: acts as NAME; bridge: acts for each --name; admin: anyone (default agent)"
     )
     _add_auth(c)
     c.set_defaults(func=run)
