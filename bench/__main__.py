@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--agent-bus-server PATH] [--agent-bus-send PATH]``: every
-scenario, side by side.
+"""``python -m bench [--quick] [--agent-bus-server PATH] [--agent-bus-send PATH]
+[--vs-python PATH]``: every scenario, side by side.
 
 The websocket scenarios run against the hub and the bare websockets server; the
 legacy agent-bus HTTP scenarios against the hub's HTTP shim and, when given, the
@@ -7,13 +7,16 @@ original agent-bus reference server (never part of this repository); the tmux
 delivery scenarios (bench/tmux.py) through a hub and ``wsbus bridge`` and by direct
 injection into the same pane; the CLI start-up rows (bench/startup.py) time whole
 ``wsbus`` processes beside ``python -c pass``, agent-bus's ``bus_send.py`` (given its
-path) and ``curl``.
+path) and ``curl``. With ``--vs-python``, the hub-based rows (websocket, secured hub,
+legacy HTTP) also run against the hub of another venv's wsbus (an older commit), in
+a column of their own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import tempfile
@@ -28,7 +31,7 @@ from .hostile import section as hostile_section
 from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
-from .servers import ServerProcess, bench_env
+from .servers import ServerProcess, bench_env, probe_other
 from .startup import StartupParams, agent_bus_send_arg, checked_path, startup_rows
 from .startup import section as startup_section
 from .tmux import TmuxParams
@@ -135,6 +138,26 @@ def _notes(
     return "\n".join(textwrap.fill(text, 96, subsequent_indent="  ") for text in paragraphs)
 
 
+def _vs_note(vs: dict[str, str]) -> str:
+    text = (
+        f"vs: {vs['label']} = wsbus {vs['version']} ({vs['wsbus']}) run by {vs['python']}: "
+        "the websocket, --fsync, secured-hub and legacy HTTP scenarios also run against "
+        "hubs of its own (same flags), in turn with this checkout's (alternating which goes "
+        "first); ratio (wsbus/vs) = this checkout's figure / that one's. The tmux, hostile "
+        "and CLI start-up rows run this checkout only."
+    )
+    return textwrap.fill(text, 96, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _present(*servers: ServerProcess | None) -> list[ServerProcess]:
+    return [s for s in servers if s is not None]
+
+
+def _turns(servers: list[ServerProcess], rep: int) -> list[ServerProcess]:
+    """The servers of one repetition: in order on even ones, reversed on odd ones."""
+    return list(servers) if rep % 2 == 0 else list(reversed(servers))
+
+
 async def _replace_broken(workers: list[Worker], env: dict[str, str], tmp: Path) -> None:
     """A worker that missed an answer is out of step: stop it and start a fresh one."""
     for i, w in enumerate(workers):
@@ -150,12 +173,12 @@ async def _legacy(runs: dict[str, Any], errors: list[str], s: ServerProcess, p: 
     events grow the hub (its recent-events cache) and leave freed memory that the
     pending polls' RSS reading would reuse.
     """
-    await step(runs, errors, "legacy_latency", s.mode, legacy_latency(s, p))
-    await step(runs, errors, "legacy_pending", s.mode, legacy_pending(s, p, "direct"))
+    await step(runs, errors, "legacy_latency", s.key, legacy_latency(s, p))
+    await step(runs, errors, "legacy_pending", s.key, legacy_pending(s, p, "direct"))
     if s.mode == "wsbus":  # the reference has no broadcast
-        await step(runs, errors, "legacy_broadcast", s.mode, legacy_pending(s, p, "broadcast"))
-    await step(runs, errors, "legacy_burst", s.mode, legacy_burst(s, p))
-    await step(runs, errors, "legacy_sends", s.mode, legacy_sends(s, p))
+        await step(runs, errors, "legacy_broadcast", s.key, legacy_pending(s, p, "broadcast"))
+    await step(runs, errors, "legacy_burst", s.key, legacy_burst(s, p))
+    await step(runs, errors, "legacy_sends", s.key, legacy_sends(s, p))
 
 
 async def run(
@@ -164,6 +187,7 @@ async def run(
     out: Path | None,
     agent_bus: Path | None = None,
     agent_bus_send: Path | None = None,
+    vs_python: str | None = None,
 ) -> int:
     raise_nofile()
     # SIGTERM cancels the run like Ctrl-C does, so the finally below stops every child
@@ -177,12 +201,25 @@ async def run(
     hp = HostileParams.quick() if quick else HostileParams()
     sp = StartupParams.quick() if quick else StartupParams()
     tmux_skipped: str | None = None
+    vs: dict[str, str] | None = None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wsbus-bench-") as tmpname:
         tmp = Path(tmpname)
         env = bench_env(tmp)
         servers: list[ServerProcess] = []
         workers: list[Worker] = []
+        if vs_python is not None:
+            vs = probe_other(vs_python, tmp, env)
+
+        def other(s: ServerProcess) -> ServerProcess | None:
+            """The same server run by --vs-python's interpreter (started), or None."""
+            if vs_python is None:
+                return None
+            twin = s.other(vs_python, tmp)
+            servers.append(twin)
+            twin.start()
+            return twin
+
         try:
             # the hub's per-connection rate limits would measure the limit, not the hub
             unlimited = ("--rate-events", "0", "--rate-bytes", "0")
@@ -198,8 +235,12 @@ async def run(
             shim = ServerProcess.hub("wsbus-http", tmp, env, *unlimited)
             servers.append(shim)
             shim.start()
-            if not shim.http_url:
-                raise BenchError(f"the hub printed no HTTP shim address: {shim.output()[-500:]}")
+            vs_hub = other(ServerProcess.hub("vs-wsbus", tmp, env, *unlimited))
+            vs_secure = other(ServerProcess.secured("vs-wsbus-secure", tmp, env, *unlimited))
+            vs_shim = other(ServerProcess.hub("vs-wsbus-http", tmp, env, *unlimited))
+            for s in (shim, vs_shim):
+                if s is not None and not s.http_url:
+                    raise BenchError(f"{s.label} printed no HTTP shim address: {s.output()[-500:]}")
             ref: ServerProcess | None = None
             if agent_bus is not None:
                 ref = ServerProcess.agent_bus(agent_bus, tmp, env)
@@ -209,9 +250,9 @@ async def run(
                 workers.append(await Worker.start(i, env, tmp / f"worker{i}.log"))
             for rep in range(p.repeat):
                 # alternate which server goes first, so neither always runs on a warmer machine
-                pair = (hub, bare) if rep % 2 == 0 else (bare, hub)
+                pair = _turns([hub, bare] if vs_hub is None else [hub, vs_hub, bare], rep)
                 for s in pair:
-                    await step(runs, errors, "latency", s.mode, latency(s, p))
+                    await step(runs, errors, "latency", s.key, latency(s, p))
                 for subs, events, rate in p.fanout:
                     for s in pair:
                         await _replace_broken(workers, env, tmp)
@@ -219,7 +260,7 @@ async def run(
                             runs,
                             errors,
                             f"fanout_{subs}",
-                            s.mode,
+                            s.key,
                             fanout(s, workers, subs, events, rate, p),
                         )
                 for s in pair:
@@ -227,32 +268,37 @@ async def run(
                         runs,
                         errors,
                         "durable",
-                        s.mode,
+                        s.key,
                         durable_publish(s, p.durable_events, p),
                     )
-                await step(runs, errors, "secure_latency", "wsbus", latency(secure, p))
-                await step(
-                    runs,
-                    errors,
-                    "secure_durable",
-                    "wsbus",
-                    durable_publish(secure, p.durable_events, p),
-                )
+                for s in _turns(_present(secure, vs_secure), rep):
+                    await step(runs, errors, "secure_latency", s.key, latency(s, p))
+                    await step(
+                        runs,
+                        errors,
+                        "secure_durable",
+                        s.key,
+                        durable_publish(s, p.durable_events, p),
+                    )
                 # the reference takes minutes (0.5 s polls): it runs in the first repetition
-                legacy_pair = [shim] if ref is None or rep > 0 else [shim, ref]
+                legacy_pair = _turns(_present(shim, vs_shim), rep)
+                if ref is not None and rep == 0:
+                    legacy_pair.append(ref)
                 for s in legacy_pair:
                     await _legacy(runs, errors, s, p)
             fsync = ServerProcess.hub("wsbus-fsync", tmp, env, "--fsync")
             servers.append(fsync)
             fsync.start()
-            for _ in range(p.repeat):
-                await step(
-                    runs,
-                    errors,
-                    "durable_fsync",
-                    "wsbus",
-                    durable_publish(fsync, p.durable_fsync_events, p),
-                )
+            vs_fsync = other(ServerProcess.hub("vs-wsbus-fsync", tmp, env, "--fsync"))
+            for rep in range(p.repeat):
+                for s in _turns(_present(fsync, vs_fsync), rep):
+                    await step(
+                        runs,
+                        errors,
+                        "durable_fsync",
+                        s.key,
+                        durable_publish(s, p.durable_fsync_events, p),
+                    )
             tmux_skipped = await tmux_section(runs, errors, tmp, env, tp, p.repeat)
             await hostile_section(runs, errors, tmp, env, hp)
             await startup_section(runs, errors, tmp, env, sp, agent_bus_send)
@@ -273,13 +319,16 @@ async def run(
         senders=p.legacy_senders,
         tmux_messages=tp.messages,
         tmux_skipped=tmux_skipped,
+        vs=vs is not None,
     )
     table += hostile_rows(results, hp)
     table += startup_rows(results, agent_bus_send is not None)
     notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped, sp)
+    if vs is not None:
+        notes += "\n" + _vs_note(vs)
     print(machine_text(info))
     print(f"mode: {'quick' if quick else 'full'}; took {time.monotonic() - started:.0f}s\n")
-    print(markdown(table))
+    print(markdown(table, vs["label"] if vs is not None else None))
     print()
     print(notes)
     if errors:
@@ -293,8 +342,9 @@ async def run(
             "agent_bus_server": str(agent_bus) if agent_bus is not None else None,
             "agent_bus_send": str(agent_bus_send) if agent_bus_send is not None else None,
             "startup_params": vars(sp),
+            **({"vs": vs} if vs is not None else {}),
             "seconds": round(time.monotonic() - started, 1),
-            "table": [vars(r) for r in table],
+            "table": [r.as_dict(vs is not None) for r in table],
             "results": results,
             "errors": errors,
         },
@@ -316,14 +366,28 @@ def main(argv: list[str] | None = None) -> int:
         "too, as the baseline of those rows (it is not part of this repository)",
     )
     agent_bus_send_arg(ap)
+    ap.add_argument(
+        "--vs-python",
+        metavar="PATH",
+        help="the python of another venv with another wsbus installed (e.g. an editable "
+        "install of an older commit): the websocket, secured-hub and legacy HTTP rows also "
+        "run against its hub, in a column of their own (ratio = this/that)",
+    )
     args = ap.parse_args(argv)
     ref: Path | None = args.agent_bus_server
     if ref is not None and not ref.is_file():
         ap.error(f"--agent-bus-server: no such file: {ref}")
     send = checked_path(ap, args.agent_bus_send)
+    vs_python: str | None = args.vs_python
+    if vs_python is not None:
+        if not Path(vs_python).is_file():
+            ap.error(f"--vs-python: no such file: {vs_python}")
+        vs_python = os.path.abspath(vs_python)  # not resolved: a venv's python is a symlink
     p = Params.quick() if args.quick else Params()
     try:
-        return asyncio.run(run(p, args.quick, args.json, ref.resolve() if ref else None, send))
+        return asyncio.run(
+            run(p, args.quick, args.json, ref.resolve() if ref else None, send, vs_python)
+        )
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted; every child process was stopped", file=sys.stderr)
         return 130

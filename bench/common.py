@@ -66,9 +66,10 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 
 
-def child_argv(*args: str) -> list[str]:
-    """``python ARGS`` for a child process that does not outlive this process."""
-    return [sys.executable, "-c", _SHIM, str(os.getpid()), *args]
+def child_argv(*args: str, python: str | None = None) -> list[str]:
+    """``python ARGS`` for a child process that does not outlive this process
+    (``python``: another interpreter than this one, e.g. of another venv)."""
+    return [python or sys.executable, "-c", _SHIM, str(os.getpid()), *args]
 
 
 def raise_nofile() -> int:

@@ -61,6 +61,16 @@ class Row:
     wsbus: str
     baseline: str
     ratio: str
+    vs: str = ""
+    """With ``--vs-python``: the other venv's hub's figure, and this one's / that one's."""
+    vs_ratio: str = ""
+
+    def as_dict(self, vs: bool = False) -> dict[str, str]:
+        """The row for the JSON file (the vs cells only in a run with ``--vs-python``)."""
+        out = vars(self).copy()
+        if not vs:
+            del out["vs"], out["vs_ratio"]
+        return out
 
 
 def _get(results: dict[str, Any], key: str, label: str, field: str) -> tuple[float | None, str]:
@@ -107,6 +117,13 @@ NO_BASELINE = "n/a (run with --agent-bus-server)"
 ARROW = "\u2192"
 
 
+def _with_vs(row: Row, results: dict[str, Any], key: str, field: str, this: float | None) -> Row:
+    """``row`` with the ``vs`` hub's figure of ``key``/``field`` and ``this`` / it."""
+    v, vt = _get(results, key, "vs", field)
+    row.vs, row.vs_ratio = vt, _ratio(this, v)
+    return row
+
+
 def _section(title: str) -> Row:
     return Row(title, "", "", "")
 
@@ -120,15 +137,20 @@ def rows(
     senders: int = 8,
     tmux_messages: int = 20,
     tmux_skipped: str | None = None,
+    vs: bool = False,
 ) -> list[Row]:
     """The table: the websocket rows, then the legacy HTTP rows (``agent_bus``: with
-    the reference server's figures in the baseline column), then the tmux rows."""
+    the reference server's figures in the baseline column), then the tmux rows.
+    ``vs``: the hub-based rows also get the ``--vs-python`` hub's figures."""
     out: list[Row] = [_section(WS_SECTION)]
+
+    def add(row: Row, key: str, field: str, this: float | None) -> None:
+        out.append(_with_vs(row, results, key, field, this) if vs else row)
 
     def pair(name: str, key: str, field: str, base: str = "bare") -> None:
         a, at = _get(results, key, "wsbus", field)
         b, bt = _get(results, key, base, field)
-        out.append(Row(name, at, bt, _ratio(a, b)))
+        add(Row(name, at, bt, _ratio(a, b)), key, field, a)
 
     pair("latency p50 (ms), 1 subscriber", "latency", "p50_ms")
     pair("latency p99 (ms), 1 subscriber", "latency", "p99_ms")
@@ -142,8 +164,11 @@ def rows(
     pair("durable publish (64 in flight): events/s", "durable", "events_per_s")
     a, at = _get(results, "durable_fsync", "wsbus", "events_per_s")
     d, _ = _get(results, "durable", "wsbus", "events_per_s")
-    out.append(
-        Row("durable publish --fsync: events/s (ratio vs default wsbus)", at, "n/a", _ratio(a, d))
+    add(
+        Row("durable publish --fsync: events/s (ratio vs default wsbus)", at, "n/a", _ratio(a, d)),
+        "durable_fsync",
+        "events_per_s",
+        a,
     )
     if fanout_sizes:
         n = max(fanout_sizes)
@@ -155,7 +180,7 @@ def rows(
     def secured(name: str, key: str, field: str) -> None:
         a, at = _get(results, f"secure_{key}", "wsbus", field)
         b, bt = _get(results, key, "wsbus", field)
-        out.append(Row(name, at, bt, _ratio(a, b)))
+        add(Row(name, at, bt, _ratio(a, b)), f"secure_{key}", field, a)
 
     secured("latency p50 (ms), 1 subscriber", "latency", "p50_ms")
     secured("latency p99 (ms), 1 subscriber", "latency", "p99_ms")
@@ -167,14 +192,14 @@ def rows(
         """``na``: the reference cannot run this one; say why instead of a number."""
         a, at = _get(results, key, "wsbus", field)
         if na is not None or not agent_bus:
-            out.append(Row(name, at, na or NO_BASELINE, "-"))
+            add(Row(name, at, na or NO_BASELINE, "-"), key, field, a)
             return
         b, bt = _get(results, key, "agent-bus", field)
-        out.append(Row(name, at, bt, _ratio(a, b)))
+        add(Row(name, at, bt, _ratio(a, b)), key, field, a)
 
     def counted(name: str, key: str, field: str, of: str) -> None:
         cells = []
-        for label in ("wsbus", "agent-bus"):
+        for label in ("wsbus", "agent-bus", "vs"):
             got, text = _get(results, key, label, field)
             total, _ = _get(results, key, label, of)
             if got is None or total is None:
@@ -182,7 +207,10 @@ def rows(
             else:
                 star = "*" if text.endswith("*") else ""
                 cells.append(f"{got:.0f}/{total:.0f}{star}")
-        out.append(Row(name, cells[0], cells[1] if agent_bus else NO_BASELINE, "-"))
+        row = Row(name, cells[0], cells[1] if agent_bus else NO_BASELINE, "-")
+        if vs:
+            row.vs, row.vs_ratio = cells[2], "-"
+        out.append(row)
 
     legacy("long-poll delivery p50 (ms)", "legacy_latency", "p50_ms")
     legacy("long-poll delivery p99 (ms)", "legacy_latency", "p99_ms")
@@ -196,20 +224,21 @@ def rows(
         "aiohttp_sends_per_s",
     )
     before_after = []
-    for label in ("wsbus", "agent-bus"):
+    for label in ("wsbus", "agent-bus", "vs"):
         _, bt = _get(results, "legacy_pending", label, "rss_before_mib")
         _, at = _get(results, "legacy_pending", label, "rss_after_mib")
         before_after.append(at if "-" in (bt, at) else f"{bt} {ARROW} {at}")
     a, _ = _get(results, "legacy_pending", "wsbus", "rss_after_mib")
     b, _ = _get(results, "legacy_pending", "agent-bus", "rss_after_mib")
-    out.append(
-        Row(
-            f"{polls} pending polls: server RSS before {ARROW} while pending (MiB)",
-            before_after[0],
-            before_after[1] if agent_bus else NO_BASELINE,
-            _ratio(a, b) if agent_bus else "-",
-        )
+    row = Row(
+        f"{polls} pending polls: server RSS before {ARROW} while pending (MiB)",
+        before_after[0],
+        before_after[1] if agent_bus else NO_BASELINE,
+        _ratio(a, b) if agent_bus else "-",
     )
+    add(row, "legacy_pending", "rss_after_mib", a)
+    if vs:
+        row.vs = before_after[2]
     legacy(
         f"{polls} pending polls: RSS per pending poll (KiB)", "legacy_pending", "rss_per_poll_kib"
     )
@@ -255,13 +284,26 @@ def tmux_rows(results: dict[str, Any], messages: int, skipped: str | None = None
     return out
 
 
-def markdown(table: list[Row]) -> str:
+def markdown(table: list[Row], vs: str | None = None) -> str:
+    """The table; ``vs`` (the ``--vs-python`` hub's label): two more columns, its figure
+    and the ratio of this checkout's to it."""
     head = ["scenario", "wsbus", "baseline", "ratio (wsbus/baseline)"]
+    if vs is None:
+        lines = [
+            "| " + " | ".join(head) + " |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [f"| {r.scenario} | {r.wsbus} | {r.baseline} | {r.ratio} |" for r in table]
+        return "\n".join(lines)
+    head += [f"vs: {vs}", "ratio (wsbus/vs)"]
     lines = [
         "| " + " | ".join(head) + " |",
-        "|---|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r.scenario} | {r.wsbus} | {r.baseline} | {r.ratio} |" for r in table]
+    lines += [
+        f"| {r.scenario} | {r.wsbus} | {r.baseline} | {r.ratio} | {r.vs} | {r.vs_ratio} |"
+        for r in table
+    ]
     return "\n".join(lines)
 
 

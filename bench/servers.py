@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import psutil
 
 from .common import BenchError, Mode, child_argv
 
-__all__ = ["ServerProcess", "bench_env"]
+__all__ = ["ServerProcess", "bench_env", "other_env", "probe_other"]
 
 LISTEN_RE = re.compile(r"listening on ((?:wss?|http)://127\.0\.0\.1:\d+)")
 HTTP_RE = re.compile(r"agent-bus HTTP shim on (https?://127\.0\.0\.1:\d+)")
@@ -45,6 +46,16 @@ def bench_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def other_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for another venv's interpreter: without this checkout on PYTHONPATH, so
+    its ``-m wsbus`` resolves through that venv's own install (an editable finder)."""
+    out = dict(env)
+    path = [p for p in out.pop("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    if path:
+        out["PYTHONPATH"] = os.pathsep.join(path)
+    return out
+
+
 class ServerProcess:
     """One server subprocess on a free 127.0.0.1 port, watched with psutil."""
 
@@ -63,6 +74,21 @@ class ServerProcess:
         self.ps: psutil.Process | None = None
         #: extra arguments for websockets' ``connect`` (a token header, a TLS context)
         self.connect_kw: dict[str, Any] = {}
+        #: the interpreter that runs it and its working directory
+        self.python = sys.executable
+        self.cwd = ROOT
+        #: its column in the results (``bench.common.step``'s label): its mode, or "vs"
+        self.key: str = mode
+
+    def other(self, python: str, cwd: Path, key: str = "vs") -> ServerProcess:
+        """Run this server with another venv's ``python`` instead (``--vs-python``), from
+        ``cwd`` (outside either checkout, so ``-m wsbus`` is not found in the current
+        directory) and without this checkout on PYTHONPATH; its results go under ``key``."""
+        self.python = python
+        self.cwd = cwd
+        self.env = other_env(self.env)
+        self.key = key
+        return self
 
     @classmethod
     def hub(cls, label: str, tmp: Path, env: dict[str, str], *extra: str) -> ServerProcess:
@@ -116,12 +142,12 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                child_argv(*self.args),
+                child_argv(*self.args, python=self.python),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
-                cwd=str(ROOT),
+                cwd=str(self.cwd),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -198,3 +224,32 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def probe_other(python: str, cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    """What ``--vs-python`` runs: its wsbus version, where that wsbus is, its commit, a label."""
+    code = "import wsbus; print(wsbus.__version__); print(wsbus.__file__)"
+    try:
+        proc = subprocess.run(
+            [python, "-c", code],
+            cwd=str(cwd),
+            env=other_env(env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise BenchError(f"--vs-python {python}: {err}") from err
+    lines = proc.stdout.split("\n")
+    if proc.returncode != 0 or len(lines) < 2:
+        raise BenchError(f"--vs-python {python} cannot import wsbus: {proc.stderr[-1000:]}")
+    version, path = lines[0].strip(), lines[1].strip()
+    git = subprocess.run(
+        ["git", "-C", str(Path(path).parent), "log", "-1", "--format=%h"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    commit = git.stdout.strip() if git.returncode == 0 else ""
+    label = commit or f"wsbus {version}"
+    return {"python": python, "version": version, "wsbus": path, "commit": commit, "label": label}

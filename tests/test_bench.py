@@ -66,6 +66,9 @@ def test_bench_quick(tmp_path: Path) -> None:
         assert "error" not in row, row
     data = json.loads(out.read_text())
     assert data["mode"] == "quick" and not data["errors"]
+    # no --vs-python: no vs column anywhere
+    assert "vs" not in data and all("vs" not in r for r in data["table"])
+    assert "| vs: " not in proc.stdout
     assert data["results"]["latency"]["wsbus"]["samples"] > 0
     # the legacy HTTP rows: measured on the hub's shim, no reference server in CI
     results = data["results"]
@@ -95,3 +98,46 @@ def test_bench_quick(tmp_path: Path) -> None:
     row = next(line for line in table if line.startswith("| `wsbus send`, stdin to durable ok"))
     assert "n/a (run with --agent-bus-send)" in row, row
     assert data["agent_bus_send"] is None
+
+
+@pytest.mark.timeout(200)
+def test_bench_quick_vs_python(tmp_path: Path) -> None:
+    """``--vs-python``: the hub-based rows also run against the hub of another venv's
+    interpreter; here this very interpreter (its own baseline), spawned outside the
+    checkout, so the column is there and every ratio is finite."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out), "--vs-python",
+         sys.executable],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert not data["errors"], data["errors"]
+    vs = data["vs"]
+    assert vs["python"] == sys.executable
+    assert Path(vs["wsbus"]).resolve().parent == ROOT / "wsbus"  # the same install, by its finder
+    label = vs["label"]
+    head = (
+        f"| scenario | wsbus | baseline | ratio (wsbus/baseline) | vs: {label} | ratio (wsbus/vs) |"
+    )
+    assert head in proc.stdout, proc.stdout
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    results = data["results"]
+    for key in ("latency", "fanout_100", "durable", "durable_fsync", "secure_latency",
+                "secure_durable", *LEGACY_KEYS):  # fmt: skip
+        assert "error" not in results[key]["vs"], (key, results[key]["vs"])
+    for name in ("latency p50 (ms)", "fan-out 100 subs: deliveries/s", "durable publish (64",
+                 "long-poll delivery p50 (ms)", "POST /send, 8 senders: sends/s"):  # fmt: skip
+        row = next(line for line in table if line.startswith(f"| {name}"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 6, row
+        assert float(cells[4].replace(",", "")) > 0, row
+        assert 0 < float(cells[5]) < 100, row  # this / that: the same code, so near 1
+    row = next(line for line in table if line.startswith("| tmux delivery: send"))
+    assert row.endswith("|  |  |"), row  # this checkout only
+    table_json = data["table"][1]
+    assert table_json["vs"] and table_json["vs_ratio"], table_json
