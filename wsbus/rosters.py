@@ -195,8 +195,7 @@ class Rosters:
             alive = self._alive.get(holder, {}).get(m.name)
             if alive is not None:
                 state = "up" if alive else "down"
-        # the stored record's fields are the entry's first ones (a field added to one
-        # and not the other fails here, in every roster test)
+        # the entry is the stored record's struct with what the hub sees now
         return RosterEntry(
             **msgspec.structs.asdict(m),
             state=state,

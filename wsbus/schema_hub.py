@@ -169,12 +169,9 @@ class Member(msgspec.Struct, omit_defaults=True):
     tmux: str | None = None
 
 
-class RosterEntry(msgspec.Struct, omit_defaults=True):
-    """One registered member of a channel's roster.
-
-    ``state``: ``up`` or ``down`` as last reported by the bridge serving the name
-    (its tmux session alive or not); absent when no bridge serves it now.
-    """
+class RegisteredMember(msgspec.Struct, omit_defaults=True):
+    """What a registration records of a member (the hub stores it as it is:
+    ``wsbus.store.MemberRecord``); a roster entry adds what the hub sees now."""
 
     channel: str
     name: str
@@ -185,6 +182,15 @@ class RosterEntry(msgspec.Struct, omit_defaults=True):
     model: str | None = None
     role: str | None = None
     enter_delay: float | None = None
+
+
+class RosterEntry(RegisteredMember, omit_defaults=True):
+    """One registered member of a channel's roster.
+
+    ``state``: ``up`` or ``down`` as last reported by the bridge serving the name
+    (its tmux session alive or not); absent when no bridge serves it now.
+    """
+
     state: Literal["up", "down"] | None = None
     connected: bool = False
 

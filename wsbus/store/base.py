@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from ..schema import Event, ThreadInfo
+from ..schema_hub import Event, RegisteredMember, ThreadInfo
 
 __all__ = ["MemberRecord", "Query", "ReceiptRecord", "Store", "StoreInfo"]
 
@@ -41,18 +41,9 @@ class ReceiptRecord(msgspec.Struct):
     final: bool = True
 
 
-class MemberRecord(msgspec.Struct, omit_defaults=True):
-    """A registered member of a channel's roster (kept until it leaves)."""
-
-    channel: str
-    name: str
-    joined: float
-    last_active: float
-    session: str | None = None
-    host: str | None = None
-    model: str | None = None
-    role: str | None = None
-    enter_delay: float | None = None
+class MemberRecord(RegisteredMember, omit_defaults=True):
+    """A registered member of a channel's roster (kept until it leaves): the wire
+    struct's fields, stored as they are."""
 
 
 class Query(msgspec.Struct):
