@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
                 from .unseen import max_history_of, unseen_note_blocking
 
                 note = unseen_note_blocking(
-                    bus.request,
+                    bus.requests,
                     args.to,
                     settings.channel,
                     me=name,

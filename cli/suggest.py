@@ -12,7 +12,6 @@ Kept free of any import beyond the standard library: the lightest commands use i
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 __all__ = ["CUTOFF", "closest", "did_you_mean"]
@@ -23,8 +22,13 @@ CUTOFF = 0.6
 
 def closest(word: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to ``word``, if one is close enough (never ``word`` itself)."""
+    names = sorted(set(candidates) - {word})
+    if not names:
+        return None
+    import difflib  # only when there is something to compare: ``send`` starts faster
+
     best: tuple[float, str] | None = None
-    for cand in sorted(set(candidates) - {word}):
+    for cand in names:
         score = difflib.SequenceMatcher(None, cand, word).ratio()
         if score >= CUTOFF and (best is None or score > best[0]):
             best = (score, cand)

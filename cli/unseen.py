@@ -18,8 +18,8 @@ frames to ask and is sent their answers), so any client can run it:
 
 - :func:`unseen_note`: an asyncio :class:`wsbus.client.Client` (each round's
   queries at once);
-- :func:`unseen_note_blocking`: a blocking ``request(frame, timeout) -> answer``
-  (a one-shot client), one query at a time within the budget.
+- :func:`unseen_note_blocking`: a blocking ``requests(frames, timeout) -> answers``
+  (a one-shot client), each round's queries written at once.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ async def unseen_note(
 
 
 def unseen_note_blocking(
-    request: Callable[[Query, float], Answer],
+    requests: Callable[[list[Query], float], list[Answer]],
     to: str,
     channel: str,
     *,
@@ -196,9 +196,9 @@ def unseen_note_blocking(
     online: bool | None = None,
     budget: float = BUDGET,
 ) -> str | None:
-    """:func:`unseen_note` for a blocking client: ``request(frame, timeout)`` sends a
-    query frame and returns the hub's answer to its ``ref`` (raising on an error or
-    after ``timeout`` seconds)."""
+    """:func:`unseen_note` for a blocking client: ``requests(frames, timeout)`` sends a
+    round's query frames at once and returns the hub's answers to their ``ref`` in
+    order (raising on an error or after ``timeout`` seconds)."""
     if online:
         return None
     deadline = time.monotonic() + budget
@@ -206,13 +206,10 @@ def unseen_note_blocking(
     try:
         queries = next(exchange)
         while True:
-            answers = []
-            for query in queries:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                answers.append(request(query, left))
-            queries = exchange.send(answers)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            queries = exchange.send(requests(queries, left))
     except StopIteration as done:
         return _note(done.value)
     except Exception:  # a note is a courtesy: never fail the send

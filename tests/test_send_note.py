@@ -183,11 +183,11 @@ def test_the_lookup_is_bounded_and_silent_on_errors() -> None:
         assert asyncio.run(unseen_note(_Failing(), to, "default", me="alice", seq=5,
                                        online=online)) is None  # fmt: skip
 
-    def stuck(query: Query, timeout: float) -> Answer:
+    def stuck(queries: list[Query], timeout: float) -> list[Answer]:
         time.sleep(timeout)
         raise TimeoutError
 
-    def failing(query: Query, timeout: float) -> Answer:
+    def failing(queries: list[Query], timeout: float) -> list[Answer]:
         raise ConnectionError("gone")
 
     for request in (stuck, failing):
@@ -199,8 +199,8 @@ def test_the_lookup_is_bounded_and_silent_on_errors() -> None:
 
 
 class Blocking:
-    """A blocking client, as a one-shot sender is: websockets' sync client, one query
-    answered at a time (matched by its ref)."""
+    """A blocking client, as a one-shot sender is: websockets' sync client, a round's
+    queries written at once, their answers matched by ref."""
 
     def __init__(self, conn: ClientConnection, name: str) -> None:
         self.conn = conn
@@ -208,15 +208,18 @@ class Blocking:
         self.conn.send(json.dumps(hello))
         self.welcome: Welcome = JSON.decode_hub(self.conn.recv(timeout=10))
 
-    def request(self, query: Query, timeout: float) -> Answer:
+    def requests(self, queries: list[Query], timeout: float) -> list[Answer]:
         deadline = time.monotonic() + timeout
-        self.conn.send(JSON.encode(query).decode())  # a text frame
-        while True:
+        for query in queries:
+            self.conn.send(JSON.encode(query).decode())  # a text frame
+        got: dict[str, Answer] = {}
+        while len(got) < len(queries):
             answer = JSON.decode_hub(self.conn.recv(timeout=max(0.0, deadline - time.monotonic())))
             if isinstance(answer, Error):
                 raise RuntimeError(answer.message)
-            if isinstance(answer, RosterResult | HistoryResult) and answer.ref == query.ref:
-                return answer
+            if isinstance(answer, RosterResult | HistoryResult):
+                got[answer.ref] = answer
+        return [got[query.ref] for query in queries]
 
     def send(self, to: str, body: str) -> Ok:
         self.conn.send(json.dumps({"op": "send", "ref": f"b-{time.time_ns()}", "to": to,
@@ -234,7 +237,7 @@ def test_a_blocking_client_runs_the_same_lookup(hub: HubProcess) -> None:
 
         def note(to: str) -> str | None:
             ok = alice.send(to, "hi")
-            return unseen_note_blocking(alice.request, to, "default", me="alice", seq=ok.seq,
+            return unseen_note_blocking(alice.requests, to, "default", me="alice", seq=ok.seq,
                                         online=ok.online, max_history=max_history)  # fmt: skip
 
         assert note("bob") is None and note("carol") is None and note("*") is None

@@ -136,20 +136,34 @@ class OneShot:
         """Send a query frame (``roster``, ``history``…) and return the hub's answer
         to its ``ref``. Raises :class:`SendRefused` when the hub answers an error,
         :class:`TimeoutError`, or :class:`ConnectionLost` when the connection closed."""
-        self._write(frame)
-        answer = self._answer_to(frame.ref, time.monotonic() + timeout)
-        if answer is None:
+        return self.requests([frame], timeout)[0]
+
+    def requests(self, frames: list[Any], timeout: float) -> list[Any]:
+        """:meth:`request` for several query frames at once (one round trip: all are
+        written before any answer is read); the answers in the frames' order."""
+        for frame in frames:
+            self._write(frame)
+        answers = self._answers_to([frame.ref for frame in frames], time.monotonic() + timeout)
+        if answers is None:
             protocol = self._protocol
             assert protocol is not None
             raise ConnectionLost(protocol.close_code or 0, protocol.close_reason or "")
-        if isinstance(answer, Error):
-            raise SendRefused(answer.code, answer.message)
-        return answer
+        for answer in answers:
+            if isinstance(answer, Error):
+                raise SendRefused(answer.code, answer.message)
+        return answers
 
     def _answer_to(self, ref: str | None, deadline: float) -> Any:
-        """The next frame from the hub carrying ``ref``, or None once closed (frames
-        for other refs are skipped; an error among them is logged)."""
-        while True:
+        """The next frame from the hub carrying ``ref``, or None once closed."""
+        answers = self._answers_to([ref], deadline)
+        return None if answers is None else answers[0]
+
+    def _answers_to(self, refs: list[str | None], deadline: float) -> list[Any] | None:
+        """The frames from the hub carrying ``refs`` (in that order, whatever order
+        they came in), or None once closed (frames for other refs are skipped; an
+        error among them is logged)."""
+        got: dict[str | None, Any] = {}
+        while len(got) < len(refs):
             data = self._message(deadline)
             if data is None:
                 return None
@@ -158,10 +172,12 @@ class OneShot:
             except (msgspec.DecodeError, msgspec.ValidationError) as err:
                 log.warning("undecodable frame from hub: %s", err)
                 continue
-            if getattr(answer, "ref", None) == ref:
-                return answer
-            if isinstance(answer, Error):
+            ref = getattr(answer, "ref", None)
+            if ref in refs and ref not in got:
+                got[ref] = answer
+            elif isinstance(answer, Error):
                 log.warning("hub error: %s: %s", answer.code, answer.message)
+        return [got[ref] for ref in refs]
 
     def close(self) -> None:
         """The closing handshake (briefly: the hub answers at once), then the socket."""
