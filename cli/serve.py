@@ -18,9 +18,11 @@ from wsbus import redact
 from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub
+from wsbus.jetstream.engine import EngineError
 from wsbus.limits import RateLimits, connection_budget
+from wsbus.log import Log
 from wsbus.server import WsServer, ws_broadcast
-from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked
+from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked, StoreMismatch
 from wsbus.tls import format_fingerprint
 
 from .common import Subcommands
@@ -40,6 +42,7 @@ examples:
   wsbus serve --host 0.0.0.0 --auth ~/.config/wsbus/tokens.json \\
       --tls-cert hub.pem --tls-key hub-key.pem         # your own certificate
   wsbus serve --host 0.0.0.0 --insecure   # no auth at all (trusted network only)
+  wsbus serve --engine nats://127.0.0.1:4222 --bus team   # one of many hubs on NATS
 
 security: docs/SECURITY.md (tokens, TLS, origins, every limit and its default)
 """
@@ -86,9 +89,30 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     )
     store = p.add_mutually_exclusive_group()
     store.add_argument(
-        "--db", metavar="PATH", help="SQLite file (default ~/.local/share/wsbus/wsbus.db)"
+        "--db",
+        metavar="PATH",
+        help="SQLite file (default ~/.local/share/wsbus/wsbus.db; with --engine nats, "
+        "this hub's index: index-BUS.db there)",
     )
-    store.add_argument("--memory", action="store_true", default=None, help="keep nothing on disk")
+    store.add_argument(
+        "--memory", action="store_true", default=None, help="keep nothing on disk (not with NATS)"
+    )
+    engine = p.add_argument_group("many hubs on NATS JetStream (docs/DEPLOY.md)")
+    engine.add_argument(
+        "--engine",
+        metavar="URLS",
+        help="the log of record: sqlite (default, one hub) or nats://HOST:4222[,nats://…]",
+    )
+    engine.add_argument(
+        "--bus",
+        metavar="NAME",
+        help="the bus's name on NATS: its stream and bucket (default default)",
+    )
+    engine.add_argument(
+        "--replicas", type=int, metavar="N", help="copies of the stream NATS keeps (default 1)"
+    )
+    engine.add_argument("--engine-creds", metavar="FILE", help="NATS credentials file (.creds)")
+    engine.add_argument("--engine-tls-ca", metavar="PEM", help="CA that signed NATS's certificate")
     p.add_argument(
         "--fsync",
         action="store_true",
@@ -196,6 +220,33 @@ def make_store(settings: Settings) -> Store:
     return SqliteStore(settings.db_path(), fsync=settings.fsync, busy_timeout=settings.busy_timeout)
 
 
+def make_log(settings: Settings, store: Store) -> Log | None:
+    """The log of record: None for the embedded engine (the store is the log), else
+    the bus on NATS JetStream with ``store`` as this hub's index."""
+    servers = settings.engine_servers()
+    if servers is None:
+        return None
+    if settings.memory:
+        raise CliError(
+            "--memory keeps nothing, but a hub on NATS needs an index file: drop --memory "
+            "(or pass --db PATH)",
+            Exit.USAGE,
+        )
+    from wsbus.jetstream import EngineConfig, JetStreamLog
+
+    config = EngineConfig(
+        servers=servers,
+        bus=settings.bus,
+        replicas=settings.replicas,
+        creds=settings.engine_creds,
+        tls_ca=settings.engine_tls_ca,
+    )
+    problem = config.problem()
+    if problem is not None:
+        raise CliError(problem, Exit.USAGE)
+    return JetStreamLog(store, config, settings.hub_config().ref_window)
+
+
 def open_gate(settings: Settings) -> Gate | None:
     """The token file named by ``--auth`` (None without it)."""
     if not settings.auth:
@@ -264,6 +315,11 @@ async def run(args: argparse.Namespace) -> int:
         "poll_timeout": args.poll_timeout,
         "db": args.db,
         "memory": args.memory,
+        "engine": args.engine,
+        "bus": args.bus,
+        "replicas": args.replicas,
+        "engine_creds": args.engine_creds,
+        "engine_tls_ca": args.engine_tls_ca,
         "fsync": args.fsync,
         "busy_timeout": args.busy_timeout,
         "insecure": args.insecure,
@@ -342,7 +398,10 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     nofile = _raise_nofile()
     store = make_store(settings)
-    hub = Hub(store, settings.hub_config(), ws_broadcast, gate=gate, find_secret=find_secret)
+    log = make_log(settings, store)
+    hub = Hub(
+        store, settings.hub_config(), ws_broadcast, gate=gate, find_secret=find_secret, log=log
+    )
     rates = RateLimits.of(settings)
     server = WsServer(
         hub,
@@ -359,7 +418,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     try:
         await hub.start()
-    except StoreLocked as err:
+    except (StoreLocked, StoreMismatch, EngineError) as err:
         raise CliError(str(err)) from None
     except Exception as err:
         raise CliError(f"cannot open the store at {store.location}: {err}") from None
@@ -396,7 +455,8 @@ async def run(args: argparse.Namespace) -> int:
         await hub.stop()
         raise CliError(f"cannot listen on {host}:{settings.port}: {err.strerror or err}") from None
     shown = f"[{host}]" if ":" in host else host
-    say(f"data: {store.location}; seq {hub.committed_seq}; open files limit {nofile}")
+    where = store.location if log is None else f"{log.location}; index {store.location}"
+    say(f"data: {where}; seq {hub.committed_seq}; open files limit {nofile}")
     if gate is not None:
         say(f"auth: tokens from {gate.path} ({gate.live()} live)")
     if shim is not None:

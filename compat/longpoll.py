@@ -155,6 +155,8 @@ class LongPoll:
             fut = self.waiters.add(p.channel, p.to) if p.block else None
             try:
                 now = self.hub.log.watermark()  # invariant 5
+                if self.hub.log.shared:  # a cursor from a hub ahead of this one: not back
+                    now = max(now, p.since)
                 events = await self.fetch(p)
                 left = deadline - loop.time()
                 if events or fut is None or self.stopping or left <= 0:

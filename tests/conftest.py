@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import HubProcess
+from .helpers import ENGINE, HubProcess
+from .natskit import NatsServer
 from .tmuxkit import Machine
+
+_buses = itertools.count(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ENGINE != "nats":
+        return
+    skip = pytest.mark.skip(reason="about the embedded SQLite engine's own files")
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def nats_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One nats-server with JetStream for the session's hubs (WSBUS_TEST_ENGINE=nats)."""
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -23,11 +44,17 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def hub_factory(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., HubProcess]]:
+def hub_factory(
+    tmp_path: Path, env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., HubProcess]]:
     hubs: list[HubProcess] = []
 
     def make(*args: str, start: bool = True) -> HubProcess:
-        h = HubProcess(tmp_path, env, list(args))
+        extra: list[str] = []
+        if ENGINE == "nats" and "--memory" not in args and "--engine" not in args:
+            server: NatsServer = request.getfixturevalue("nats_engine")
+            extra = ["--engine", server.url, "--bus", f"t{os.getpid()}-{next(_buses)}"]
+        h = HubProcess(tmp_path, env, [*args, *extra])
         hubs.append(h)
         return h.start() if start else h
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,12 @@ from pathlib import Path
 
 LISTEN_RE = re.compile(r"listening on (wss?://\S+)")
 HTTP_RE = re.compile(r"HTTP shim on (https?://\S+)")
+
+
+ENGINE = os.environ.get("WSBUS_TEST_ENGINE", "sqlite")
+"""The engine the suite's hubs run on: ``sqlite`` (default) or ``nats`` (every hub
+that keeps data is one hub of its own bus on a shared nats-server; `make test-nats`).
+On NATS, receipts take stream sequences too: event seqs have gaps."""
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> object:

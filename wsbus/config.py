@@ -116,6 +116,15 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     poll_timeout: float = 30.0
     db: str | None = None
     memory: bool = False
+    #: the log of record: "sqlite" (embedded, one hub) or NATS URLs, comma-separated
+    #: (many hubs: docs/DEPLOY.md)
+    engine: str = "sqlite"
+    #: the bus's name on NATS (its stream and bucket): several buses share one NATS
+    bus: str = "default"
+    #: copies NATS keeps of the bus's stream and bucket (3 on a 3-node cluster)
+    replicas: int = 1
+    engine_creds: str | None = None
+    engine_tls_ca: str | None = None
     fsync: bool = False
     busy_timeout: float = 5.0
     legacy_cache_bytes: int = 16 << 20
@@ -169,7 +178,19 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return "0.0.0.0" if self.share else "127.0.0.1"
 
     def db_path(self) -> Path:
-        return Path(self.db).expanduser() if self.db else data_dir() / "wsbus.db"
+        """The SQLite file: the store, or with a NATS engine this hub's index of the
+        bus (by default named after the bus)."""
+        if self.db:
+            return Path(self.db).expanduser()
+        if self.engine_servers() is not None:
+            return data_dir() / f"index-{self.bus}.db"
+        return data_dir() / "wsbus.db"
+
+    def engine_servers(self) -> list[str] | None:
+        """The NATS URLs of ``engine`` (None: the embedded SQLite engine)."""
+        if self.engine.strip().lower() in ("", "sqlite"):
+            return None
+        return [u.strip() for u in self.engine.split(",") if u.strip()]
 
     def unauthenticated_budget(self) -> int:
         """``max_unauthenticated``, by default a tenth of ``max_connections`` (at least 1):
@@ -210,6 +231,11 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "max_bad_frames": ("WSBUS_MAX_BAD_FRAMES",),
     "ping_interval": ("WSBUS_PING_INTERVAL",),
     "memory": ("WSBUS_MEMORY",),
+    "engine": ("WSBUS_ENGINE",),
+    "bus": ("WSBUS_BUS",),
+    "replicas": ("WSBUS_REPLICAS",),
+    "engine_creds": ("WSBUS_ENGINE_CREDS",),
+    "engine_tls_ca": ("WSBUS_ENGINE_TLS_CA",),
     "loop_window": ("WSBUS_LOOP_WINDOW", "AGENT_COMMS_LOOP_WINDOW_SEC"),
     "auth": ("WSBUS_AUTH",),
     "tls_cert": ("WSBUS_TLS_CERT",),

@@ -178,7 +178,8 @@ class Hub:
             s.close(CloseCode.GOING_AWAY, "hub shutting down; reconnect and resume")
 
     async def close_store(self) -> None:
-        """Close the store (after the transports stopped using the hub)."""
+        """Close the log and the store (after the transports stopped using the hub)."""
+        await self.log.close()
         await self.store.close()
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -236,8 +237,12 @@ class Hub:
             "tmux": hello.tmux,
         }
         recovered = True
+        # a resume point past what this hub holds: a store it never had — unless other
+        # hubs share the log and this one has not indexed that far yet (it sends those
+        # events when it has, and the client skips what it already had)
         if hello.resume is not None and (
-            hello.resume < self.pruned_seq or hello.resume > self.committed_seq
+            hello.resume < self.pruned_seq
+            or (hello.resume > self.committed_seq and not self.log.shared)
         ):
             recovered = False
         self.sessions.add(session)

@@ -249,15 +249,15 @@ class Ingest:
         if str(err) != self._store_error:  # once per cause, not once per batch
             self._store_error = str(err)
             logger.error("store commit failed: %s", err)
+        # (a log that cannot tell whether it stored the batch says so: a resend with
+        # the same ref is answered as a duplicate if it was)
+        said = "not confirmed" if getattr(err, "maybe_stored", False) else "not stored"
         for p in batch:
             assert p.event.ref is not None
             self._queued.pop((p.event.from_, p.event.ref), None)
             for s in p.waiters:
-                s.send(
-                    Error(
-                        code=ErrorCode.STORE_FAILED, message=f"not stored: {err}", ref=p.event.ref
-                    )
-                )
+                message = f"{said}: {err}"
+                s.send(Error(code=ErrorCode.STORE_FAILED, message=message, ref=p.event.ref))
         if receipts and self.log.failure is None:
             # acks have no ref to answer: keep them (newest 10,000) for a retry
             self._receipts = (receipts + self._receipts)[-MAX_KEPT_RECEIPTS:]

@@ -39,7 +39,7 @@ import msgspec
 from .schema import Event
 from .store import Query, ReceiptRecord, Store, StoreInfo
 
-__all__ = ["LocalLog", "Log", "Stamp", "Tail"]
+__all__ = ["IndexedLog", "LocalLog", "Log", "Stamp", "Tail"]
 
 #: events read per page when a tail catches up from the index
 CATCH_UP_PAGE = 500
@@ -57,6 +57,12 @@ class Stamp(NamedTuple):
 class Log(abc.ABC):
     """The order of events (see the module docstring for the contract)."""
 
+    #: where the events live (printed by ``wsbus serve``; a store's location when it
+    #: is the log)
+    location: str = ""
+    #: other hubs append to the same log: this node's tail may be behind a cursor
+    #: another hub gave a client
+    shared: bool = False
     #: the seq and ts of the last committed event
     committed_seq: int = 0
     committed_ts: float = 0.0
@@ -96,6 +102,11 @@ class Log(abc.ABC):
     def failure(self) -> str | None:
         """Why the log refuses every commit from now on (None: it takes them)."""
 
+    async def close(self) -> None:
+        """Let go of what the log holds besides its index (the index is closed by its
+        owner after this)."""
+        return None
+
 
 class Tail(abc.ABC):
     """A reader of the log (:meth:`Log.tail`): iterate it, or :meth:`aclose` it —
@@ -118,11 +129,11 @@ class Tail(abc.ABC):
         return []
 
 
-class _LocalTail(Tail):
-    """A reader of a :class:`LocalLog`: catches up from the index, then takes each
-    commit as it is pushed."""
+class _IndexTail(Tail):
+    """A reader of an :class:`IndexedLog`: catches up from the index, then takes each
+    batch as it is pushed."""
 
-    def __init__(self, log: LocalLog, after_seq: int) -> None:
+    def __init__(self, log: IndexedLog, after_seq: int) -> None:
         self._log = log
         self.batches: deque[list[Event]] = deque()
         self.waiter: asyncio.Future[None] | None = None
@@ -212,20 +223,76 @@ class _LocalTail(Tail):
             self.push(None)
 
 
-class LocalLog(Log):
-    """One node: the index's database orders the events (see the module docstring)."""
+class IndexedLog(Log):
+    """A log whose events reach this node's index before its tails see them: the
+    tails, the idempotency window and the watermark every engine shares. An engine
+    stamps and stores a batch, then calls :meth:`_indexed` with it."""
 
     def __init__(self, store: Store, ref_window: int = 100_000) -> None:
         self.store = store
         self.ref_window = ref_window
         self._refs: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
-        self._next_seq = 1
-        self._last_ts = 0.0
         #: stamped, committing: below the watermark until the tails have them
         self._committing: list[Event] = []
-        self._tails: list[_LocalTail] = []
-        self._appending = False
+        self._tails: list[_IndexTail] = []
         self._sealed = False
+
+    async def _load_refs(self) -> None:
+        for sender, ref, seq, ts in await self.store.recent_refs(self.ref_window):
+            self._refs[(sender, ref)] = (seq, ts)
+
+    def known(self, sender: str, ref: str) -> Stamp | None:
+        seen = self._refs.get((sender, ref))
+        return Stamp(seen[0], seen[1], True) if seen is not None else None
+
+    def _indexed(self, fresh: list[Event], refs: dict[tuple[str, str], tuple[int, float]]) -> None:
+        """``fresh`` is in the index (``refs``: their ``(sender, ref)``): remember the
+        refs, and hand the batch to every tail."""
+        window = self._refs
+        window.update(refs)
+        while len(window) > self.ref_window:
+            window.popitem(last=False)
+        if fresh:
+            self.committed_seq = fresh[-1].seq
+            self.committed_ts = fresh[-1].ts
+            for tail in self._tails:
+                tail.push(fresh)
+
+    def tail(self, after_seq: int) -> Tail:
+        return _IndexTail(self, after_seq)
+
+    def watermark(self) -> float:
+        firsts = [tail.batches[0][0].ts for tail in self._tails if tail.batches]
+        # a reader catching up has not read what follows the last event it yielded
+        firsts += [math.nextafter(t.floor, math.inf) for t in self._tails if t.floor is not None]
+        if self._committing:
+            firsts.append(self._committing[0].ts)
+        if firsts:
+            return math.nextafter(min(firsts), -math.inf)
+        return self._idle_watermark()
+
+    @abc.abstractmethod
+    def _idle_watermark(self) -> float:
+        """The watermark once the tails yielded everything stamped."""
+
+    @property
+    def failure(self) -> str | None:
+        return self.store.failure
+
+    def seal(self) -> None:
+        self._sealed = True
+        for tail in self._tails:
+            tail.push(None)
+
+
+class LocalLog(IndexedLog):
+    """One node: the index's database orders the events (see the module docstring)."""
+
+    def __init__(self, store: Store, ref_window: int = 100_000) -> None:
+        super().__init__(store, ref_window)
+        self._next_seq = 1
+        self._last_ts = 0.0
+        self._appending = False
 
     async def open(self) -> StoreInfo:
         info = await self.store.open()
@@ -233,13 +300,8 @@ class LocalLog(Log):
         self.committed_ts = info.last_ts
         self._next_seq = info.last_seq + 1
         self._last_ts = info.last_ts
-        for sender, ref, seq, ts in await self.store.recent_refs(self.ref_window):
-            self._refs[(sender, ref)] = (seq, ts)
+        await self._load_refs()
         return info
-
-    def known(self, sender: str, ref: str) -> Stamp | None:
-        seen = self._refs.get((sender, ref))
-        return Stamp(seen[0], seen[1], True) if seen is not None else None
 
     def _stamp(self) -> float:
         ts = time.time()
@@ -286,38 +348,12 @@ class LocalLog(Log):
         finally:
             self._committing = []
             self._appending = False
-        refs.update(batch_refs)
-        while len(refs) > self.ref_window:
-            refs.popitem(last=False)
-        if fresh:
-            self.committed_seq = fresh[-1].seq
-            self.committed_ts = fresh[-1].ts
-            for tail in self._tails:
-                tail.push(fresh)
+        self._indexed(fresh, batch_refs)
         return stamps
 
-    def tail(self, after_seq: int) -> Tail:
-        return _LocalTail(self, after_seq)
-
-    def watermark(self) -> float:
-        firsts = [tail.batches[0][0].ts for tail in self._tails if tail.batches]
-        # a reader catching up has not read what follows the last event it yielded
-        firsts += [math.nextafter(t.floor, math.inf) for t in self._tails if t.floor is not None]
-        if self._committing:
-            firsts.append(self._committing[0].ts)
-        if firsts:
-            return math.nextafter(min(firsts), -math.inf)
+    def _idle_watermark(self) -> float:
         # everything stamped was yielded: at least the last stamp (a clock that
         # stepped back must not hand out a ``now`` below events already seen), and
         # every later stamp is above what was handed out
         self._last_ts = max(time.time(), self._last_ts)
         return self._last_ts
-
-    @property
-    def failure(self) -> str | None:
-        return self.store.failure
-
-    def seal(self) -> None:
-        self._sealed = True
-        for tail in self._tails:
-            tail.push(None)

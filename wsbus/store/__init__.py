@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
+from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
 from .dbfiles import StoreLocked
 from .memory import MemoryStore
 from .sqlite import SqliteStore
@@ -16,4 +16,5 @@ __all__ = [
     "Store",
     "StoreInfo",
     "StoreLocked",
+    "StoreMismatch",
 ]

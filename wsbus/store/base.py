@@ -15,7 +15,11 @@ import msgspec
 
 from ..schema_hub import Event, RegisteredMember, ThreadInfo
 
-__all__ = ["MemberRecord", "Query", "ReceiptRecord", "Store", "StoreInfo"]
+__all__ = ["MemberRecord", "Query", "ReceiptRecord", "Store", "StoreInfo", "StoreMismatch"]
+
+
+class StoreMismatch(Exception):
+    """The store holds the data of another bus or hub (:meth:`Store.open`'s ``hub_id``)."""
 
 
 class StoreInfo(msgspec.Struct):
@@ -81,12 +85,23 @@ class Store(abc.ABC):
     failure: str | None = None
 
     @abc.abstractmethod
-    async def open(self) -> StoreInfo:
-        """Open or create the store and report its state."""
+    async def open(self, hub_id: str | None = None) -> StoreInfo:
+        """Open or create the store and report its state.
+
+        ``hub_id``: the id the store must carry (the index of a bus on a shared log):
+        a new store takes it, a store that holds another raises :class:`StoreMismatch`.
+        Without it a new store makes up its own."""
 
     @abc.abstractmethod
-    async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
-        """Durably commit a batch (one transaction); raise on failure."""
+    async def append(
+        self,
+        events: Sequence[Event],
+        receipts: Sequence[ReceiptRecord] = (),
+        upto: int | None = None,
+    ) -> None:
+        """Durably commit a batch (one transaction); raise on failure. ``upto``: the
+        position in a shared log the batch takes the store to (an index counts the
+        log's receipts too); :attr:`StoreInfo.last_seq` reports it after a restart."""
 
     @abc.abstractmethod
     async def query(self, q: Query) -> list[Event]:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 from ..schema import BROADCAST, Event, ThreadInfo
-from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
+from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
 from .filters import matches
 
 __all__ = ["MemoryStore"]
@@ -25,18 +25,30 @@ class MemoryStore(Store):
         self._pruned_seq = 0
         self._members: dict[tuple[str, str], MemberRecord] = {}
         self._hub_id = uuid.uuid4().hex[:12]
+        self._applied = 0  # the shared log's position (append's upto)
 
-    async def open(self) -> StoreInfo:
+    async def open(self, hub_id: str | None = None) -> StoreInfo:
+        if hub_id is not None and hub_id != self._hub_id:
+            if self._events or self._applied:
+                raise StoreMismatch(f"this store holds hub {self._hub_id}, not {hub_id}")
+            self._hub_id = hub_id
         last = self._events[-1] if self._events else None
         return StoreInfo(
             hub_id=self._hub_id,
-            last_seq=last.seq if last else self._pruned_seq,
+            last_seq=max(last.seq if last else self._pruned_seq, self._applied),
             last_ts=last.ts if last else 0.0,
             pruned_seq=self._pruned_seq,
             count=len(self._events),
         )
 
-    async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
+    async def append(
+        self,
+        events: Sequence[Event],
+        receipts: Sequence[ReceiptRecord] = (),
+        upto: int | None = None,
+    ) -> None:
+        if upto is not None:
+            self._applied = max(self._applied, upto)
         for ev in events:
             self._events.append(ev)
             self._seqs.append(ev.seq)

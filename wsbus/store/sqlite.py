@@ -37,7 +37,7 @@ from typing import TypeVar
 from msgspec.structs import astuple
 
 from ..schema import Event, ThreadInfo
-from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo
+from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
 from .dbfiles import FileGuard, HubLock, StoreLocked
 from .sqlquery import (
     COLUMNS,
@@ -57,6 +57,7 @@ from .sqlquery import (
 __all__ = ["SqliteStore", "StoreLocked"]
 
 _INSERT_EVENTS = f"INSERT INTO events ({COLUMNS}) VALUES ({marks(COLUMNS)})"
+_SET_APPLIED = "INSERT OR REPLACE INTO meta (key, value) VALUES ('applied_seq', ?)"
 _INSERT_RECEIPTS = f"INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES ({marks(RECEIPT_COLUMNS)})"
 
 log = logging.getLogger("wsbus.store")
@@ -193,12 +194,12 @@ class SqliteStore(Store):
 
     # -- interface
 
-    async def open(self) -> StoreInfo:
+    async def open(self, hub_id: str | None = None) -> StoreInfo:
         def work() -> StoreInfo:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.lock.acquire()
             try:
-                return self._open()
+                return self._open(hub_id)
             except BaseException:
                 if self._w is not None:
                     self._w.close()
@@ -208,7 +209,7 @@ class SqliteStore(Store):
 
         return await self._on(self._writer, work)
 
-    def _open(self) -> StoreInfo:
+    def _open(self, hub_id: str | None) -> StoreInfo:
         # the database holds every message: readable by its owner only
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         # opening waits for locks (off the loop); then no busy wait by default: inline
@@ -219,22 +220,34 @@ class SqliteStore(Store):
         conn.executescript(SCHEMA)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if "hub_id" not in meta:
-            meta["hub_id"] = uuid.uuid4().hex[:12]
+            meta["hub_id"] = hub_id or uuid.uuid4().hex[:12]
             conn.execute("INSERT INTO meta (key, value) VALUES ('hub_id', ?)", (meta["hub_id"],))
+        elif hub_id is not None and meta["hub_id"] != hub_id:
+            raise StoreMismatch(
+                f"{self.path} holds hub or bus {meta['hub_id']}, not bus {hub_id}: an index "
+                "is a file of its own (pass another --db; delete a stale index and the hub "
+                "rebuilds it from the stream)"
+            )
         pruned = int(meta.get("pruned_seq", 0))
+        applied = int(meta.get("applied_seq", 0))
         row = conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         conn.execute("PRAGMA busy_timeout=0")
         self.files.remember()
         return StoreInfo(
             hub_id=meta["hub_id"],
-            last_seq=row[0] if row else pruned,
+            last_seq=max(row[0] if row else pruned, applied),
             last_ts=row[1] if row else float(meta.get("pruned_ts", 0.0)),
             pruned_seq=pruned,
             count=count,
         )
 
-    async def append(self, events: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()) -> None:
+    async def append(
+        self,
+        events: Sequence[Event],
+        receipts: Sequence[ReceiptRecord] = (),
+        upto: int | None = None,
+    ) -> None:
         if self.failure is not None:
             raise sqlite3.OperationalError(self.failure)
         # in COLUMNS' order (Event's fields); spelled out, as on this hot path a tuple
@@ -264,6 +277,8 @@ class SqliteStore(Store):
                     conn.executemany(_INSERT_EVENTS, ev_rows)
                 if rc_rows:
                     conn.executemany(_INSERT_RECEIPTS, rc_rows)
+                if upto is not None:
+                    conn.execute(_SET_APPLIED, (str(upto),))
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)

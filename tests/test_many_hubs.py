@@ -1,0 +1,221 @@
+"""Several hub processes on one bus on a real nats-server: one conversation, whichever
+hub a client talks to (websocket or the legacy HTTP shim), and the design's invariants
+across hubs (resume on another hub, an idempotent resend to another hub, the legacy
+``now`` while alternating hubs)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from wsbus import Client
+
+from .helpers import HubProcess
+from .natskit import NatsServer
+from .test_store_files import _hold_write_lock
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def two_hubs(
+    hub_factory: Callable[..., HubProcess], nats: NatsServer, tmp_path: Path
+) -> tuple[HubProcess, HubProcess]:
+    engine = ["--engine", nats.url, "--bus", "team"]
+    a = hub_factory(*engine, "--db", str(tmp_path / "a.db"))
+    b = hub_factory(*engine, "--db", str(tmp_path / "b.db"))
+    return a, b
+
+
+async def recv(http: aiohttp.ClientSession, hub: HubProcess, to: str, since: float,
+               block: bool = False) -> dict[str, Any]:  # fmt: skip
+    query = f"/recv?to={to}&since={since!r}" + ("&block=true" if block else "")
+    async with http.get(hub.http_url + query) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()  # type: ignore[no-any-return]
+
+
+async def test_a_websocket_agent_and_a_legacy_client_converse_through_two_hubs(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    a, b = two_hubs
+    async with Client(a.url, "alice") as alice, aiohttp.ClientSession() as http:
+        assert alice.hub_id is not None
+        ok = await alice.send("bob", "hello from hub A", ref="a-1")
+        # bob polls hub B's shim, the agent-bus way
+        got = await recv(http, b, "bob", 0, block=True)
+        assert [(m["seq"], m["msg"], m["from"]) for m in got["messages"]] == [
+            (ok.seq, "hello from hub A", "alice")
+        ]
+        assert got["messages"][0]["ts"] == ok.ts  # the same ts on both hubs
+        # and answers through B: alice, on A, receives it live
+        reply = {"from": "bob", "to": "alice", "msg": "hi back"}
+        async with http.post(b.http_url + "/send", json=reply) as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+        ev = await asyncio.wait_for(anext(alice.events()), 10)
+        assert (ev.seq, ev.from_, ev.body) == (answer["seq"], "bob", "hi back")
+    async with Client(b.url, "carol") as carol:
+        assert carol.hub_id == alice.hub_id  # one bus, one identity
+
+
+async def test_a_client_resumes_on_the_other_hub_without_gap_or_duplicate(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    a, b = two_hubs
+    seen: list[int] = []
+    async with Client(a.url, "bob") as bob, Client(b.url, "alice") as alice:
+        for i in range(5):
+            await alice.send("bob", f"m{i}", ref=f"first-{i}")
+        events = bob.events()
+        async with asyncio.timeout(10):
+            while len(seen) < 5:
+                seen.append((await anext(events)).seq)
+        cursor, hub_a = bob.last_seq, bob.hub_id
+    async with Client(b.url, "alice") as alice:
+        for i in range(5):
+            await alice.send("bob", f"n{i}", ref=f"second-{i}")
+    # bob comes back on hub B with the cursor hub A gave it
+    async with Client(b.url, "bob", resume=cursor, hub_id=hub_a) as bob:
+        events = bob.events()
+        async with asyncio.timeout(10):
+            while len(seen) < 10:
+                seen.append((await anext(events)).seq)
+        assert bob.welcome is not None and bob.welcome.recovered
+    assert seen == sorted(seen) and len(set(seen)) == 10
+
+
+async def test_a_resend_to_the_other_hub_is_stored_once(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    a, b = two_hubs
+    async with Client(a.url, "alice") as on_a:
+        first = await on_a.send("bob", "once", ref="idem-1")
+    async with Client(b.url, "alice") as on_b:
+        again = await on_b.send("bob", "once", ref="idem-1")
+        history = await on_b.history(limit=100)
+    assert (again.seq, again.ts, again.duplicate) == (first.seq, first.ts, True)
+    assert [e.body for e in history.events] == ["once"]
+
+
+async def test_the_legacy_now_never_skips_an_event_while_alternating_hubs(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    a, b = two_hubs
+    total = 120
+    sent: list[int] = []
+
+    async def senders() -> None:
+        async with Client(a.url, "s1") as s1, Client(b.url, "s2") as s2:
+            for i in range(total // 2):
+                for c in (s1, s2):
+                    sent.append((await c.send("bob", f"{c.name}-{i}", ref=f"{c.name}-{i}")).seq)
+
+    got: list[int] = []
+    task = asyncio.create_task(senders())
+    async with aiohttp.ClientSession() as http:
+        since, turn = 0.0, 0
+        async with asyncio.timeout(60):
+            while len(got) < total:
+                hub = (a, b)[turn % 2]  # every poll on the other hub
+                turn += 1
+                data = await recv(http, hub, "bob", since)
+                got += [m["seq"] for m in data["messages"]]
+                since = data["now"]
+                if not data["messages"]:
+                    await asyncio.sleep(0.01)
+    await task
+    assert sorted(got) == sorted(sent) and len(got) == len(set(got)) == total
+
+
+def test_serve_refuses_memory_and_an_unreachable_engine_with_one_line(tmp_path: Path) -> None:
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "wsbus", "serve", "--port", "0", "--no-http", *args],
+            capture_output=True, text=True, timeout=60,
+            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+
+    memory = serve("--engine", "nats://127.0.0.1:1", "--memory")
+    assert memory.returncode == 2 and "--memory" in memory.stderr
+    assert len(memory.stderr.strip().splitlines()) == 1
+    gone = serve("--engine", "nats://127.0.0.1:1", "--db", str(tmp_path / "i.db"))
+    assert gone.returncode != 0 and "cannot reach NATS at nats://127.0.0.1:1" in gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+    bad = serve("--engine", "http://127.0.0.1:4222")
+    assert bad.returncode == 2 and "nats://" in bad.stderr
+    bus = serve("--engine", "nats://127.0.0.1:1", "--bus", "a.b")
+    assert bus.returncode == 2 and "--bus 'a.b'" in bus.stderr
+
+
+async def test_a_hub_started_later_rebuilds_its_index_and_serves_the_same_history(
+    two_hubs: tuple[HubProcess, HubProcess],
+    hub_factory: Callable[..., HubProcess],
+    nats: NatsServer,
+    tmp_path: Path,
+) -> None:
+    a, _ = two_hubs
+    async with Client(a.url, "alice") as alice:
+        for i in range(30):
+            await alice.send("bob", f"m{i}", ref=f"r{i}", thread="t.1" if i % 2 else None)
+        on_a = await alice.history(limit=100)
+    c = hub_factory("--engine", nats.url, "--bus", "team", "--db", str(tmp_path / "c.db"))
+    async with Client(c.url, "alice") as alice:
+        on_c = await alice.history(limit=100)
+        threads = await alice.threads()
+    assert [(e.seq, e.ts, e.body) for e in on_c.events] == [
+        (e.seq, e.ts, e.body) for e in on_a.events
+    ]
+    assert [t.thread for t in threads.threads] == ["t.1"]
+
+
+async def test_a_cursor_from_a_hub_ahead_is_good_on_a_hub_behind(
+    two_hubs: tuple[HubProcess, HubProcess], tmp_path: Path
+) -> None:
+    """Hub B's index lags (another process holds its write lock): a client resuming
+    there with hub A's cursor is not truncated and gets nothing twice; a legacy client
+    with A's ``now`` is not sent back."""
+    a, b = two_hubs
+    async with Client(a.url, "alice") as alice:
+        async with Client(a.url, "bob") as bob:
+            holder = _hold_write_lock(tmp_path / "b.db", 30)
+            try:
+                oks = [await alice.send("bob", f"m{i}", ref=f"r{i}") for i in range(5)]
+                events = bob.events()
+                async with asyncio.timeout(10):
+                    seen = [(await anext(events)).seq for _ in oks]
+                cursor, bus = bob.last_seq, bob.hub_id
+            except BaseException:
+                holder.kill()
+                raise
+        try:
+            states: list[str] = []
+            again = Client(b.url, "bob", resume=cursor, hub_id=bus,
+                           on_state=lambda state, _: states.append(state))  # fmt: skip
+            welcome = await again.connect()
+            assert welcome.recovered and welcome.seq < seen[-1]  # B is behind
+            async with aiohttp.ClientSession() as http:
+                legacy = await recv(http, b, "bob", oks[-1].ts)
+            assert legacy["messages"] == [] and legacy["now"] >= oks[-1].ts
+        finally:
+            holder.kill()
+            holder.wait(10)
+        after = await alice.send("bob", "after", ref="r-after")
+        events = again.events()
+        async with asyncio.timeout(15):
+            ev = await anext(events)
+        assert (ev.seq, ev.body) == (after.seq, "after")  # not m0…m4 again
+        assert "truncated" not in states
+        await again.close()

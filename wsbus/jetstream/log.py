@@ -1,0 +1,339 @@
+"""The log of a bus on NATS JetStream: many hubs, one order.
+
+A hub publishes each send to the bus's stream (``Nats-Msg-Id`` = ``sender/ref``: a
+resend within the stream's duplicate window is not stored twice) and each receipt
+beside it. Every hub — the one that published included — tails the stream with an
+ordered consumer from the last position its index holds, writes what it reads into
+its **local index** (a SQLite file: :class:`wsbus.store.Store`, one transaction per
+batch, with the stream position), and only then hands the events to its tails: one
+code path for local and remote events. A hub answers ``ok`` once its own index holds
+the event, so the ``ok`` carries the event's ``ts`` and a query on that hub sees it.
+
+``seq`` is the stream sequence. ``ts`` comes from the stream too, the same on every
+hub: the time the stream stored the message, raised to the previous event's ``ts`` +
+1 µs when that is not above it (a stream leader whose clock is behind its
+predecessor's), so ``ts`` strictly increases with ``seq``. The watermark (the legacy
+``now``) is the ``ts`` of the last event indexed: every later event's ``ts`` is above
+it whichever clock stamps it.
+
+Idempotency holds beyond the stream's window: the index's ref window (the last
+100,000 refs, across restarts) answers a resend before anything is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..log import IndexedLog, Stamp
+from ..schema import Event
+from ..store import ReceiptRecord, Store, StoreInfo
+from .engine import EngineConfig, EngineError, bus_identity, connect, ensure_stream
+from .names import EVENTS, RECEIPTS, msg_id, stream_name, subject, subjects
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+
+__all__ = ["JetStreamLog"]
+
+log = logging.getLogger("wsbus.engine")
+
+#: messages written to the index in one transaction at most
+INDEX_BATCH = 1000
+#: seconds between tries when the index refuses a batch
+INDEX_RETRY = 0.5
+#: seconds between the stream's heartbeats to this hub's consumer: two missed, and the
+#: consumer is made again from the last position indexed
+HEARTBEAT = 1.0
+#: the smallest step ``ts`` takes from one event to the next
+TICK = 1e-6
+
+_encode = msgspec.msgpack.Encoder().encode
+_event = msgspec.msgpack.Decoder(Event).decode
+_receipt = msgspec.msgpack.Decoder(ReceiptRecord).decode
+
+
+def next_ts(stored: float, last: float) -> float:
+    """An event's ``ts``: the time the stream stored it, raised above the previous
+    event's ``ts`` (``last``) when it is not — the same on every hub."""
+    return stored if stored > last else last + TICK
+
+
+class JetStreamLog(IndexedLog):
+    """The log of record on a JetStream stream, indexed into this hub's ``store``."""
+
+    shared = True
+
+    def __init__(self, store: Store, config: EngineConfig, ref_window: int = 100_000) -> None:
+        super().__init__(store, ref_window)
+        self.config = config
+        self.bus_id = ""
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: Any = None
+        self._indexer: asyncio.Task[None] | None = None
+        self._inbox: deque[Msg] = deque()
+        self._arrived = asyncio.Event()
+        #: the stream position the index holds (events and receipts)
+        self.applied = 0
+        #: the ts of the last event indexed: the next one's is above it
+        self._last_ts = 0.0
+        #: seq -> futures of appends waiting for the index to reach it
+        self._waiting: dict[int, list[asyncio.Future[None]]] = {}
+        self._index_failure: str | None = None
+        self._closing = False
+        #: where the events live (printed by ``wsbus serve``)
+        self.location = (
+            f"bus {config.bus} on NATS {','.join(config.servers)} "
+            f"(stream {stream_name(config.bus)}, {config.replicas} replica(s))"
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> StoreInfo:
+        self._nc = await connect(
+            self.config,
+            error_cb=self._nats_error,
+            disconnected_cb=self._nats_down,
+            reconnected_cb=self._nats_up,
+        )
+        self._js = self._nc.jetstream(timeout=self.config.publish_timeout)
+        stream = await ensure_stream(self._js, self.config)
+        self.bus_id = await bus_identity(self._js, self.config)
+        info = await self.store.open(hub_id=self.bus_id)
+        self.applied = info.last_seq
+        self.committed_seq = info.last_seq
+        self.committed_ts = self._last_ts = info.last_ts
+        await self._load_refs()
+        self._indexer = asyncio.create_task(self._index_loop(), name="wsbus-indexer")
+        await self._subscribe(info.last_seq)
+        # serve once the index holds what the stream held when this hub started: a
+        # client resuming from a cursor another hub gave it finds its place here
+        await self._until_indexed(stream.state.last_seq, timeout=None)
+        return msgspec.structs.replace(
+            info, hub_id=self.bus_id, last_seq=self.applied, last_ts=self.committed_ts
+        )
+
+    async def _subscribe(self, after: int) -> None:
+        from nats.js import api
+
+        assert self._js is not None
+        self._sub = await self._js.subscribe(
+            subjects(self.config.bus),
+            stream=stream_name(self.config.bus),
+            cb=self._received,
+            ordered_consumer=True,
+            idle_heartbeat=HEARTBEAT,
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
+            ),
+        )
+
+    async def _received(self, msg: Msg) -> None:
+        self._inbox.append(msg)
+        self._arrived.set()
+
+    async def close(self) -> None:
+        """Stop tailing the stream and close the connection to NATS."""
+        self._closing = True
+        if self._indexer is not None:
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._indexer
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    # ------------------------------------------------------------------ NATS state
+
+    async def _nats_error(self, err: Exception) -> None:
+        if self._nc is not None:  # before, open() says in one line why it failed
+            log.warning("NATS: %s", err)
+
+    async def _nats_down(self) -> None:
+        if not self._closing:
+            log.warning("NATS connection lost: sends are refused until it is back")
+
+    async def _nats_up(self) -> None:
+        log.warning("NATS connection back: catching up")
+        # a restarted server may have lost the consumer: read on from what the index holds
+        asyncio.get_running_loop().create_task(self._resubscribe())
+
+    async def _resubscribe(self) -> None:
+        old, self._sub = self._sub, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.unsubscribe()
+        try:
+            await self._subscribe(self.applied)
+        except Exception as err:  # the next reconnect tries again; heartbeats also reset
+            log.error("cannot tail the stream again: %s", err)
+
+    def _refuse_now(self) -> str | None:
+        """Why a send cannot be stored right now (retryable), or None. (An index that
+        refuses a write for a moment is not a reason: the stream takes the send, and
+        the append waits a while for the index.)"""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return "NATS is unreachable; retry"
+        return self.failure
+
+    # ------------------------------------------------------------------ append
+
+    async def append(
+        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()
+    ) -> list[Stamp]:
+        if self._sealed:
+            raise RuntimeError("the log is sealed")
+        why = self._refuse_now()
+        if why is not None:
+            raise EngineError(why)
+        js, bus = self._js, self.config.bus
+        assert js is not None
+        stamps: list[Stamp | None] = []
+        published: list[tuple[int, Event, asyncio.Future[Any]]] = []
+        batch_keys: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        try:
+            for draft in drafts:
+                key = (draft.from_, draft.ref) if draft.ref is not None else None
+                if key is not None:
+                    seen = self.known(*key)
+                    if seen is not None:
+                        stamps.append(seen)
+                        continue
+                    first = batch_keys.get(key)
+                    if first is not None:  # twice in one batch: published once
+                        stamps.append(None)
+                        published.append((len(stamps) - 1, draft, first))
+                        continue
+                headers = {"Nats-Msg-Id": msg_id(*key)} if key is not None else None
+                ack = await js.publish_async(
+                    subject(bus, EVENTS, draft.channel), _encode(draft), headers=headers
+                )
+                if key is not None:
+                    batch_keys[key] = ack
+                stamps.append(None)
+                published.append((len(stamps) - 1, draft, ack))
+            receipt_acks = [
+                await js.publish_async(subject(bus, RECEIPTS, r.channel), _encode(r))
+                for r in receipts
+            ]
+            futures = [ack for _, _, ack in published] + receipt_acks
+            acks = await asyncio.wait_for(
+                asyncio.gather(*futures), timeout=self.config.publish_timeout
+            )
+        except TimeoutError:
+            raise EngineError(
+                f"NATS did not confirm within {self.config.publish_timeout:g} s; retry "
+                "with the same ref",
+                maybe_stored=True,
+            ) from None
+        except EngineError:
+            raise
+        except Exception as err:  # part of the batch may be in the stream
+            raise EngineError(
+                f"NATS refused the batch: {err}; retry with the same ref", maybe_stored=True
+            ) from None
+        if acks:
+            await self._until_indexed(max(ack.seq for ack in acks))
+        firsts: set[int] = set()
+        for (i, draft, _), result in zip(published, acks, strict=False):
+            again = result.seq in firsts  # the second copy of a ref in this batch
+            firsts.add(result.seq)
+            stamps[i] = await self._stamp_of(draft, result.seq, bool(result.duplicate) or again)
+        return [s for s in stamps if s is not None]
+
+    async def _stamp_of(self, draft: Event, seq: int, duplicate: bool) -> Stamp:
+        """The stamp of a published draft, once the index holds ``seq``."""
+        if draft.ref is not None:
+            seen = self._refs.get((draft.from_, draft.ref))
+            if seen is not None:
+                return Stamp(seen[0], seen[1], duplicate)
+        stored = await self.store.get(seq)
+        return Stamp(seq, stored.ts if stored is not None else self.committed_ts, duplicate)
+
+    async def _until_indexed(self, seq: int, timeout: float | None = -1.0) -> None:
+        """Wait until the index holds stream position ``seq`` (``timeout`` -1: the
+        publish timeout; None: no limit)."""
+        if self.applied >= seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(seq, []).append(future)
+        limit = self.config.publish_timeout if timeout == -1.0 else timeout
+        try:
+            await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            behind = f" ({self._index_failure})" if self._index_failure else ""
+            raise EngineError(
+                f"the bus's stream holds it, but this hub's index is behind{behind}; "
+                "retry with the same ref",
+                maybe_stored=True,
+            ) from None
+
+    # ------------------------------------------------------------------ the index
+
+    async def _index_loop(self) -> None:
+        """Write what the stream delivers into the index, then to the tails."""
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._inbox:
+                batch = [self._inbox.popleft() for _ in range(min(INDEX_BATCH, len(self._inbox)))]
+                await self._index(batch)
+
+    async def _index(self, batch: list[Msg]) -> None:
+        events: list[Event] = []
+        receipts: list[ReceiptRecord] = []
+        refs: dict[tuple[str, str], tuple[int, float]] = {}
+        last_ts = self._last_ts
+        upto = self.applied
+        replace = msgspec.structs.replace
+        for msg in batch:
+            meta = msg.metadata
+            seq = meta.sequence.stream
+            if seq <= upto:
+                continue  # delivered again after a consumer reset
+            upto = seq
+            what = msg.subject.split(".", 3)[2]
+            try:
+                if what == EVENTS:
+                    ts = last_ts = next_ts(meta.timestamp.timestamp(), last_ts)
+                    ev = replace(_event(msg.data), seq=seq, ts=ts)
+                    events.append(ev)
+                    if ev.ref is not None:
+                        refs[(ev.from_, ev.ref)] = (seq, ts)
+                elif what == RECEIPTS:
+                    receipts.append(_receipt(msg.data))
+            except (msgspec.DecodeError, msgspec.ValidationError) as err:
+                log.error("stream message %d (%s) is not a wsbus record: %s", seq, msg.subject, err)
+        if upto == self.applied:
+            return
+        while True:
+            try:
+                await self.store.append(events, receipts, upto=upto)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                self._index_failure = f"the index refuses writes: {err}"
+                log.error("%s; retrying", self._index_failure)
+                await asyncio.sleep(INDEX_RETRY)
+        self._index_failure = None
+        self.applied = upto
+        self._last_ts = last_ts
+        self._indexed(events, refs)
+        for seq in [s for s in self._waiting if s <= upto]:
+            for future in self._waiting.pop(seq):
+                if not future.done():
+                    future.set_result(None)
+
+    def _idle_watermark(self) -> float:
+        return self.committed_ts
