@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from wsbus.config import state_dir
+from wsbus.config import hub_urls, state_dir
 
 __all__ = ["Cursor", "CursorFile"]
 
@@ -30,7 +30,9 @@ class CursorFile:
     """One listener's cursor on disk."""
 
     def __init__(self, url: str, name: str, channel: str, root: Path | None = None) -> None:
-        key = hashlib.sha256(f"{url}\n{name}\n{channel}".encode()).hexdigest()[:20]
+        # several hubs of one bus share a cursor (whichever answers, the same seqs)
+        hubs = ",".join(sorted(set(hub_urls(url))))
+        key = hashlib.sha256(f"{hubs}\n{name}\n{channel}".encode()).hexdigest()[:20]
         self.path = (root or state_dir() / "cursors") / f"{name}-{key}.json"
         self.cursor = Cursor(url=url, name=name, channel=channel)
 

@@ -89,7 +89,8 @@ async def run(args: argparse.Namespace) -> int:
         if state == "reconnecting":
             warn(f"hub unreachable ({details.get('error')}); retrying in {details['delay']:.1f}s")
         elif state == "connected":
-            warn(f"listening as {name} on {channel} at {settings.url} (seq {details.get('seq')})")
+            at = details.get("url") or settings.url
+            warn(f"listening as {name} on {channel} at {at} (seq {details.get('seq')})")
         elif state == "truncated":
             warn(
                 f"history truncated: some messages for {name} are gone "

@@ -90,3 +90,62 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NatsCluster:
+    """``size`` nats-servers with JetStream routed into one cluster on loopback; each
+    node keeps its ports and store across :meth:`NatsServer.stop`/``start``."""
+
+    def __init__(self, root: Path, size: int = 3) -> None:
+        cluster_ports = [free_port() for _ in range(size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+        self.nodes = []
+        for i, cluster_port in enumerate(cluster_ports):
+            flags = ["-n", f"n{i}", "--cluster_name", "wsbus", "--routes", routes]
+            flags += ["--cluster", f"nats://127.0.0.1:{cluster_port}"]
+            self.nodes.append(NatsServer(root / f"n{i}", port=free_port(), extra=flags))
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def start(self) -> NatsCluster:
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Wait until JetStream answers (the cluster elected its meta leader)."""
+        import asyncio
+
+        import nats
+
+        nc = await nats.connect(servers=self.urls)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    await nc.jetstream().account_info()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    def node(self, name: str) -> NatsServer:
+        return next(n for n in self.nodes if f"n{self.nodes.index(n)}" == name)

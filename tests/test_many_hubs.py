@@ -17,8 +17,8 @@ import pytest
 
 from wsbus import Client
 
-from .helpers import HubProcess
-from .natskit import NatsServer
+from .helpers import HubProcess, RawClient
+from .natskit import NatsCluster, NatsServer
 from .test_store_files import _hold_write_lock
 
 
@@ -219,3 +219,136 @@ async def test_a_cursor_from_a_hub_ahead_is_good_on_a_hub_behind(
         assert (ev.seq, ev.body) == (after.seq, "after")  # not m0…m4 again
         assert "truncated" not in states
         await again.close()
+
+
+async def test_a_listener_fails_over_when_its_hub_is_killed(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    """Hub A is SIGKILLed while a sender on hub B publishes 5,000 events: the listener
+    (given both URLs) goes on from B and gets every event once, in order."""
+    a, b = two_hubs
+    total, sent, got = 5000, [], []
+
+    async def publish() -> None:
+        async with Client(b.url, "alice") as alice:
+            window = asyncio.Semaphore(64)
+
+            async def one(i: int) -> None:
+                async with window:
+                    sent.append((await alice.send("bob", f"m{i}", ref=f"m{i}")).seq)
+
+            await asyncio.gather(*(one(i) for i in range(total)))
+
+    async with Client([a.url, b.url], "bob", backoff_min=0.05, backoff_max=0.5) as bob:
+        assert bob.url == a.url
+        task = asyncio.create_task(publish())
+        events = bob.events()
+        async with asyncio.timeout(120):
+            while len(got) < total:
+                got.append((await anext(events)).seq)
+                if len(got) == 500:
+                    a.kill()  # SIGKILL: no goodbye to its clients
+        await task
+        assert bob.url == b.url
+    assert got == sorted(sent)  # every event once, in order
+
+
+def test_send_takes_the_next_hub_when_the_first_is_down(
+    two_hubs: tuple[HubProcess, HubProcess], env: dict[str, str]
+) -> None:
+    a, b = two_hubs
+    a.kill()
+    urls = f"{a.url},{b.url}"
+    r = subprocess.run(
+        [sys.executable, "-m", "wsbus", "send", "--url", urls, "--as", "alice", "bob", "hi"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("sent #")
+
+
+async def test_a_three_node_cluster_loses_the_stream_leader_mid_stream(
+    hub_factory: Callable[..., HubProcess], tmp_path: Path
+) -> None:
+    """Two hubs on a 3-node NATS cluster, the stream kept in 3 replicas: the node that
+    leads the stream is killed mid-stream, then restarted. The bus keeps taking and
+    delivering sends; nothing acknowledged is lost or doubled."""
+    import nats
+
+    cluster = NatsCluster(tmp_path / "cluster").start()
+    try:
+        await cluster.ready()
+        engine = ["--engine", ",".join(cluster.urls), "--bus", "ha", "--replicas", "3"]
+        a = hub_factory(*engine, "--db", str(tmp_path / "a.db"))
+        b = hub_factory(*engine, "--db", str(tmp_path / "b.db"))
+        total, sent, got = 1500, [], []
+        nc = await nats.connect(servers=cluster.urls)
+        leader = (await nc.jetstream().stream_info("WSBUS_ha")).cluster.leader
+        await nc.close()
+        killed = cluster.node(leader)
+
+        async def publish() -> None:
+            async with Client(a.url, "alice") as alice:
+                window = asyncio.Semaphore(32)
+
+                async def one(i: int) -> None:
+                    async with window:
+                        ok = await alice.send("bob", f"m{i}", ref=f"m{i}", timeout=60)
+                        sent.append(ok.seq)
+                        if len(sent) == 300:
+                            killed.kill()  # the stream's leader, mid-stream
+                        elif len(sent) == 900:
+                            killed.start()  # back, catching up from the others
+
+                await asyncio.gather(*(one(i) for i in range(total)))
+
+        async with Client(b.url, "bob") as bob:
+            task = asyncio.create_task(publish())
+            events = bob.events()
+            async with asyncio.timeout(150):
+                while len(got) < total:
+                    got.append((await anext(events)).seq)
+            await task
+        assert len(sent) == total
+        assert got == sorted(sent)  # every acknowledged event once, in order, on hub B
+        async with Client(a.url, "carol") as carol:
+            history = await carol.history(limit=1)
+            assert history.events[-1].seq == max(sent)
+    finally:
+        cluster.stop()
+
+
+async def test_nats_stopped_refuses_sends_as_retryable_and_the_hub_recovers(
+    two_hubs: tuple[HubProcess, HubProcess], nats: NatsServer
+) -> None:
+    a, b = two_hubs
+    raw = RawClient(a.url)
+    await raw.open({"name": "alice"})
+    async with Client(b.url, "bob") as bob:
+        await raw.send({"op": "send", "ref": "before", "to": "bob", "body": "before"})
+        before = await raw.recv_op("ok")
+        nats.stop()
+        await raw.send({"op": "send", "ref": "during", "to": "bob", "body": "during"})
+        refused = await raw.recv_op("error", timeout=15)
+        assert refused["code"] == "store_failed" and refused["ref"] == "during"
+        assert "retry" in str(refused["message"])
+        async with (  # the index still answers
+            aiohttp.ClientSession() as http,
+            http.get(b.http_url + "/recv?to=bob&since=0") as r,
+        ):
+            assert [m["msg"] for m in (await r.json())["messages"]] == ["before"]
+        nats.start()  # same port and store: the hubs reconnect by themselves
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # what a client does with store_failed: the same ref again
+            await raw.send({"op": "send", "ref": "during", "to": "bob", "body": "during"})
+            answer = await raw.recv(15)
+            if answer["op"] == "ok":
+                break
+            assert answer["code"] == "store_failed"
+            assert asyncio.get_running_loop().time() < deadline, answer
+            await asyncio.sleep(0.2)
+        events = bob.events()
+        async with asyncio.timeout(15):
+            got = [(await anext(events)).seq for _ in range(2)]
+        assert got == [before["seq"], answer["seq"]]
+    await raw.close()

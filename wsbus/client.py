@@ -30,7 +30,7 @@ the system's CAs, or the PEM file in ``ca_file=`` / ``WSBUS_CA_FILE``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from .client_inbox import Inbox, Incoming
@@ -102,6 +102,8 @@ class Client:
     inbox the application iterates (:class:`~wsbus.client_inbox.Inbox`).
     """
 
+    urls = _Kept[list[str]]("_link")
+    #: the hub URL in use (or tried next)
     url = _Kept[str]("_link")
     token = _Kept[str | None]("_link")
     ca_file = _Kept[str | None]("_link")
@@ -120,7 +122,7 @@ class Client:
 
     def __init__(
         self,
-        url: str = "ws://127.0.0.1:8765",
+        url: str | Sequence[str] = "ws://127.0.0.1:8765",
         name: str | None = None,
         *,
         names: tuple[str, ...] | list[str] = (),

@@ -18,7 +18,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .codec import Codec
+from .config import hub_urls
 from .errors import FATAL_CLOSE_CODES, ClientError, ConnectionLost
 from .handshake import (
     CLIENT_NAME,
@@ -84,7 +85,7 @@ class Link:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         codec: Codec,
         cursor: Cursor,
         *,
@@ -100,7 +101,9 @@ class Link:
         received: Callable[[HubFrame], Awaitable[None]],
         ended: Callable[[Exception], None],
     ) -> None:
-        self.url = url
+        #: the hubs to try in turn (several hubs of one bus: failover)
+        self.urls = hub_urls(url)
+        self._at = 0
         self.codec = codec
         self.cursor = cursor
         self.token = token
@@ -115,7 +118,7 @@ class Link:
         self._opened = opened
         self._received = received
         self._ended = ended
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: dict[str, ssl.SSLContext | None] = {}
         self._conn: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._first: asyncio.Future[Welcome] | None = None
@@ -124,6 +127,14 @@ class Link:
         self.closing = False
         #: the error that ended the link
         self.fatal: Exception | None = None
+
+    @property
+    def url(self) -> str:
+        """The hub URL this link uses now (or tries next)."""
+        return self.urls[self._at]
+
+    def _next_url(self) -> None:
+        self._at = (self._at + 1) % len(self.urls)
 
     @property
     def connected(self) -> bool:
@@ -190,9 +201,9 @@ class Link:
 
     def _tls(self) -> ssl.SSLContext | None:
         """The TLS context for ``wss://`` (None: websockets' default, system CAs)."""
-        if self._ssl is None:
-            self._ssl = tls_context(self.url, self.ca_file)
-        return self._ssl
+        if self.url not in self._ssl:
+            self._ssl[self.url] = tls_context(self.url, self.ca_file)
+        return self._ssl[self.url]
 
     async def _open(self) -> tuple[ClientConnection, Welcome]:
         headers = handshake_headers(self.token) or None
@@ -261,6 +272,7 @@ class Link:
     async def _loop(self, wait: bool) -> None:
         attempt = 0
         ever = False
+        failed = 0  # URLs that failed in a row: the next one is tried at once
         while not self.closing:
             try:
                 conn, welcome = await self._open()
@@ -271,15 +283,23 @@ class Link:
                 if failure is None:
                     raise
                 error, retry = failure
+                why = why_unreachable(err, self.url)
+                if retry and failed + 1 < len(self.urls):  # another hub of the bus first
+                    failed += 1
+                    log.info("hub %s unreachable (%s): trying the next one", self.url, why)
+                    self._next_url()
+                    continue
                 if not retry or not (wait or (ever and self.reconnect)):
                     self.fail(error)
                     return
+                failed = 0
+                self._next_url()
                 delay = self._delay(attempt)
                 attempt += 1
-                why = why_unreachable(err, self.url)
                 self.state("reconnecting", delay=delay, error=why, attempt=attempt)
                 await asyncio.sleep(delay)
                 continue
+            failed = 0
             self.welcome = welcome
             if not self._resumable(welcome):
                 await conn.close()
@@ -288,7 +308,7 @@ class Link:
             up_since = time.monotonic()
             self._conn = conn
             self._connected.set()
-            self.state("connected", hub=welcome.hub, seq=welcome.seq)
+            self.state("connected", hub=welcome.hub, seq=welcome.seq, url=self.url)
             if self._first is not None and not self._first.done():
                 self._first.set_result(welcome)
             try:

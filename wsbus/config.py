@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -94,6 +94,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting with its default. Limits are documented in docs/CONFIG.md."""
 
     # client side
+    #: the hub, or several hubs of one bus (comma-separated; a list in the config
+    #: file): clients try them in turn (see urls)
     url: str = "ws://127.0.0.1:8765"
     name: str | None = None
     channel: str = "default"
@@ -158,6 +160,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_unauthenticated_per_address: int = 64
     max_identity_connections: int = _HUB.max_identity_connections
     max_polls: int = 16
+
+    def urls(self) -> list[str]:
+        """The hub URLs clients try in turn."""
+        return hub_urls(self.url)
 
     def hub_config(self) -> HubConfig:
         """The hub's limits and policies: the settings both hold, the rest as
@@ -254,6 +260,14 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
 }
 
 
+def hub_urls(url: str | Sequence[str]) -> list[str]:
+    """The hub URLs of a ``url`` setting: one, or several hubs of one bus
+    (comma-separated, or a list), which every client tries in turn."""
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    urls = [u.strip() for u in parts if u.strip()]
+    return urls or [str(url)]
+
+
 class ConfigError(WsbusError):
     """A setting could not be read; the message says which and why."""
 
@@ -284,6 +298,8 @@ def load_settings(
     merged: dict[str, Any] = {}
     source = config_path(env) if path is None else path
     file_values = _read_file(source)
+    if isinstance(file_values.get("url"), list):  # several hubs of one bus: in turn
+        file_values["url"] = ",".join(str(u) for u in file_values["url"])
     try:
         msgspec.convert(file_values, Settings)
     except msgspec.ValidationError as err:

@@ -34,6 +34,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from .codec import JSON, Codec
+from .config import hub_urls
 from .errors import FATAL_CLOSE_CODES, RETRYABLE_ERRORS, ClientError, ConnectionLost, SendRefused
 from .handshake import (
     CLIENT_NAME,
@@ -76,7 +77,9 @@ class OneShot:
         timeout: float = 10.0,
         codec: Codec = JSON,
     ) -> None:
-        self.url = url
+        #: the hubs to try in turn (several hubs of one bus)
+        self.urls = hub_urls(url)
+        self.url = self.urls[0]
         self.name = name
         self.kind = kind
         self.token = token
@@ -96,17 +99,24 @@ class OneShot:
         self.close()
 
     def connect(self) -> Welcome:
-        """Connect and say hello, as a send-only client: no channels, no presence.
-        Raises what :meth:`wsbus.client.Client.connect` raises on a first attempt."""
-        try:
-            self.welcome = self._open()
-        except Exception as err:
-            self.close()
-            failure = connect_failure(err, self.url)
-            if failure is None:
-                raise
-            raise failure[0] from None
-        return self.welcome
+        """Connect and say hello, as a send-only client: no channels, no presence;
+        with several hub URLs, the first that answers. Raises what
+        :meth:`wsbus.client.Client.connect` raises on a first attempt."""
+        for i, url in enumerate(self.urls):
+            self.url = url
+            try:
+                self.welcome = self._open()
+                return self.welcome
+            except Exception as err:
+                self.close()
+                failure = connect_failure(err, url)
+                if failure is None:
+                    raise
+                error, retry = failure
+                if retry and i + 1 < len(self.urls):
+                    continue  # another hub of the bus
+                raise error from None
+        raise AssertionError("no hub URL")  # hub_urls never returns an empty list
 
     def send(self, frame: Send) -> SendResult:
         """Send ``frame`` (see :func:`wsbus.handshake.send_frame`) and return the hub's

@@ -122,10 +122,9 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     name = need_name(settings, "chat")
-    if urlsplit(settings.url).scheme not in ("ws", "wss"):
-        raise CliError(
-            f"invalid hub URL {settings.url!r}: it starts with ws:// or wss://", Exit.USAGE
-        )
+    bad = [u for u in settings.urls() if urlsplit(u).scheme not in ("ws", "wss")]
+    if bad:
+        raise CliError(f"invalid hub URL {bad[0]!r}: it starts with ws:// or wss://", Exit.USAGE)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CliError(
             "chat needs a terminal (in scripts use `wsbus send` and `wsbus listen`)", Exit.USAGE
