@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from wsbus import Client
+from wsbus.schema import Receipt
 
 from .helpers import HubProcess, RawClient
 from .natskit import NatsCluster, NatsServer
@@ -352,3 +353,20 @@ async def test_nats_stopped_refuses_sends_as_retryable_and_the_hub_recovers(
             got = [(await anext(events)).seq for _ in range(2)]
         assert got == [before["seq"], answer["seq"]]
     await raw.close()
+
+
+async def test_a_receipt_taken_on_one_hub_reaches_the_sender_on_the_other(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    a, b = two_hubs
+    async with Client(b.url, "alice") as alice, Client(a.url, "bob") as bob:
+        ok = await alice.send("bob", "please read", ref="ask-1")
+        event = await asyncio.wait_for(anext(bob.events()), 10)
+        await bob.ack(event.seq, "read")
+        async with asyncio.timeout(10):
+            async for item in alice:
+                if isinstance(item, Receipt):
+                    break
+        assert (item.seq, item.by, item.status) == (ok.seq, "bob", "read")
+        pending = await alice.history(to="bob", pending=True, limit=10)
+        assert pending.events == []  # hub B's index has the receipt too

@@ -127,6 +127,8 @@ class Hub:
             committed=lambda: self.committed_seq,
             check_tokens=self.check_tokens if gate is not None else None,
         )
+        # on a shared log the receipts come from the log, whichever hub took the ack
+        self.log.on_receipts = self._tell_senders
         #: validation, the write queue and group commit
         self.ingest = Ingest(
             self.log,

@@ -216,7 +216,9 @@ class Ingest:
         del self._queue[: len(batch)]
         receipts, self._receipts = self._receipts, []
         try:
-            stamps = await self.log.append([p.event for p in batch], [r for r, _ in receipts])
+            stamps = await self.log.append(
+                [p.event for p in batch], [r for r, _ in receipts], [s for _, s in receipts]
+            )
         except Exception as err:  # the store refused: nothing of the batch is acknowledged
             self._refused(batch, receipts, err)
             return False
@@ -232,7 +234,7 @@ class Ingest:
                     s.send(Ok(ref=ev.ref, seq=stamp.seq, ts=stamp.ts, duplicate=dup, online=online))
             except Exception:
                 logger.exception("answering the send of seq %d failed", stamp.seq)
-        if receipts:
+        if receipts and not self.log.shared:  # a shared log tells every hub itself
             try:
                 self._on_receipts(receipts)
             except Exception:

@@ -31,7 +31,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -63,6 +63,9 @@ class Log(abc.ABC):
     #: other hubs append to the same log: this node's tail may be behind a cursor
     #: another hub gave a client
     shared: bool = False
+    #: (a shared log) told of every receipt it indexed, whichever hub took the ack,
+    #: with the sender of the event it acknowledges: the hub pushes it to the sender
+    on_receipts: Callable[[list[tuple[ReceiptRecord, str]]], None] | None = None
     #: the seq and ts of the last committed event
     committed_seq: int = 0
     committed_ts: float = 0.0
@@ -77,10 +80,14 @@ class Log(abc.ABC):
 
     @abc.abstractmethod
     async def append(
-        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()
+        self,
+        drafts: Sequence[Event],
+        receipts: Sequence[ReceiptRecord] = (),
+        senders: Sequence[str] = (),
     ) -> list[Stamp]:
         """Commit ``drafts`` (their ``seq``/``ts`` are ignored) and ``receipts`` as
-        one durable batch; raise when nothing was stored."""
+        one durable batch; raise when nothing was stored. ``senders``: who sent each
+        receipt's event (a shared log tells every hub, :attr:`on_receipts`)."""
 
     @abc.abstractmethod
     def tail(self, after_seq: int) -> Tail:
@@ -311,7 +318,10 @@ class LocalLog(IndexedLog):
         return ts
 
     async def append(
-        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()
+        self,
+        drafts: Sequence[Event],
+        receipts: Sequence[ReceiptRecord] = (),
+        senders: Sequence[str] = (),
     ) -> list[Stamp]:
         # one batch at a time (the hub's single writer): no lock on the hot path
         if self._appending:

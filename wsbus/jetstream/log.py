@@ -56,9 +56,18 @@ HEARTBEAT = 1.0
 #: the smallest step ``ts`` takes from one event to the next
 TICK = 1e-6
 
+
+class SharedReceipt(msgspec.Struct, array_like=True):
+    """A receipt as the stream holds it: the record, and the sender of the event it
+    acknowledges (every hub tells that sender's connections)."""
+
+    receipt: ReceiptRecord
+    sender: str
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _event = msgspec.msgpack.Decoder(Event).decode
-_receipt = msgspec.msgpack.Decoder(ReceiptRecord).decode
+_receipt = msgspec.msgpack.Decoder(SharedReceipt).decode
 
 
 def next_ts(stored: float, last: float) -> float:
@@ -189,7 +198,10 @@ class JetStreamLog(IndexedLog):
     # ------------------------------------------------------------------ append
 
     async def append(
-        self, drafts: Sequence[Event], receipts: Sequence[ReceiptRecord] = ()
+        self,
+        drafts: Sequence[Event],
+        receipts: Sequence[ReceiptRecord] = (),
+        senders: Sequence[str] = (),
     ) -> list[Stamp]:
         if self._sealed:
             raise RuntimeError("the log is sealed")
@@ -223,8 +235,10 @@ class JetStreamLog(IndexedLog):
                 stamps.append(None)
                 published.append((len(stamps) - 1, draft, ack))
             receipt_acks = [
-                await js.publish_async(subject(bus, RECEIPTS, r.channel), _encode(r))
-                for r in receipts
+                await js.publish_async(
+                    subject(bus, RECEIPTS, r.channel), _encode(SharedReceipt(r, sender))
+                )
+                for r, sender in zip(receipts, senders or [""] * len(receipts), strict=True)
             ]
             futures = [ack for _, _, ack in published] + receipt_acks
             acks = await asyncio.wait_for(
@@ -291,7 +305,7 @@ class JetStreamLog(IndexedLog):
 
     async def _index(self, batch: list[Msg]) -> None:
         events: list[Event] = []
-        receipts: list[ReceiptRecord] = []
+        receipts: list[SharedReceipt] = []
         refs: dict[tuple[str, str], tuple[int, float]] = {}
         last_ts = self._last_ts
         upto = self.applied
@@ -318,7 +332,7 @@ class JetStreamLog(IndexedLog):
             return
         while True:
             try:
-                await self.store.append(events, receipts, upto=upto)
+                await self.store.append(events, [r.receipt for r in receipts], upto=upto)
                 break
             except asyncio.CancelledError:
                 raise
@@ -330,6 +344,11 @@ class JetStreamLog(IndexedLog):
         self.applied = upto
         self._last_ts = last_ts
         self._indexed(events, refs)
+        if receipts and self.on_receipts is not None:
+            try:
+                self.on_receipts([(r.receipt, r.sender) for r in receipts if r.sender])
+            except Exception:
+                log.exception("telling senders of %d receipts failed", len(receipts))
         for seq in [s for s in self._waiting if s <= upto]:
             for future in self._waiting.pop(seq):
                 if not future.done():
