@@ -370,3 +370,39 @@ async def test_a_receipt_taken_on_one_hub_reaches_the_sender_on_the_other(
         assert (item.seq, item.by, item.status) == (ok.seq, "bob", "read")
         pending = await alice.history(to="bob", pending=True, limit=10)
         assert pending.events == []  # hub B's index has the receipt too
+
+
+async def test_the_roster_is_the_same_on_every_hub(
+    two_hubs: tuple[HubProcess, HubProcess],
+    hub_factory: Callable[..., HubProcess],
+    nats: NatsServer,
+    tmp_path: Path,
+) -> None:
+    a, b = two_hubs
+    async with Client(a.url, "alice") as on_a, Client(b.url, "alice") as on_b:
+        await on_a.register("team.x", "codex", session="s1", host="m1", model="gpt", role="dev")
+        # a second session asking for the same name on the other hub gets codex-2
+        second = await on_b.register("team.x", "codex", session="s2", host="m2")
+        assert second.name == "codex-2"
+
+        async def registered(client: Client) -> list[tuple[str, str | None]]:
+            result = await client.roster("team.x")
+            return [(m.name, m.host) for m in result.registered]
+
+        want = [("codex", "m1"), ("codex-2", "m2")]
+        for _ in range(100):  # the other hub follows the bucket within moments
+            if await registered(on_a) == want and await registered(on_b) == want:
+                break
+            await asyncio.sleep(0.05)
+        assert await registered(on_a) == await registered(on_b) == want
+        await on_a.register("team.x", "codex-2", leave=True)
+        for _ in range(100):
+            if await registered(on_b) == [("codex", "m1")]:
+                break
+            await asyncio.sleep(0.05)
+        assert await registered(on_b) == [("codex", "m1")]
+    # a hub started later reads the roster from the bucket
+    c = hub_factory("--engine", nats.url, "--bus", "team", "--db", str(tmp_path / "c.db"))
+    async with Client(c.url, "alice") as on_c:
+        result = await on_c.roster("team.x")
+        assert [(m.name, m.model, m.role) for m in result.registered] == [("codex", "gpt", "dev")]

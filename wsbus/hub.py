@@ -151,7 +151,7 @@ class Hub:
         self.committed_ts = info.last_ts
         self.upkeep.pruned_seq = info.pruned_seq
         await self.prune()
-        await self.rosters.load()
+        await self.rosters.load(self.log.shared_members())
         self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
         self._tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
         self._tailer = asyncio.create_task(self._tail_loop(), name="wsbus-tail")

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import msgspec
 
 from .schema import Event
-from .store import Query, ReceiptRecord, Store, StoreInfo
+from .store import MemberStore, Query, ReceiptRecord, Store, StoreInfo
 
 __all__ = ["IndexedLog", "LocalLog", "Log", "Stamp", "Tail"]
 
@@ -112,6 +112,11 @@ class Log(abc.ABC):
     async def close(self) -> None:
         """Let go of what the log holds besides its index (the index is closed by its
         owner after this)."""
+        return None
+
+    def shared_members(self) -> MemberStore | None:
+        """Where the hubs of a shared log keep the registered roster members (None:
+        in the index, one hub)."""
         return None
 
 

@@ -30,7 +30,7 @@ from .schema import (
     Status,
 )
 from .session import Session
-from .store import MemberRecord, Store
+from .store import MemberRecord, MemberStore
 
 __all__ = ["Rosters"]
 
@@ -47,7 +47,8 @@ def _same_grant(a: Session, b: Session) -> bool:
 class Rosters:
     """Registered members and bridge claims (see the module docstring)."""
 
-    def __init__(self, store: Store, router: Router, access: Access) -> None:
+    def __init__(self, store: MemberStore, router: Router, access: Access) -> None:
+        #: where registered members are kept (the index; the bus's bucket on NATS)
         self.store = store
         self.router = router
         self.access = access
@@ -58,9 +59,20 @@ class Rosters:
         #: bridge session -> {name: its tmux session alive at the last report}
         self._alive: dict[Session, dict[str, bool]] = {}
 
-    async def load(self) -> None:
-        """Read the registered members from the index (at start)."""
+    async def load(self, shared: MemberStore | None = None) -> None:
+        """Read the registered members (at start): from the index, or from ``shared``
+        (the bus's bucket), whose changes by other hubs are followed from then on."""
+        if shared is not None:
+            self.store = shared
+            shared.on_change = self._changed  # type: ignore[attr-defined]
         self.members = {(m.channel, m.name): m for m in await self.store.members()}
+
+    def _changed(self, channel: str, name: str, member: MemberRecord | None) -> None:
+        """A registration on any hub of the bus (None: the member left)."""
+        if member is None:
+            self.members.pop((channel, name), None)
+        else:
+            self.members[(channel, name)] = member
 
     # ------------------------------------------------------------------ claims
 
@@ -212,7 +224,7 @@ class Rosters:
                     ErrorCode.UNKNOWN_MEMBER, f"{r.name!r} is not in {r.channel!r}'s roster", r.ref
                 )
             await self.store.remove_member(r.channel, r.name)
-            del self.members[(r.channel, r.name)]
+            self.members.pop((r.channel, r.name), None)  # (the watcher may be first)
             return Registered(
                 ref=r.ref,
                 channel=r.channel,

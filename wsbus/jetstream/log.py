@@ -33,9 +33,10 @@ import msgspec
 
 from ..log import IndexedLog, Stamp
 from ..schema import Event
-from ..store import ReceiptRecord, Store, StoreInfo
+from ..store import MemberStore, ReceiptRecord, Store, StoreInfo
 from .engine import EngineConfig, EngineError, bus_identity, connect, ensure_stream
-from .names import EVENTS, RECEIPTS, msg_id, stream_name, subject, subjects
+from .names import EVENTS, RECEIPTS, bucket_name, msg_id, stream_name, subject, subjects
+from .shared import SharedMembers
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -99,6 +100,7 @@ class JetStreamLog(IndexedLog):
         self._waiting: dict[int, list[asyncio.Future[None]]] = {}
         self._index_failure: str | None = None
         self._closing = False
+        self._members: SharedMembers | None = None
         #: where the events live (printed by ``wsbus serve``)
         self.location = (
             f"bus {config.bus} on NATS {','.join(config.servers)} "
@@ -117,6 +119,8 @@ class JetStreamLog(IndexedLog):
         self._js = self._nc.jetstream(timeout=self.config.publish_timeout)
         stream = await ensure_stream(self._js, self.config)
         self.bus_id = await bus_identity(self._js, self.config)
+        self._members = SharedMembers(await self._js.key_value(bucket_name(self.config.bus)))
+        await self._members.open()
         info = await self.store.open(hub_id=self.bus_id)
         self.applied = info.last_seq
         self.committed_seq = info.last_seq
@@ -153,6 +157,8 @@ class JetStreamLog(IndexedLog):
     async def close(self) -> None:
         """Stop tailing the stream and close the connection to NATS."""
         self._closing = True
+        if self._members is not None:
+            await self._members.close()
         if self._indexer is not None:
             self._indexer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -160,6 +166,9 @@ class JetStreamLog(IndexedLog):
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.close()
+
+    def shared_members(self) -> MemberStore | None:
+        return self._members
 
     # ------------------------------------------------------------------ NATS state
 

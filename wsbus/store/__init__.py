@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
+from .base import (
+    MemberRecord,
+    MemberStore,
+    Query,
+    ReceiptRecord,
+    Store,
+    StoreInfo,
+    StoreMismatch,
+)
 from .dbfiles import StoreLocked
 from .memory import MemoryStore
 from .sqlite import SqliteStore
 
 __all__ = [
     "MemberRecord",
+    "MemberStore",
     "MemoryStore",
     "Query",
     "ReceiptRecord",

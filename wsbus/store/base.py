@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Protocol
 
 import msgspec
 
 from ..schema_hub import Event, RegisteredMember, ThreadInfo
 
-__all__ = ["MemberRecord", "Query", "ReceiptRecord", "Store", "StoreInfo", "StoreMismatch"]
+__all__ = [
+    "MemberRecord",
+    "MemberStore",
+    "Query",
+    "ReceiptRecord",
+    "Store",
+    "StoreInfo",
+    "StoreMismatch",
+]
 
 
 class StoreMismatch(Exception):
@@ -73,6 +82,17 @@ class Query(msgspec.Struct):
     pending_only: bool = False
     """only direct events to ``entitled`` names that lack a final receipt by them"""
     party: list[str] | None = None
+
+
+class MemberStore(Protocol):
+    """Where the registered roster members are kept: the index (:class:`Store`), or
+    with several hubs the bus's shared bucket (:mod:`wsbus.jetstream.shared`)."""
+
+    async def members(self) -> list[MemberRecord]: ...
+
+    async def put_member(self, member: MemberRecord) -> None: ...
+
+    async def remove_member(self, channel: str, name: str) -> None: ...
 
 
 class Store(abc.ABC):
