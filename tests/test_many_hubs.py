@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 
 from wsbus import Client
-from wsbus.schema import Receipt
+from wsbus.schema import Presence, Receipt
 
 from .helpers import HubProcess, RawClient
 from .natskit import NatsCluster, NatsServer
@@ -406,3 +407,50 @@ async def test_the_roster_is_the_same_on_every_hub(
     async with Client(c.url, "alice") as on_c:
         result = await on_c.roster("team.x")
         assert [(m.name, m.model, m.role) for m in result.registered] == [("codex", "gpt", "dev")]
+
+
+async def test_presence_agrees_on_every_hub_and_a_dead_hubs_names_go_down(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    """A name connected to hub A is up for a watcher on hub B (roster and presence
+    frames); when A is SIGKILLed, B's watcher sees it go down within the bound."""
+    from wsbus.jetstream.presence import HEARTBEAT, TTL
+
+    a, b = two_hubs
+    async with Client(b.url, "watcher") as watcher:
+        items = aiter(watcher)
+
+        async def next_presence(name: str) -> Presence:
+            while True:
+                item = await anext(items)
+                if isinstance(item, Presence) and item.name == name:
+                    return item
+
+        agent = Client(a.url, "codex", model="gpt-5", host="m1")
+        await agent.connect()
+        async with asyncio.timeout(10):
+            up = await next_presence("codex")
+        assert (up.state, up.model, up.host) == ("up", "gpt-5", "m1")
+        for client in (watcher, agent):  # the same roster from both hubs
+            members = (await client.roster()).members
+            assert sorted(m.name for m in members) == ["codex", "watcher"]
+        # a second connection of the same name on B: still one name, up all along
+        async with Client(b.url, "codex"):
+            await agent.close()
+            await asyncio.sleep(HEARTBEAT)
+            assert "codex" in [m.name for m in (await watcher.roster()).members]
+        async with asyncio.timeout(10):
+            assert (await next_presence("codex")).state == "down"
+        agent = Client(a.url, "codex")
+        await agent.connect()
+        async with asyncio.timeout(10):
+            assert (await next_presence("codex")).state == "up"
+        start = time.monotonic()
+        a.kill()  # no goodbye: its heartbeat lapses
+        async with asyncio.timeout(TTL + 3 * HEARTBEAT + 5):
+            assert (await next_presence("codex")).state == "down"
+        took = time.monotonic() - start
+        print(f"down after {took:.1f} s")
+        assert took <= TTL + 2 * HEARTBEAT + 2, took
+        assert [m.name for m in (await watcher.roster()).members] == ["watcher"]
+        await agent.close()

@@ -119,7 +119,7 @@ class Hub:
         #: presence frames to each channel's members
         self.presence = Announcer(self.router, self.writer)
         #: registered members and bridge claims
-        self.rosters = Rosters(store, self.router, self.access)
+        self.rosters = Rosters(store, self.router, self.access, self.presence)
         #: retention, checkpoints, token-file checks
         self.upkeep = Upkeep(
             store,
@@ -135,7 +135,7 @@ class Hub:
             self.config,
             self.access,
             in_channel=self.rosters.in_channel,
-            online=self.router.serves,
+            online=self.presence.connected,
             on_receipts=self._tell_senders,
             on_committed=self._fan_out_ready,
             find_secret=find_secret,
@@ -152,6 +152,9 @@ class Hub:
         self.upkeep.pruned_seq = info.pruned_seq
         await self.prune()
         await self.rosters.load(self.log.shared_members())
+        shared = self.log.shared_presence()
+        if shared is not None:
+            self.presence.share(shared)
         self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
         self._tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
         self._tailer = asyncio.create_task(self._tail_loop(), name="wsbus-tail")

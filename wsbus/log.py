@@ -32,11 +32,14 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
 from .schema import Event
+
+if TYPE_CHECKING:
+    from .presence import SharedPresence
 from .store import MemberStore, Query, ReceiptRecord, Store, StoreInfo
 
 __all__ = ["IndexedLog", "LocalLog", "Log", "Stamp", "Tail"]
@@ -112,6 +115,10 @@ class Log(abc.ABC):
     async def close(self) -> None:
         """Let go of what the log holds besides its index (the index is closed by its
         owner after this)."""
+        return None
+
+    def shared_presence(self) -> SharedPresence | None:
+        """The bus's presence, shared by the hubs of a shared log (None: one hub)."""
         return None
 
     def shared_members(self) -> MemberStore | None:

@@ -3,19 +3,35 @@
 The router (:mod:`wsbus.routing`) says which names changed when a session attaches
 or detaches; this part turns each change into a ``presence`` frame, written once to
 every member of the channel that asked for presence (``hello.presence``).
+
+With several hubs on one bus (:meth:`Announcer.share`), each local change is also
+written to the bus's presence bucket, and the other hubs' changes come back from it:
+a name is up on a channel when it is connected to any hub, and a frame is sent only
+when that changes.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from .broadcast import Writer
 from .routing import PresenceChange, Router
 from .schema import Presence as PresenceFrame
 from .session import Session
 
-__all__ = ["Announcer"]
+__all__ = ["Announcer", "SharedPresence"]
+
+Info = dict[str, Any]
+
+
+class SharedPresence(Protocol):
+    """The bus's presence bucket, as this hub sees it (:mod:`wsbus.jetstream.presence`)."""
+
+    on_change: Callable[[str, str, str, Info | None], None] | None
+
+    def local(self, channel: str, name: str, info: Info | None) -> None: ...
 
 
 class Announcer:
@@ -24,24 +40,67 @@ class Announcer:
     def __init__(self, router: Router, writer: Writer) -> None:
         self.router = router
         self.writer = writer
+        self.shared: SharedPresence | None = None
+        #: (channel, name) -> {hub: info}: connected to other hubs of the bus
+        self.remote: dict[tuple[str, str], dict[str, Info]] = {}
 
-    def announce(self, changes: list[PresenceChange], info: dict[str, Any]) -> None:
+    def share(self, shared: SharedPresence) -> None:
+        """Write this hub's changes to the bus's presence, and hear the others'."""
+        self.shared = shared
+        shared.on_change = self.remote_changed
+
+    def announce(self, changes: list[PresenceChange], info: Info) -> None:
         """Tell each changed channel's members (those who want presence)."""
         now = time.time()
         for ch in changes:
-            frame = PresenceFrame(
-                channel=ch.channel,
-                name=ch.name,
-                state="up" if ch.up else "down",
-                ts=now,
-                kind=info.get("kind"),
-                model=info.get("model"),
-                role=info.get("role"),
-                host=info.get("host"),
-            )
-            targets = [
-                cast(Session, s)
-                for s in self.router.channel_sessions(ch.channel)
-                if cast(Session, s).wants_presence
-            ]
-            self.writer.push(targets, frame)
+            if self.shared is not None:
+                self.shared.local(ch.channel, ch.name, dict(info) if ch.up else None)
+                if (ch.channel, ch.name) in self.remote:
+                    continue  # connected to another hub: up all along
+            self._tell(ch.channel, ch.name, ch.up, info, now)
+
+    def remote_changed(self, channel: str, name: str, hub: str, info: Info | None) -> None:
+        """A name came up (``info``) or went down (None) on another hub."""
+        key = (channel, name)
+        before = self.connected(channel, name)
+        hubs = self.remote.setdefault(key, {})
+        last = hubs.get(hub, {})
+        if info is None:
+            hubs.pop(hub, None)
+        else:
+            hubs[hub] = info
+        if not hubs:
+            del self.remote[key]
+        after = self.connected(channel, name)
+        if before != after:
+            self._tell(channel, name, after, info or last, time.time())
+
+    def connected(self, channel: str, name: str) -> bool:
+        """Whether ``name`` is connected on ``channel`` to this hub or another."""
+        return (channel, name) in self.remote or self.router.serves(channel, name)
+
+    def remote_online(self, channel: str) -> dict[str, tuple[int, Info]]:
+        """Names connected on ``channel`` to other hubs only: (hubs, info)."""
+        return {
+            name: (len(hubs), next(iter(hubs.values())))
+            for (c, name), hubs in self.remote.items()
+            if c == channel and not self.router.serves(channel, name)
+        }
+
+    def _tell(self, channel: str, name: str, up: bool, info: Info, now: float) -> None:
+        frame = PresenceFrame(
+            channel=channel,
+            name=name,
+            state="up" if up else "down",
+            ts=now,
+            kind=info.get("kind"),
+            model=info.get("model"),
+            role=info.get("role"),
+            host=info.get("host"),
+        )
+        targets = [
+            cast(Session, s)
+            for s in self.router.channel_sessions(channel)
+            if cast(Session, s).wants_presence
+        ]
+        self.writer.push(targets, frame)

@@ -17,6 +17,7 @@ import msgspec
 from .access import Access
 from .auth import may_act_as, may_use_channel
 from .errors import ErrorCode, FrameError
+from .presence import Announcer
 from .routing import Router
 from .schema import (
     DEFAULT_CHANNEL,
@@ -47,11 +48,15 @@ def _same_grant(a: Session, b: Session) -> bool:
 class Rosters:
     """Registered members and bridge claims (see the module docstring)."""
 
-    def __init__(self, store: MemberStore, router: Router, access: Access) -> None:
+    def __init__(
+        self, store: MemberStore, router: Router, access: Access, presence: Announcer
+    ) -> None:
         #: where registered members are kept (the index; the bus's bucket on NATS)
         self.store = store
         self.router = router
         self.access = access
+        #: who is connected, to this hub or (several hubs) another
+        self.presence = presence
         #: (channel, name) -> registered roster member
         self.members: dict[tuple[str, str], MemberRecord] = {}
         #: (channel, name) -> the bridge session serving it
@@ -166,7 +171,7 @@ class Rosters:
 
     def in_channel(self, channel: str, name: str) -> bool:
         """Whether ``name`` is a registered member of, or connected on, ``channel``."""
-        return (channel, name) in self.members or self.router.serves(channel, name)
+        return (channel, name) in self.members or self.presence.connected(channel, name)
 
     def roster(self, session: Session, r: Roster) -> RosterResult:
         grant = session.grant
@@ -193,6 +198,19 @@ class Rosters:
                     tmux=info.get("tmux"),
                 )
             )
+        for name, (hubs, info) in self.presence.remote_online(channel).items():
+            members.append(  # connected to other hubs of the bus
+                Member(
+                    name=name,
+                    connections=hubs,
+                    kind=info.get("kind"),
+                    model=info.get("model"),
+                    role=info.get("role"),
+                    host=info.get("host"),
+                    tmux=info.get("tmux"),
+                )
+            )
+        members.sort(key=lambda m: m.name)
         return RosterResult(
             ref=r.ref, channel=channel, members=members, registered=self._registered(channel)
         )
@@ -211,7 +229,7 @@ class Rosters:
         return RosterEntry(
             **msgspec.structs.asdict(m),
             state=state,
-            connected=self.router.serves(m.channel, m.name),
+            connected=self.presence.connected(m.channel, m.name),
         )
 
     async def register(self, session: Session, r: Register) -> Registered:

@@ -36,6 +36,7 @@ from ..schema import Event
 from ..store import MemberStore, ReceiptRecord, Store, StoreInfo
 from .engine import EngineConfig, EngineError, bus_identity, connect, ensure_stream
 from .names import EVENTS, RECEIPTS, bucket_name, msg_id, stream_name, subject, subjects
+from .presence import BusPresence
 from .shared import SharedMembers
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class JetStreamLog(IndexedLog):
         self._index_failure: str | None = None
         self._closing = False
         self._members: SharedMembers | None = None
+        self._presence: BusPresence | None = None
         #: where the events live (printed by ``wsbus serve``)
         self.location = (
             f"bus {config.bus} on NATS {','.join(config.servers)} "
@@ -121,6 +123,10 @@ class JetStreamLog(IndexedLog):
         self.bus_id = await bus_identity(self._js, self.config)
         self._members = SharedMembers(await self._js.key_value(bucket_name(self.config.bus)))
         await self._members.open()
+        try:
+            self._presence = await BusPresence.open(self._js, self.config.bus, self.config.replicas)
+        except Exception as err:
+            raise EngineError(f"cannot share presence on NATS: {err}") from None
         info = await self.store.open(hub_id=self.bus_id)
         self.applied = info.last_seq
         self.committed_seq = info.last_seq
@@ -159,6 +165,8 @@ class JetStreamLog(IndexedLog):
         self._closing = True
         if self._members is not None:
             await self._members.close()
+        if self._presence is not None:
+            await self._presence.close()
         if self._indexer is not None:
             self._indexer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -169,6 +177,9 @@ class JetStreamLog(IndexedLog):
 
     def shared_members(self) -> MemberStore | None:
         return self._members
+
+    def shared_presence(self) -> BusPresence | None:
+        return self._presence
 
     # ------------------------------------------------------------------ NATS state
 
