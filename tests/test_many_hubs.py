@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from wsbus import Client
 from wsbus.schema import Presence, Receipt
@@ -454,3 +455,43 @@ async def test_presence_agrees_on_every_hub_and_a_dead_hubs_names_go_down(
         assert took <= TTL + 2 * HEARTBEAT + 2, took
         assert [m.name for m in (await watcher.roster()).members] == ["watcher"]
         await agent.close()
+
+
+async def test_two_bridges_on_two_hubs_cannot_both_claim_a_name(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    a, b = two_hubs
+
+    def bridge(host: str) -> dict[str, object]:
+        return {"names": ["codex", "gemini"], "kind": "bridge", "host": host,
+                "channels": ["default"]}  # fmt: skip
+
+    first = RawClient(a.url)
+    assert not (await first.open(bridge("m1"))).get("refused")
+    other = RawClient(b.url)  # another machine's bridge, on the other hub
+    for _ in range(100):  # hub B sees A's claims within moments
+        welcome = await other.open(bridge("m2"))
+        if welcome.get("refused"):
+            break
+        await other.close()
+        await asyncio.sleep(0.05)
+    assert sorted(welcome["refused"]) == ["codex", "gemini"]  # type: ignore[arg-type]
+    refusal = await other.recv_op("error")
+    assert refusal["code"] == "name_claimed" and "host m1" in str(refusal["message"])
+    await other.close()
+    # the same bridge (host and token) reconnecting through hub B takes over
+    again = RawClient(b.url)
+    assert not (await again.open(bridge("m1"))).get("refused")
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await first.recv(10)
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 4009
+                break
+    # a message to codex sent on hub A reaches the bridge on hub B
+    async with Client(a.url, "alice") as alice:
+        ok = await alice.send("codex", "build it", ref="to-codex")
+    event = await again.recv_op("event")
+    assert (event["seq"], event["to"]) == (ok.seq, "codex")
+    await again.close()

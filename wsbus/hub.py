@@ -155,6 +155,7 @@ class Hub:
         shared = self.log.shared_presence()
         if shared is not None:
             self.presence.share(shared)
+            self.rosters.share_claims(shared)
         self._writer = asyncio.create_task(self.ingest.run(), name="wsbus-writer")
         self._tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
         self._tailer = asyncio.create_task(self._tail_loop(), name="wsbus-tail")

@@ -32,7 +32,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
@@ -40,6 +40,12 @@ from .schema import Event
 
 if TYPE_CHECKING:
     from .presence import SharedPresence
+    from .rosters import SharedClaims
+
+    class SharedBus(SharedPresence, SharedClaims, Protocol):
+        """What the hubs of a shared log share besides it: presence and claims."""
+
+
 from .store import MemberStore, Query, ReceiptRecord, Store, StoreInfo
 
 __all__ = ["IndexedLog", "LocalLog", "Log", "Stamp", "Tail"]
@@ -117,8 +123,9 @@ class Log(abc.ABC):
         owner after this)."""
         return None
 
-    def shared_presence(self) -> SharedPresence | None:
-        """The bus's presence, shared by the hubs of a shared log (None: one hub)."""
+    def shared_presence(self) -> SharedBus | None:
+        """The bus's presence and bridge claims, shared by the hubs of a shared log
+        (None: one hub)."""
         return None
 
     def shared_members(self) -> MemberStore | None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 import msgspec
 
 from .access import Access
 from .auth import may_act_as, may_use_channel
-from .errors import ErrorCode, FrameError
+from .errors import CloseCode, ErrorCode, FrameError
 from .presence import Announcer
 from .routing import Router
 from .schema import (
@@ -36,6 +37,26 @@ from .store import MemberRecord, MemberStore
 __all__ = ["Rosters"]
 
 log = logging.getLogger("wsbus.hub")
+
+
+class SharedClaims(Protocol):
+    """Bridge claims shared by the hubs of a bus (:mod:`wsbus.jetstream.presence`)."""
+
+    on_claim_lost: Callable[[str, str], None] | None
+    #: (channel, name) -> (revision, holder) of every claim of the bus
+    claims: dict[tuple[str, str], tuple[int, dict[str, Any]]]
+
+    def claim_holder(self, channel: str, name: str) -> dict[str, Any] | None: ...
+
+    def claim(
+        self, channel: str, name: str, holder: dict[str, Any], lost: Callable[[], None]
+    ) -> None: ...
+
+    def unclaim(self, channel: str, name: str) -> None: ...
+
+
+def _grant_id(session: Session) -> str | None:
+    return session.grant.id if session.grant is not None else None
 
 
 def _same_grant(a: Session, b: Session) -> bool:
@@ -63,6 +84,13 @@ class Rosters:
         self._claims: dict[tuple[str, str], Session] = {}
         #: bridge session -> {name: its tmux session alive at the last report}
         self._alive: dict[Session, dict[str, bool]] = {}
+        #: the claims of the bridges on the other hubs of the bus (None: one hub)
+        self.shared: SharedClaims | None = None
+
+    def share_claims(self, shared: SharedClaims) -> None:
+        """Claim names in the bus's bucket too, and refuse those held on other hubs."""
+        self.shared = shared
+        shared.on_claim_lost = self._taken_elsewhere
 
     async def load(self, shared: MemberStore | None = None) -> None:
         """Read the registered members (at start): from the index, or from ``shared``
@@ -111,21 +139,65 @@ class Rosters:
                 if old not in replaced:
                     log.info("bridge %s on %s takes over from %s", session.id, host, old.id)
                 replaced[old] = None
-            if len(stale) < len(held):
+            if len(stale) < len(held) or not self._free_elsewhere(session, n, channels, host):
                 refused.append(n)
                 continue
             granted.append(n)
             for c in channels:
                 self._claims[(c, n)] = session
+                self._share_claim(session, c, n, host)
         return granted, refused, list(replaced)
+
+    def _free_elsewhere(
+        self, session: Session, name: str, channels: list[str], host: str | None
+    ) -> bool:
+        """Whether no bridge on another hub holds ``name`` in ``channels`` — or the one
+        that does is this bridge's earlier connection (same host, same token)."""
+        if self.shared is None:
+            return True
+        for c in channels:
+            holder = self.shared.claim_holder(c, name)
+            if holder is not None and not (
+                host is not None
+                and holder.get("host") == host
+                and holder.get("grant") == _grant_id(session)
+            ):
+                return False
+        return True
+
+    def _share_claim(self, session: Session, channel: str, name: str, host: str | None) -> None:
+        if self.shared is None:
+            return
+        holder = {"host": host, "grant": _grant_id(session)}
+
+        def lost() -> None:  # another hub's bridge won the race for the name
+            if self._claims.get((channel, name)) is session and not session.closed:
+                session.close(
+                    CloseCode.GOING_AWAY,
+                    f"{name!r} on {channel!r} is served by a bridge on another hub; reconnect",
+                )
+
+        self.shared.claim(channel, name, holder, lost)
+
+    def _taken_elsewhere(self, channel: str, name: str) -> None:
+        """A bridge of the same host and token took this hub's claim over on another hub."""
+        session = self._claims.get((channel, name))
+        if session is not None and not session.closed:
+            session.close(
+                CloseCode.REPLACED,
+                "a newer bridge connection from this host took over on another hub",
+            )
 
     def claim_channels(self, session: Session, channels: list[str]) -> None:
         """A bridge subscribing to more channels claims its names there too;
         ``name_claimed`` when another bridge holds one."""
+        host = session.info.get("host")
         for c in channels:
             for n in session.names:
                 holder = self._claims.get((c, n))
-                if holder is not None and holder is not session and not holder.closed:
+                if (
+                    holder is not None and holder is not session and not holder.closed
+                ) or not self._free_elsewhere(session, n, [c], host):
                     raise FrameError(
                         ErrorCode.NAME_CLAIMED,
                         f"{n!r} is served by another bridge on {c!r}; not subscribed",
@@ -133,11 +205,14 @@ class Rosters:
         for c in channels:
             for n in session.names:
                 self._claims[(c, n)] = session
+                self._share_claim(session, c, n, host)
 
     def release(self, session: Session) -> None:
         """Forget a bridge session's claims and reports."""
         for key in [k for k, s in self._claims.items() if s is session]:
             del self._claims[key]
+            if self.shared is not None:
+                self.shared.unclaim(*key)
         self._alive.pop(session, None)
 
     def refusal(self, name: str, session: Session | None = None) -> Error:
@@ -151,12 +226,23 @@ class Rosters:
             )
         holder = next((s for (c, n), s in self._claims.items() if n == name), None)
         host = holder.info.get("host") if holder is not None else None
+        if holder is None and self.shared is not None:  # held on another hub
+            shared = self.shared
+            elsewhere = (shared.claim_holder(c, n) for (c, n) in self.shared_keys(name))
+            remote = next((h for h in elsewhere if h is not None), None)
+            host = remote.get("host") if remote is not None else None
         where = f" on host {host}" if host else ""
         return Error(
             code=ErrorCode.NAME_CLAIMED,
             message=f"{name!r} is already served by another bridge{where}; "
             "this bridge will not deliver to it",
         )
+
+    def shared_keys(self, name: str) -> list[tuple[str, str]]:
+        """The (channel, name) claims on ``name`` the bus's bucket holds."""
+        if self.shared is None:
+            return []
+        return [key for key in self.shared.claims if key[1] == name]
 
     def status(self, session: Session, st: Status) -> None:
         """A bridge's report of which of its names have a live tmux session."""

@@ -1,4 +1,4 @@
-"""Presence across the hubs of a bus: who is connected where, in a key-value bucket.
+"""Presence and bridge claims across the hubs of a bus, in a key-value bucket.
 
 Each hub writes a key per name connected to it on a channel
 (``p.<hub>.<channel>.<name>``, the value its kind, model, role and host) when the name
@@ -10,6 +10,13 @@ key expires (it died without saying goodbye), the server places a marker, every 
 sees it, and that hub's names go ``down`` — within ``TTL`` + a second or two of its
 last heartbeat. (``hub`` is a per-process id; ``.`` in a channel or name is written
 ``=`` in keys.)
+
+A bridge's claim on a name in a channel is the key ``claim.<channel>.<name>`` (the
+holding hub, host and token id): created only if absent, or replaced only at the
+revision read (compare-and-set) when the same host and token take over, so two bridges
+on different hubs cannot both hold a name. A hub that loses the race, or whose claim
+another hub took over, closes its bridge's connection; a dead hub's claims are
+cleared with its presence.
 """
 
 from __future__ import annotations
@@ -71,7 +78,12 @@ class BusPresence:
         #: hub -> {(channel, name): info} of the other hubs
         self._remote: dict[str, dict[tuple[str, str], Info]] = {}
         self._writes: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
+        #: (channel, name) -> (revision, holder) of every claim in the bucket
+        self.claims: dict[tuple[str, str], tuple[int, Info]] = {}
+        #: told when a claim this hub holds was taken by another hub (channel, name)
+        self.on_claim_lost: Callable[[str, str], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[Any]] = set()
         self._watcher: Any = None
 
     @classmethod
@@ -144,6 +156,9 @@ class BusPresence:
                 await self._watcher.stop()
             for key in await self.kv.keys(filters=[f"p.{self.hub}.>"]):
                 await self.kv.delete(key)
+            for (channel, name), (revision, holder) in list(self.claims.items()):
+                if holder.get("hub") == self.hub:
+                    await self._drop_claim(channel, name, revision)
             await self.kv.delete(f"hub.{self.hub}")
 
     # ------------------------------------------------------------------ other hubs
@@ -156,6 +171,9 @@ class BusPresence:
     def _apply(self, entry: Any) -> None:
         parts = entry.key.split(".")
         gone = entry.operation is not None
+        if parts[0] == "claim" and len(parts) == 3:
+            self._claim_changed((_word(parts[1]), _word(parts[2])), entry, gone)
+            return
         if parts[0] == "hub" and len(parts) == 2:
             if parts[1] == self.hub:
                 return
@@ -180,11 +198,84 @@ class BusPresence:
 
     def _gone(self, hub: str) -> None:
         """A hub died: its names go down here, and its keys are cleared."""
+        for (channel, name), (revision, holder) in list(self.claims.items()):
+            if holder.get("hub") == hub:
+                self._spawn(self._drop_claim(channel, name, revision))
         names = self._remote.pop(hub, {})
         for channel, name in names:
             self._tell(channel, name, hub, None)
             key = f"p.{hub}.{_token(channel)}.{_token(name)}"
             self._writes.put_nowait((key, None))
+
+    # ------------------------------------------------------------------ claims
+
+    def claim_holder(self, channel: str, name: str) -> Info | None:
+        """Who holds a claim on ``name`` in ``channel`` on another live hub (None:
+        nobody, or this hub)."""
+        got = self.claims.get((channel, name))
+        if got is None:
+            return None
+        holder = got[1]
+        hub = holder.get("hub")
+        if hub == self.hub or hub not in self._alive:
+            return None
+        return holder
+
+    def claim(self, channel: str, name: str, holder: Info, lost: Callable[[], None]) -> None:
+        """Hold ``name`` in ``channel`` for this hub's bridge (``holder``: its host and
+        token id); ``lost`` is called if another hub's claim wins the race."""
+        got = self.claims.get((channel, name))
+        self._spawn(self._put_claim(channel, name, {**holder, "hub": self.hub}, got, lost))
+
+    async def _put_claim(
+        self,
+        channel: str,
+        name: str,
+        holder: Info,
+        got: tuple[int, Info] | None,
+        lost: Callable[[], None],
+    ) -> None:
+        key = f"claim.{_token(channel)}.{_token(name)}"
+        try:
+            if got is None or got[1].get("hub") not in self._alive | {self.hub}:
+                if got is None:
+                    await self.kv.create(key, _encode(holder))
+                else:  # a dead hub's claim, not cleared yet
+                    await self.kv.update(key, _encode(holder), last=got[0])
+            else:  # this hub's own, or a takeover from the same host and token
+                await self.kv.update(key, _encode(holder), last=got[0])
+        except Exception as err:
+            log.warning("claim on %r in %r lost to another hub: %s", name, channel, err)
+            lost()
+
+    def unclaim(self, channel: str, name: str) -> None:
+        """This hub's bridge no longer serves ``name`` in ``channel``."""
+        got = self.claims.get((channel, name))
+        if got is not None and got[1].get("hub") == self.hub:
+            self._spawn(self._drop_claim(channel, name, got[0]))
+
+    async def _drop_claim(self, channel: str, name: str, revision: int) -> None:
+        with contextlib.suppress(Exception):  # changed meanwhile: not ours to drop
+            await self.kv.delete(f"claim.{_token(channel)}.{_token(name)}", last=revision)
+
+    def _claim_changed(self, key: tuple[str, str], entry: Any, gone: bool) -> None:
+        before = self.claims.get(key)
+        if gone:
+            self.claims.pop(key, None)
+            return
+        try:
+            holder = _decode(entry.value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        self.claims[key] = (entry.revision, holder)
+        ours_before = before is not None and before[1].get("hub") == self.hub
+        if ours_before and holder.get("hub") != self.hub and self.on_claim_lost is not None:
+            self.on_claim_lost(*key)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _tell(self, channel: str, name: str, hub: str, info: Info | None) -> None:
         if self.on_change is not None:
