@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "join",
         "join a hub shared with `wsbus serve --share` (code from `wsbus token invite`)",
     ),
+    "migrate": ("migrate", "move a hub's SQLite bus onto NATS JetStream (many hubs)"),
 }
 
 DESCRIPTION = """\

@@ -495,3 +495,60 @@ async def test_two_bridges_on_two_hubs_cannot_both_claim_a_name(
     event = await again.recv_op("event")
     assert (event["seq"], event["to"]) == (ok.seq, "codex")
     await again.close()
+
+
+async def test_migrate_moves_a_hub_onto_nats_and_every_cursor_goes_on(
+    hub_factory: Callable[..., HubProcess], nats: NatsServer, tmp_path: Path, env: dict[str, str]
+) -> None:
+    old = hub_factory("--db", str(tmp_path / "old.db"))
+    async with Client(old.url, "alice") as alice, Client(old.url, "bob") as bob:
+        oks = [await alice.send("bob", f"m{i}", ref=f"r{i}", thread="t.1") for i in range(30)]
+        events = bob.events()
+        async with asyncio.timeout(10):
+            for _ in range(10):
+                await bob.ack((await anext(events)).seq, "read")
+        await alice.register("default", "codex", session="s1", host="m1")
+        cursor, old_id = bob.last_seq, bob.hub_id
+        before = await alice.history(limit=100)
+        pending = await alice.history(to="bob", pending=True, limit=100)
+    old.stop()
+
+    def migrate() -> str:
+        r = subprocess.run(
+            [sys.executable, "-m", "wsbus", "migrate", "--from", str(tmp_path / "old.db"),
+             "--engine", nats.url, "--bus", "moved", "-q"],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    first = migrate()
+    assert "30 events (0 already there), 10 receipts (0 already there), 1 roster" in first
+    again = migrate()  # run twice: nothing doubles
+    assert "0 events (30 already there), 0 receipts (10 already there)" in again
+    new = hub_factory("--engine", nats.url, "--bus", "moved", "--db", str(tmp_path / "i.db"))
+    async with Client(new.url, "alice") as alice:
+        after = await alice.history(limit=100)
+        assert [(e.seq, e.ts, e.body) for e in after.events] == [
+            (e.seq, e.ts, e.body) for e in before.events
+        ]
+        still = await alice.history(to="bob", pending=True, limit=100)
+        assert [e.seq for e in still.events] == [e.seq for e in pending.events]
+        assert [m.name for m in (await alice.roster()).registered] == ["codex"]
+        later = await alice.send("bob", "after the move", ref="moved-1")
+        assert later.seq > oks[-1].seq
+    # bob's cursor from the old hub is good on the bus: nothing again, nothing lost
+    async with Client(new.url, "bob", resume=cursor, hub_id=old_id) as bob:
+        assert bob.hub_id == old_id and bob.welcome is not None and bob.welcome.recovered
+        assert cursor is not None
+        want = [ok.seq for ok in oks if ok.seq > cursor] + [later.seq]
+        events = bob.events()
+        async with asyncio.timeout(10):
+            got = [(await anext(events)).seq for _ in want]
+        assert got == want
+    # a legacy cursor (since = a ts the old hub gave) too
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{new.http_url}/recv?to=bob&since={oks[28].ts!r}") as r,
+    ):
+        assert [m["msg"] for m in (await r.json())["messages"]] == ["m29", "after the move"]

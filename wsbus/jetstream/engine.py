@@ -127,9 +127,12 @@ async def connect(config: EngineConfig, **callbacks: Any) -> NATS:
     return nc
 
 
-async def ensure_stream(js: JetStreamContext, config: EngineConfig) -> Any:
+async def ensure_stream(
+    js: JetStreamContext, config: EngineConfig, first_seq: int | None = None
+) -> Any:
     """The bus's stream, created the first time (file storage, ``replicas`` copies,
-    the duplicate window); its info."""
+    the duplicate window; ``first_seq``: its first sequence, for a migrated bus whose
+    events keep their seqs); its info."""
     from nats.js import api
     from nats.js.errors import NotFoundError
 
@@ -150,15 +153,18 @@ async def ensure_stream(js: JetStreamContext, config: EngineConfig) -> Any:
                 num_replicas=config.replicas,
                 duplicate_window=config.duplicate_window,
                 allow_direct=True,
+                first_seq=first_seq,
             )
         )
     except Exception as err:
         raise _unavailable(err) from None
 
 
-async def bus_identity(js: JetStreamContext, config: EngineConfig) -> str:
+async def bus_identity(
+    js: JetStreamContext, config: EngineConfig, proposed: str | None = None
+) -> str:
     """The bus's id, the same for every hub of it (``welcome.hub``): made up by the
-    first hub, kept in the bus's bucket."""
+    first hub (or ``proposed``: a migrated hub's own id), kept in the bus's bucket."""
     from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 
     bucket = bucket_name(config.bus)
@@ -168,7 +174,7 @@ async def bus_identity(js: JetStreamContext, config: EngineConfig) -> str:
         except BucketNotFoundError:
             kv = await js.create_key_value(bucket=bucket, history=1, replicas=config.replicas)
         with contextlib.suppress(KeyWrongLastSequenceError):  # another hub made it first
-            await kv.create("bus", uuid.uuid4().hex[:12].encode())
+            await kv.create("bus", (proposed or uuid.uuid4().hex[:12]).encode())
         entry = await kv.get("bus")
     except Exception as err:
         raise _unavailable(err) from None

@@ -55,6 +55,8 @@ INDEX_RETRY = 0.5
 #: seconds between the stream's heartbeats to this hub's consumer: two missed, and the
 #: consumer is made again from the last position indexed
 HEARTBEAT = 1.0
+#: the header of a migrated event that carries its ``ts`` (wsbus migrate)
+TS_HEADER = "Wsbus-Ts"
 #: the smallest step ``ts`` takes from one event to the next
 TICK = 1e-6
 
@@ -339,14 +341,17 @@ class JetStreamLog(IndexedLog):
             what = msg.subject.split(".", 3)[2]
             try:
                 if what == EVENTS:
-                    ts = last_ts = next_ts(meta.timestamp.timestamp(), last_ts)
+                    stored = meta.timestamp.timestamp()
+                    if msg.headers and TS_HEADER in msg.headers:  # migrated: its own ts
+                        stored = float(msg.headers[TS_HEADER])
+                    ts = last_ts = next_ts(stored, last_ts)
                     ev = replace(_event(msg.data), seq=seq, ts=ts)
                     events.append(ev)
                     if ev.ref is not None:
                         refs[(ev.from_, ev.ref)] = (seq, ts)
                 elif what == RECEIPTS:
                     receipts.append(_receipt(msg.data))
-            except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
                 log.error("stream message %d (%s) is not a wsbus record: %s", seq, msg.subject, err)
         if upto == self.applied:
             return
