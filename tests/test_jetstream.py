@@ -22,6 +22,8 @@ from .helpers import async_wait_for
 from .natskit import NatsServer
 
 
+pytestmark = pytest.mark.own_nats
+
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats").start()

@@ -25,6 +25,8 @@ from .natskit import NatsCluster, NatsServer
 from .test_store_files import _hold_write_lock
 
 
+pytestmark = pytest.mark.own_nats
+
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats").start()
