@@ -21,8 +21,8 @@ from wsbus.store import Query, SqliteStore, StoreMismatch
 from .helpers import async_wait_for
 from .natskit import NatsServer
 
-
 pytestmark = pytest.mark.own_nats
+
 
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:

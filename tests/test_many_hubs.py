@@ -24,8 +24,8 @@ from .helpers import HubProcess, RawClient
 from .natskit import NatsCluster, NatsServer
 from .test_store_files import _hold_write_lock
 
-
 pytestmark = pytest.mark.own_nats
+
 
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
