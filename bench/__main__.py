@@ -29,6 +29,8 @@ from .common import BenchError, raise_nofile, step, summary
 from .hostile import HostileParams, hostile_rows
 from .hostile import section as hostile_section
 from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
+from .manyhubs import manyhubs_rows
+from .manyhubs import section as manyhubs_section
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
 from .servers import ServerProcess, bench_env, probe_other
@@ -114,6 +116,15 @@ def _notes(
             f"samples is about the maximum). {tp.messages} messages: wsbus sends them all at "
             "once, until every receipt; the baseline delivers them one after another."
         ),
+        "many hubs: a nats-server of its own (JetStream in the run's temp directory) and two "
+        "hubs of one bus on it (--engine, --rate-events 0 --rate-bytes 0). Cross-hub latency: "
+        "the publisher on hub A, the subscriber on hub B (one process), as the latency row "
+        "above; baseline: core NATS publish -> subscribe with nats-py (two connections, no "
+        "durability). Durable publish: as above against hub A (ok = in the stream and in A's "
+        "index); baseline: nats-py JetStream publishes with as many in flight, each "
+        "acknowledged. Fan-out: the workers' subscribers alternate between hub A and hub B, "
+        "the publisher on A; CPU = both hubs' user+sys; baseline: the single SQLite hub's "
+        "row of the same run (the nats-server's own CPU is not counted).",
         f"hostile load (once, hubs of their own): old cursors = {hp.rounds} rounds of "
         f"{hp.polls} concurrent GET /recv (half since=0, half inside the shim's window) for "
         f"names with no messages among {hp.events:,} stored events, from another process, "
@@ -299,6 +310,7 @@ async def run(
                         s.key,
                         durable_publish(s, p.durable_fsync_events, p),
                     )
+            await manyhubs_section(runs, errors, tmp, env, p, workers)
             tmux_skipped = await tmux_section(runs, errors, tmp, env, tp, p.repeat)
             await hostile_section(runs, errors, tmp, env, hp)
             await startup_section(runs, errors, tmp, env, sp, agent_bus_send)
@@ -321,6 +333,7 @@ async def run(
         tmux_skipped=tmux_skipped,
         vs=vs is not None,
     )
+    table += manyhubs_rows(results, max(p.fanout)[0])
     table += hostile_rows(results, hp)
     table += startup_rows(results, agent_bus_send is not None)
     notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped, sp)

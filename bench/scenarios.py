@@ -137,12 +137,16 @@ def _publish_frame(mode: Mode, seq: int, ref: str, text: str) -> bytes:
 # --------------------------------------------------------------------------- latency
 
 
-async def latency(server: ServerProcess, p: Params) -> dict[str, Any]:
-    """One publisher, one subscriber, one process: send, wait for delivery, repeat."""
+async def latency(
+    server: ServerProcess, p: Params, sub_server: ServerProcess | None = None
+) -> dict[str, Any]:
+    """One publisher, one subscriber, one process: send, wait for delivery, repeat
+    (``sub_server``: the subscriber on another hub of the same bus)."""
     mode = server.mode
     tag = run_tag()
     loop = asyncio.get_running_loop()
-    sub = await open_ws(server.url, mode, **server.connect_kw)
+    on = sub_server or server
+    sub = await open_ws(on.url, mode, **on.connect_kw)
     pub = await open_ws(server.url, mode, publisher=True, **server.connect_kw)
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -199,23 +203,32 @@ async def latency(server: ServerProcess, p: Params) -> dict[str, Any]:
 
 
 async def fanout(
-    server: ServerProcess, workers: list[Worker], subs: int, events: int, rate: float, p: Params
+    server: ServerProcess,
+    workers: list[Worker],
+    subs: int,
+    events: int,
+    rate: float,
+    p: Params,
+    spread: list[ServerProcess] | None = None,
 ) -> dict[str, Any]:
     """``subs`` subscriber connections spread over the worker processes; a paced publisher.
 
     Before measuring, one warm-up event is delivered to every subscriber, so the
     server has flushed everything the connections caused (wsbus: presence). The
     server's CPU time and the deliveries are counted from the first measured send
-    until every subscriber counted every event (or the deadline).
+    until every subscriber counted every event (or the deadline). ``spread``: the
+    hubs of one bus the workers' subscribers connect to in turn (the publisher on
+    ``server``); CPU and RSS are then their sums.
     """
     mode = server.mode
+    hubs = spread or [server]
     tag = run_tag()
     share = [
         subs // len(workers) + (1 if i < subs % len(workers) else 0) for i in range(len(workers))
     ]
     active = [(w, n) for w, n in zip(workers, share, strict=True) if n]
     result: dict[str, Any] = {"subscribers": subs, "events": events, "rate": rate}
-    rss0 = server.rss()
+    rss0 = sum(h.rss() for h in hubs)
     t0 = time.monotonic()
     pub: ClientConnection | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -225,7 +238,7 @@ async def fanout(
                 w.call(
                     {
                         "cmd": "connect",
-                        "url": server.url,
+                        "url": hubs[i % len(hubs)].url,
                         "mode": mode,
                         "n": n,
                         "prefix": f"{tag}-w{w.index}-",
@@ -233,7 +246,7 @@ async def fanout(
                     },
                     p.connect_timeout + 15,
                 )
-                for w, n in active
+                for i, (w, n) in enumerate(active)
             )
         )
         result["connect_s"] = time.monotonic() - t0
@@ -266,12 +279,12 @@ async def fanout(
         warm_events = sum(r["events"] for r in warm)
         if min(r["min"] for r in warm) < 1:
             raise BenchError(f"{server.label}: warm-up event not delivered to every subscriber")
-        rss1 = server.rss()
+        rss1 = sum(h.rss() for h in hubs)
         result["rss_per_conn_kib"] = (rss1 - rss0) / 1024 / subs
         result["rss_before_mib"] = rss0 / 2**20
         result["rss_after_mib"] = rss1 / 2**20
 
-        cpu0 = server.cpu()
+        cpu0 = sum(h.cpu() for h in hubs)
         start = time.monotonic()
         try:
             async with asyncio.timeout(events / rate + p.fanout_deadline):
@@ -285,7 +298,7 @@ async def fanout(
             result["send_timed_out"] = True
         sent_s = time.monotonic() - start
         done = await wait_all(1 + events, p.fanout_deadline)
-        cpu1 = server.cpu()
+        cpu1 = sum(h.cpu() for h in hubs)
         if errors:
             raise BenchError(f"{server.label}: hub answered errors: {errors[:3]}")
         deliveries = sum(r["events"] for r in done) - warm_events

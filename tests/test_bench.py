@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# starts its own hubs and nats-server whatever the engine: once, in `make test`
+pytestmark = pytest.mark.own_nats
+
 SCENARIOS = [
     "latency p50 (ms)",
     "latency p99 (ms)",
@@ -47,7 +50,7 @@ LEGACY_KEYS = [
 ]
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(300)
 def test_bench_quick(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
@@ -55,7 +58,7 @@ def test_bench_quick(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=280,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| scenario | wsbus | baseline | ratio (wsbus/baseline) |" in proc.stdout
@@ -98,9 +101,19 @@ def test_bench_quick(tmp_path: Path) -> None:
     row = next(line for line in table if line.startswith("| `wsbus send`, stdin to durable ok"))
     assert "n/a (run with --agent-bus-send)" in row, row
     assert data["agent_bus_send"] is None
+    # many hubs: two hubs of one bus on a nats-server, bare NATS beside them
+    assert results["cross_latency"]["wsbus"]["samples"] > 0
+    assert results["nats_latency"]["bare-nats"]["samples"] > 0
+    assert results["js_publish"]["bare-js"]["complete"] is True
+    assert results["cross_durable"]["wsbus"]["complete"] is True
+    assert next(iter(k for k in results if k.startswith("cross_fanout_")))
+    fan = next(v["wsbus"] for k, v in results.items() if k.startswith("cross_fanout_"))
+    assert fan["complete"] is True, fan
+    row = next(line for line in table if line.startswith("| publish on hub A → deliver on hub B"))
+    assert "error" not in row and " - |" not in row, row
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(300)
 def test_bench_quick_vs_python(tmp_path: Path) -> None:
     """``--vs-python``: the hub-based rows also run against the hub of another venv's
     interpreter; here this very interpreter (its own baseline), spawned outside the
@@ -112,7 +125,7 @@ def test_bench_quick_vs_python(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=280,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
