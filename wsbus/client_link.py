@@ -133,6 +133,11 @@ class Link:
         """The hub URL this link uses now (or tries next)."""
         return self.urls[self._at]
 
+    @url.setter
+    def url(self, url: str | Sequence[str]) -> None:
+        self.urls = hub_urls(url)
+        self._at = 0
+
     def _next_url(self) -> None:
         self._at = (self._at + 1) % len(self.urls)
 

@@ -189,8 +189,9 @@ class Hub:
         await self.store.close()
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """``/healthz``: 200 ``{"ok": true, "now"}``, or 503 with the store's failure."""
-        failure = self.store.failure
+        """``/healthz``: 200 ``{"ok": true, "now"}``, or 503 with why the hub cannot
+        store sends (its store's failure; on NATS, NATS unreachable)."""
+        failure = self.log.problem()
         if failure is not None:
             return 503, {"ok": False, "error": failure, "now": time.time()}
         return 200, {"ok": True, "now": time.time()}

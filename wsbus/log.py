@@ -118,6 +118,10 @@ class Log(abc.ABC):
     def failure(self) -> str | None:
         """Why the log refuses every commit from now on (None: it takes them)."""
 
+    def problem(self) -> str | None:
+        """Why sends cannot be stored now (``/healthz`` answers 503), or None."""
+        return self.failure
+
     async def close(self) -> None:
         """Let go of what the log holds besides its index (the index is closed by its
         owner after this)."""

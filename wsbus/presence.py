@@ -33,6 +33,8 @@ class SharedPresence(Protocol):
 
     def local(self, channel: str, name: str, info: Info | None) -> None: ...
 
+    def remote_names(self) -> list[tuple[str, str, str, Info]]: ...
+
 
 class Announcer:
     """Announces presence changes (see the module docstring)."""
@@ -47,6 +49,8 @@ class Announcer:
     def share(self, shared: SharedPresence) -> None:
         """Write this hub's changes to the bus's presence, and hear the others'."""
         self.shared = shared
+        for channel, name, hub, info in shared.remote_names():  # connected elsewhere now
+            self.remote.setdefault((channel, name), {})[hub] = info
         shared.on_change = self.remote_changed
 
     def announce(self, changes: list[PresenceChange], info: Info) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 
@@ -35,6 +35,8 @@ from .session import Session
 from .store import MemberRecord, MemberStore
 
 __all__ = ["Rosters"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("wsbus.hub")
 
@@ -327,7 +329,7 @@ class Rosters:
                 raise FrameError(
                     ErrorCode.UNKNOWN_MEMBER, f"{r.name!r} is not in {r.channel!r}'s roster", r.ref
                 )
-            await self.store.remove_member(r.channel, r.name)
+            await self._kept(self.store.remove_member(r.channel, r.name), r.ref)
             self.members.pop((r.channel, r.name), None)  # (the watcher may be first)
             return Registered(
                 ref=r.ref,
@@ -337,6 +339,14 @@ class Rosters:
                 left=True,
                 members=self._registered(r.channel),
             )
+        for _ in range(3):  # another hub may register the same name at the same moment
+            registered = await self._add_or_update(r)
+            if registered is not None:
+                return registered
+        raise FrameError(ErrorCode.STORE_FAILED, "the roster kept changing meanwhile; retry", r.ref)
+
+    async def _add_or_update(self, r: Register) -> Registered | None:
+        """One try at a registration: None when another hub took the name first."""
         name = self._member_name(r)
         prior = self.members.get((r.channel, name))
         now = time.time()
@@ -353,7 +363,12 @@ class Rosters:
             if r.enter_delay is not None
             else (prior.enter_delay if prior else None),
         )
-        await self.store.put_member(member)
+        if prior is None:
+            added = await self._kept(self.store.add_member(member), r.ref)
+            if not added:
+                return None
+        else:
+            await self._kept(self.store.put_member(member), r.ref)
         self.members[(r.channel, name)] = member
         return Registered(
             ref=r.ref,
@@ -362,6 +377,16 @@ class Rosters:
             existed=prior is not None,
             members=self._registered(r.channel),
         )
+
+    async def _kept(self, write: Awaitable[T], ref: str | None) -> T:
+        """A roster write, or ``store_failed`` (retryable) when it could not be made."""
+        try:
+            return await write
+        except Exception as err:
+            log.warning("roster not stored: %s", err)
+            raise FrameError(
+                ErrorCode.STORE_FAILED, f"the roster was not changed ({err}); retry", ref
+            ) from None
 
     def _member_name(self, r: Register) -> str:
         """The name a registration gets: the same session keeps its name, else a free one."""

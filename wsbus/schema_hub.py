@@ -47,10 +47,11 @@ class Limits(msgspec.Struct, omit_defaults=False):
 class Welcome(Frame, tag="welcome"):
     """Answer to ``hello``.
 
-    ``hub`` identifies the store (it changes only when the database is replaced);
-    ``seq`` is the last committed seq. ``recovered`` is false when the requested
-    ``resume`` point is older than retention or unknown to this hub: some history
-    is gone and the client should say so.
+    ``hub`` identifies the store (it changes only when the database is replaced;
+    several hubs on NATS share their bus's id); ``seq`` is the last committed seq.
+    ``recovered`` is false when the requested ``resume`` point is older than
+    retention or unknown to this hub: some history is gone and the client should
+    say so.
     """
 
     hub: str

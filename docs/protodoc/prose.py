@@ -107,8 +107,13 @@ LIFECYCLE = f"""\
    (else close 4003). A first frame that does not decode, is not `hello`
    (`hello_required`) or asks for more than `max_channels` channels gets an `error`
    frame and close 4002. A second `hello` gets `already_hello`.
-2. **welcome.** `hub` (the store's id), `seq` (the last committed seq), the connection's
-   names and channels, `recovered`, and the `limits` the hub enforces.
+2. **welcome.** `hub` (the store's id; with several hubs on NATS, the bus's id, the same
+   on every hub of it, so a cursor from one hub is good on any other), `seq` (the last
+   committed seq this hub holds), the connection's names and channels, `recovered`,
+   and the `limits` the hub enforces. With several hubs, event seqs may have gaps
+   (receipts take stream sequences too), and a hub may hold less than the cursor a
+   client brings from another hub: it is not truncated, and the events in between
+   arrive once this hub has them (the client skips those it already had).
 3. **replay.** With `resume`: every stored event after it that the connection is
    entitled to, in seq order. Without `resume`: the direct events to its names, on its
    channels, still *pending* (no final receipt by that name yet), in seq order. Events

@@ -1,6 +1,7 @@
 """The log of a bus on NATS JetStream: many hubs, one order.
 
-A hub publishes each send to the bus's stream (``Nats-Msg-Id`` = ``sender/ref``: a
+A hub publishes each send to the bus's stream (``Nats-Msg-Id`` = a digest of ``sender``
+and ``ref``: a
 resend within the stream's duplicate window is not stored twice) and each receipt
 beside it. Every hub — the one that published included — tails the stream with an
 ordered consumer from the last position its index holds, writes what it reads into
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,8 @@ log = logging.getLogger("wsbus.engine")
 
 #: messages written to the index in one transaction at most
 INDEX_BATCH = 1000
+#: messages received and not yet indexed at most (then the consumer waits)
+INBOX_MAX = 10 * INDEX_BATCH
 #: seconds between tries when the index refuses a batch
 INDEX_RETRY = 0.5
 #: seconds between the stream's heartbeats to this hub's consumer: two missed, and the
@@ -95,6 +99,10 @@ class JetStreamLog(IndexedLog):
         self._indexer: asyncio.Task[None] | None = None
         self._inbox: deque[Msg] = deque()
         self._arrived = asyncio.Event()
+        self._drained = asyncio.Event()
+        #: the stream time of the last message indexed, and how many followed it then
+        self._indexed_at = 0.0
+        self._pending = 0
         #: the stream position the index holds (events and receipts)
         self.applied = 0
         #: the ts of the last event indexed: the next one's is above it
@@ -120,6 +128,14 @@ class JetStreamLog(IndexedLog):
             disconnected_cb=self._nats_down,
             reconnected_cb=self._nats_up,
         )
+        try:
+            return await self._open()
+        except BaseException:
+            await self.close()  # no heartbeat, no connection left behind
+            raise
+
+    async def _open(self) -> StoreInfo:
+        assert self._nc is not None
         self._js = self._nc.jetstream(timeout=self.config.publish_timeout)
         stream = await ensure_stream(self._js, self.config)
         self.bus_id = await bus_identity(self._js, self.config)
@@ -138,7 +154,11 @@ class JetStreamLog(IndexedLog):
         await self._subscribe(info.last_seq)
         # serve once the index holds what the stream held when this hub started: a
         # client resuming from a cursor another hub gave it finds its place here
-        await self._until_indexed(stream.state.last_seq, timeout=None)
+        if stream.state.messages:
+            behind = stream.state.last_seq - self.applied
+            if behind > INDEX_BATCH:
+                log.warning("indexing %d messages of the bus before serving", behind)
+            await self._until_indexed(stream.state.last_seq, timeout=None)
         return msgspec.structs.replace(
             info, hub_id=self.bus_id, last_seq=self.applied, last_ts=self.committed_ts
         )
@@ -159,6 +179,11 @@ class JetStreamLog(IndexedLog):
         )
 
     async def _received(self, msg: Msg) -> None:
+        # a full inbox holds the consumer up (flow control), so rebuilding an index
+        # from a long stream takes a bounded amount of memory
+        while len(self._inbox) >= INBOX_MAX:
+            self._drained.clear()
+            await self._drained.wait()
         self._inbox.append(msg)
         self._arrived.set()
 
@@ -194,19 +219,10 @@ class JetStreamLog(IndexedLog):
             log.warning("NATS connection lost: sends are refused until it is back")
 
     async def _nats_up(self) -> None:
+        # (a consumer the restarted server lost misses its heartbeats: the ordered
+        # consumer is made again from the last message received, and again until
+        # it works)
         log.warning("NATS connection back: catching up")
-        # a restarted server may have lost the consumer: read on from what the index holds
-        asyncio.get_running_loop().create_task(self._resubscribe())
-
-    async def _resubscribe(self) -> None:
-        old, self._sub = self._sub, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.unsubscribe()
-        try:
-            await self._subscribe(self.applied)
-        except Exception as err:  # the next reconnect tries again; heartbeats also reset
-            log.error("cannot tail the stream again: %s", err)
 
     def _refuse_now(self) -> str | None:
         """Why a send cannot be stored right now (retryable), or None. (An index that
@@ -215,6 +231,17 @@ class JetStreamLog(IndexedLog):
         nc = self._nc
         if nc is None or not nc.is_connected:
             return "NATS is unreachable; retry"
+        if self._pending and time.time() - self._indexed_at > self.config.duplicate_window / 2:
+            # far behind the stream (after NATS was away): a resend of an event the
+            # stream took that long ago would pass both the stream's duplicate window
+            # and the index's ref window
+            return "this hub is catching up with the bus; retry in a moment"
+        return self.failure
+
+    def problem(self) -> str | None:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return "NATS is unreachable: sends are refused until it is back"
         return self.failure
 
     # ------------------------------------------------------------------ append
@@ -230,54 +257,25 @@ class JetStreamLog(IndexedLog):
         why = self._refuse_now()
         if why is not None:
             raise EngineError(why)
-        js, bus = self._js, self.config.bus
-        assert js is not None
         stamps: list[Stamp | None] = []
         published: list[tuple[int, Event, asyncio.Future[Any]]] = []
-        batch_keys: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        made: list[asyncio.Future[Any]] = []  # cancelled if the batch fails
         try:
-            for draft in drafts:
-                key = (draft.from_, draft.ref) if draft.ref is not None else None
-                if key is not None:
-                    seen = self.known(*key)
-                    if seen is not None:
-                        stamps.append(seen)
-                        continue
-                    first = batch_keys.get(key)
-                    if first is not None:  # twice in one batch: published once
-                        stamps.append(None)
-                        published.append((len(stamps) - 1, draft, first))
-                        continue
-                headers = {"Nats-Msg-Id": msg_id(*key)} if key is not None else None
-                ack = await js.publish_async(
-                    subject(bus, EVENTS, draft.channel), _encode(draft), headers=headers
-                )
-                if key is not None:
-                    batch_keys[key] = ack
-                stamps.append(None)
-                published.append((len(stamps) - 1, draft, ack))
-            receipt_acks = [
-                await js.publish_async(
-                    subject(bus, RECEIPTS, r.channel), _encode(SharedReceipt(r, sender))
-                )
-                for r, sender in zip(receipts, senders or [""] * len(receipts), strict=True)
-            ]
-            futures = [ack for _, _, ack in published] + receipt_acks
-            acks = await asyncio.wait_for(
-                asyncio.gather(*futures), timeout=self.config.publish_timeout
-            )
+            acks = await self._publish(drafts, receipts, senders, stamps, published, made)
         except TimeoutError:
             raise EngineError(
                 f"NATS did not confirm within {self.config.publish_timeout:g} s; retry "
                 "with the same ref",
                 maybe_stored=True,
             ) from None
-        except EngineError:
-            raise
         except Exception as err:  # part of the batch may be in the stream
             raise EngineError(
                 f"NATS refused the batch: {err}; retry with the same ref", maybe_stored=True
             ) from None
+        finally:
+            for future in made:  # an unanswered one holds a slot of the client's window
+                if not future.done():
+                    future.cancel()
         if acks:
             await self._until_indexed(max(ack.seq for ack in acks))
         firsts: set[int] = set()
@@ -286,6 +284,52 @@ class JetStreamLog(IndexedLog):
             firsts.add(result.seq)
             stamps[i] = await self._stamp_of(draft, result.seq, bool(result.duplicate) or again)
         return [s for s in stamps if s is not None]
+
+    async def _publish(
+        self,
+        drafts: Sequence[Event],
+        receipts: Sequence[ReceiptRecord],
+        senders: Sequence[str],
+        stamps: list[Stamp | None],
+        published: list[tuple[int, Event, asyncio.Future[Any]]],
+        made: list[asyncio.Future[Any]],
+    ) -> list[Any]:
+        """Publish a batch, pipelined: each draft not already known (its stamp in
+        ``stamps``, or None and its future in ``published``), then the receipts; the
+        stream's acknowledgements, drafts' first."""
+        js, bus = self._js, self.config.bus
+        assert js is not None
+        batch_keys: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        for draft in drafts:
+            key = (draft.from_, draft.ref) if draft.ref is not None else None
+            if key is not None:
+                seen = self.known(*key)
+                if seen is not None:
+                    stamps.append(seen)
+                    continue
+                first = batch_keys.get(key)
+                if first is not None:  # twice in one batch: published once
+                    stamps.append(None)
+                    published.append((len(stamps) - 1, draft, first))
+                    continue
+            headers = {"Nats-Msg-Id": msg_id(*key)} if key is not None else None
+            ack = await js.publish_async(
+                subject(bus, EVENTS, draft.channel), _encode(draft), headers=headers
+            )
+            made.append(ack)
+            if key is not None:
+                batch_keys[key] = ack
+            stamps.append(None)
+            published.append((len(stamps) - 1, draft, ack))
+        receipt_acks = []
+        for r, sender in zip(receipts, senders or [""] * len(receipts), strict=True):
+            ack = await js.publish_async(
+                subject(bus, RECEIPTS, r.channel), _encode(SharedReceipt(r, sender))
+            )
+            made.append(ack)
+            receipt_acks.append(ack)
+        futures = [ack for _, _, ack in published] + receipt_acks
+        return await asyncio.wait_for(asyncio.gather(*futures), self.config.publish_timeout)
 
     async def _stamp_of(self, draft: Event, seq: int, duplicate: bool) -> Stamp:
         """The stamp of a published draft, once the index holds ``seq``."""
@@ -323,7 +367,16 @@ class JetStreamLog(IndexedLog):
             self._arrived.clear()
             while self._inbox:
                 batch = [self._inbox.popleft() for _ in range(min(INDEX_BATCH, len(self._inbox)))]
-                await self._index(batch)
+                self._drained.set()
+                while True:  # never drop a batch: the index would miss it for good
+                    try:
+                        await self._index(batch)
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("indexing %d stream messages failed; retrying", len(batch))
+                        await asyncio.sleep(INDEX_RETRY)
 
     async def _index(self, batch: list[Msg]) -> None:
         events: list[Event] = []
@@ -335,6 +388,7 @@ class JetStreamLog(IndexedLog):
         for msg in batch:
             meta = msg.metadata
             seq = meta.sequence.stream
+            self._pending, self._indexed_at = meta.num_pending, meta.timestamp.timestamp()
             if seq <= upto:
                 continue  # delivered again after a consumer reset
             upto = seq

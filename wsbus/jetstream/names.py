@@ -11,6 +11,7 @@ presence. Several buses share one NATS through their names (``--bus``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 __all__ = [
@@ -72,5 +73,6 @@ def subject(bus: str, what: str, channel: str) -> str:
 
 def msg_id(sender: str, ref: str) -> str:
     """The ``Nats-Msg-Id`` of a send: the stream keeps one message per id within its
-    duplicate window (the index's ref window covers the rest)."""
-    return f"{sender}/{ref}"
+    duplicate window (the index's ref window covers the rest). A digest of sender and
+    ref: a ref may hold any character, and header values lose their spaces."""
+    return hashlib.sha256(f"{sender}\n{ref}".encode()).hexdigest()[:32]

@@ -63,8 +63,23 @@ def _word(token: str) -> str:
     return token.replace("=", ".")
 
 
+def _same_bridge(a: Info, b: Info) -> bool:
+    """Whether two claims are the same bridge's (same host, same token)."""
+    return a.get("host") is not None and (a.get("host"), a.get("grant")) == (
+        b.get("host"),
+        b.get("grant"),
+    )
+
+
 class BusPresence:
-    """This hub's side of the bus's presence bucket (see the module docstring)."""
+    """This hub's side of the bus's presence bucket (see the module docstring).
+
+    Every write goes through one queue, in order. What this hub wants in the bucket
+    (its names, its bridges' claims) is kept here too, and written again when it went
+    missing: another hub may have cleared it during a heartbeat lapse (NATS restarting,
+    a stalled loop), and the heartbeat coming back or the watch seeing the deletion
+    puts it back.
+    """
 
     def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str) -> None:
         self.js = js
@@ -77,14 +92,19 @@ class BusPresence:
         self._alive: set[str] = set()
         #: hub -> {(channel, name): info} of the other hubs
         self._remote: dict[str, dict[tuple[str, str], Info]] = {}
-        self._writes: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
+        #: this hub's presence keys and their values
+        self._mine: dict[str, bytes] = {}
         #: (channel, name) -> (revision, holder) of every claim in the bucket
         self.claims: dict[tuple[str, str], tuple[int, Info]] = {}
+        #: this hub's claims: (channel, name) -> [holder, revision written or None, lost]
+        self._my_claims: dict[tuple[str, str], list[Any]] = {}
         #: told when a claim this hub holds was taken by another hub (channel, name)
         self.on_claim_lost: Callable[[str, str], None] | None = None
+        self._ops: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._writer: asyncio.Task[None] | None = None
         self._watcher: Any = None
+        self._beating = True
 
     @classmethod
     async def open(cls, js: JetStreamContext, bus: str, replicas: int) -> BusPresence:
@@ -108,30 +128,60 @@ class BusPresence:
             self._apply(entry)
         for hub in [h for h in self._remote if h not in self._alive]:
             self._gone(hub)  # names left behind by a hub that died earlier
+        self._writer = asyncio.create_task(self._write_loop(), name="wsbus-presence-write")
         self._tasks = [
             asyncio.create_task(self._follow(), name="wsbus-presence-watch"),
             asyncio.create_task(self._heartbeat(), name="wsbus-presence-beat"),
-            asyncio.create_task(self._write_loop(), name="wsbus-presence-write"),
         ]
         return self
+
+    def remote_names(self) -> list[tuple[str, str, str, Info]]:
+        """(channel, name, hub, info) of every name connected to another hub now."""
+        return [
+            (channel, name, hub, info)
+            for hub, names in self._remote.items()
+            for (channel, name), info in names.items()
+        ]
 
     # ------------------------------------------------------------------ this hub
 
     def local(self, channel: str, name: str, info: Info | None) -> None:
         """A name came up (``info``) or went down (None) on this hub: written in order."""
         key = f"p.{self.hub}.{_token(channel)}.{_token(name)}"
-        self._writes.put_nowait((key, None if info is None else _encode(info)))
+        if info is None:
+            self._mine.pop(key, None)
+        else:
+            self._mine[key] = _encode(info)
+        self._ops.put_nowait(("p", key))
 
     async def _write_loop(self) -> None:
         while True:
-            key, value = await self._writes.get()
+            op = await self._ops.get()
             try:
-                if value is None:
-                    await self.kv.delete(key)
-                else:
-                    await self.kv.put(key, value)
-            except Exception as err:  # NATS away: the heartbeat lapses, others see down
-                log.warning("presence not shared (%s): %s", key, err)
+                await self._do(op)
+            except Exception as err:  # NATS away: written again when it is back
+                log.warning("presence not shared (%s): %s", op[:2], err)
+
+    async def _do(self, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind == "p":  # this hub's name: as it is wanted now
+            value = self._mine.get(op[1])
+            if value is None:
+                await self.kv.delete(op[1])
+            else:
+                await self.kv.put(op[1], value)
+        elif kind == "claim":
+            await self._sync_claim(op[1])
+        elif kind == "drop":  # another hub's key, at the revision seen (None: any)
+            with contextlib.suppress(Exception):  # changed meanwhile: not to drop
+                await self.kv.delete(op[1], last=op[2])
+
+    def _reassert(self) -> None:
+        """Write this hub's names and claims again (they may have been cleared)."""
+        for key in list(self._mine):
+            self._ops.put_nowait(("p", key))
+        for claim in list(self._my_claims):
+            self._ops.put_nowait(("claim", claim))
 
     async def _beat(self) -> None:
         await self.js.publish(f"$KV.{self.bucket}.hub.{self.hub}", b"up", msg_ttl=TTL)
@@ -142,10 +192,16 @@ class BusPresence:
             try:
                 await self._beat()
             except Exception as err:
-                log.warning("presence heartbeat failed: %s", err)
+                if self._beating:
+                    log.warning("presence heartbeat failed: %s", err)
+                self._beating = False
+                continue
+            if not self._beating:  # back: others may have taken this hub for dead
+                self._beating = True
+                self._reassert()
 
-    async def close(self) -> None:
-        """Stop, and take this hub's names and heartbeat out of the bucket."""
+    async def close(self, wait: float = 2.0) -> None:
+        """Stop, and take this hub's names, claims and heartbeat out of the bucket."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -154,27 +210,38 @@ class BusPresence:
         with contextlib.suppress(Exception):
             if self._watcher is not None:
                 await self._watcher.stop()
-            for key in await self.kv.keys(filters=[f"p.{self.hub}.>"]):
-                await self.kv.delete(key)
-            for (channel, name), (revision, holder) in list(self.claims.items()):
-                if holder.get("hub") == self.hub:
-                    await self._drop_claim(channel, name, revision)
-            await self.kv.delete(f"hub.{self.hub}")
+        for key in list(self._mine):
+            self._mine.pop(key)
+            self._ops.put_nowait(("p", key))
+        for (channel, name), (_, revision, _) in list(self._my_claims.items()):
+            key = f"claim.{_token(channel)}.{_token(name)}"
+            self._ops.put_nowait(("drop", key, revision))
+        self._my_claims.clear()
+        self._ops.put_nowait(("drop", f"hub.{self.hub}", None))
+        deadline = asyncio.get_running_loop().time() + wait
+        while not self._ops.empty() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
 
     # ------------------------------------------------------------------ other hubs
 
     async def _follow(self) -> None:
         async for entry in self._watcher:
             if entry is not None:
-                self._apply(entry)
+                try:
+                    self._apply(entry)
+                except Exception:
+                    log.exception("presence entry %s", getattr(entry, "key", "?"))
 
     def _apply(self, entry: Any) -> None:
         parts = entry.key.split(".")
         gone = entry.operation is not None
         if parts[0] == "claim" and len(parts) == 3:
             self._claim_changed((_word(parts[1]), _word(parts[2])), entry, gone)
-            return
-        if parts[0] == "hub" and len(parts) == 2:
+        elif parts[0] == "hub" and len(parts) == 2:
             if parts[1] == self.hub:
                 return
             if gone:
@@ -182,7 +249,11 @@ class BusPresence:
                 self._gone(parts[1])
             else:
                 self._alive.add(parts[1])
-        elif parts[0] == "p" and len(parts) == 4 and parts[1] != self.hub:
+        elif parts[0] == "p" and len(parts) == 4:
+            if parts[1] == self.hub:
+                if gone and entry.key in self._mine:  # cleared by another hub: again
+                    self._ops.put_nowait(("p", entry.key))
+                return
             hub, channel, name = parts[1], _word(parts[2]), _word(parts[3])
             names = self._remote.setdefault(hub, {})
             if gone:
@@ -200,12 +271,12 @@ class BusPresence:
         """A hub died: its names go down here, and its keys are cleared."""
         for (channel, name), (revision, holder) in list(self.claims.items()):
             if holder.get("hub") == hub:
-                self._spawn(self._drop_claim(channel, name, revision))
+                key = f"claim.{_token(channel)}.{_token(name)}"
+                self._ops.put_nowait(("drop", key, revision))
         names = self._remote.pop(hub, {})
         for channel, name in names:
             self._tell(channel, name, hub, None)
-            key = f"p.{hub}.{_token(channel)}.{_token(name)}"
-            self._writes.put_nowait((key, None))
+            self._ops.put_nowait(("drop", f"p.{hub}.{_token(channel)}.{_token(name)}", None))
 
     # ------------------------------------------------------------------ claims
 
@@ -223,59 +294,70 @@ class BusPresence:
 
     def claim(self, channel: str, name: str, holder: Info, lost: Callable[[], None]) -> None:
         """Hold ``name`` in ``channel`` for this hub's bridge (``holder``: its host and
-        token id); ``lost`` is called if another hub's claim wins the race."""
-        got = self.claims.get((channel, name))
-        self._spawn(self._put_claim(channel, name, {**holder, "hub": self.hub}, got, lost))
-
-    async def _put_claim(
-        self,
-        channel: str,
-        name: str,
-        holder: Info,
-        got: tuple[int, Info] | None,
-        lost: Callable[[], None],
-    ) -> None:
-        key = f"claim.{_token(channel)}.{_token(name)}"
-        try:
-            if got is None or got[1].get("hub") not in self._alive | {self.hub}:
-                if got is None:
-                    await self.kv.create(key, _encode(holder))
-                else:  # a dead hub's claim, not cleared yet
-                    await self.kv.update(key, _encode(holder), last=got[0])
-            else:  # this hub's own, or a takeover from the same host and token
-                await self.kv.update(key, _encode(holder), last=got[0])
-        except Exception as err:
-            log.warning("claim on %r in %r lost to another hub: %s", name, channel, err)
-            lost()
+        token id); ``lost`` is called if another hub's bridge holds it."""
+        key = (channel, name)
+        self._my_claims[key] = [{**holder, "hub": self.hub}, None, lost]
+        self._ops.put_nowait(("claim", key))
 
     def unclaim(self, channel: str, name: str) -> None:
         """This hub's bridge no longer serves ``name`` in ``channel``."""
-        got = self.claims.get((channel, name))
-        if got is not None and got[1].get("hub") == self.hub:
-            self._spawn(self._drop_claim(channel, name, got[0]))
+        mine = self._my_claims.pop((channel, name), None)
+        if mine is not None and mine[1] is not None:
+            key = f"claim.{_token(channel)}.{_token(name)}"
+            self._ops.put_nowait(("drop", key, mine[1]))
 
-    async def _drop_claim(self, channel: str, name: str, revision: int) -> None:
-        with contextlib.suppress(Exception):  # changed meanwhile: not ours to drop
-            await self.kv.delete(f"claim.{_token(channel)}.{_token(name)}", last=revision)
+    async def _sync_claim(self, claim: tuple[str, str]) -> None:
+        """Write one of this hub's claims: created if absent, else replaced at the
+        revision read — unless another live hub's other bridge holds it (lost)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+
+        mine = self._my_claims.get(claim)
+        if mine is None:
+            return  # released meanwhile
+        holder = mine[0]
+        key = f"claim.{_token(claim[0])}.{_token(claim[1])}"
+        for _ in range(3):
+            try:
+                try:
+                    entry = await self.kv.get(key)
+                except (KeyNotFoundError, KeyDeletedError):
+                    entry = None
+                if entry is None:
+                    revision = await self.kv.create(key, _encode(holder))
+                else:
+                    current = _decode(entry.value or b"")
+                    hub = current.get("hub")
+                    if hub != self.hub and hub in self._alive and not _same_bridge(current, holder):
+                        break  # another bridge holds it
+                    revision = await self.kv.update(key, _encode(holder), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # changed meanwhile: read it again
+            mine[1] = revision
+            return
+        if self._my_claims.get(claim) is mine:
+            del self._my_claims[claim]
+            log.warning("claim on %r in %r is held by a bridge on another hub", *claim[::-1])
+            mine[2]()
 
     def _claim_changed(self, key: tuple[str, str], entry: Any, gone: bool) -> None:
-        before = self.claims.get(key)
+        mine = self._my_claims.get(key)
         if gone:
             self.claims.pop(key, None)
+            if mine is not None and mine[1] is not None:  # cleared by another hub: again
+                self._ops.put_nowait(("claim", key))
             return
         try:
             holder = _decode(entry.value or b"")
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
         self.claims[key] = (entry.revision, holder)
-        ours_before = before is not None and before[1].get("hub") == self.hub
-        if ours_before and holder.get("hub") != self.hub and self.on_claim_lost is not None:
-            self.on_claim_lost(*key)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        if mine is not None and holder.get("hub") != self.hub:  # taken over elsewhere
+            del self._my_claims[key]
+            if self.on_claim_lost is not None:
+                try:
+                    self.on_claim_lost(*key)
+                except Exception:
+                    log.exception("claim on %r in %r taken over", key[1], key[0])
 
     def _tell(self, channel: str, name: str, hub: str, info: Info | None) -> None:
         if self.on_change is not None:

@@ -71,7 +71,10 @@ class SharedMembers:
     async def _follow(self) -> None:
         async for entry in self._watcher:
             if entry is not None:
-                self._apply(entry)
+                try:
+                    self._apply(entry)
+                except Exception:
+                    log.exception("roster entry %s", getattr(entry, "key", "?"))
 
     def _apply(self, entry: Any) -> None:
         parts = _parts(entry.key)
@@ -89,7 +92,10 @@ class SharedMembers:
         else:
             self._mirror[parts] = member
         if self.on_change is not None:
-            self.on_change(parts[0], parts[1], member)
+            try:
+                self.on_change(parts[0], parts[1], member)
+            except Exception:
+                log.exception("roster change of %s on %s", parts[1], parts[0])
 
     async def close(self) -> None:
         if self._task is not None:
@@ -108,6 +114,21 @@ class SharedMembers:
     async def put_member(self, member: MemberRecord) -> None:
         await self.kv.put(member_key(member.channel, member.name), _encode(member))
         self._mirror[(member.channel, member.name)] = member
+
+    async def add_member(self, member: MemberRecord) -> bool:
+        """Create the member's key only if absent; False when another hub registered
+        someone under it first (the mirror then holds that one)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+
+        key = member_key(member.channel, member.name)
+        try:
+            await self.kv.create(key, _encode(member))
+        except KeyWrongLastSequenceError:
+            with contextlib.suppress(KeyNotFoundError, KeyDeletedError):
+                self._apply(await self.kv.get(key))
+            return False
+        self._mirror[(member.channel, member.name)] = member
+        return True
 
     async def remove_member(self, channel: str, name: str) -> None:
         await self.kv.delete(member_key(channel, name))

@@ -92,6 +92,8 @@ class MemberStore(Protocol):
 
     async def put_member(self, member: MemberRecord) -> None: ...
 
+    async def add_member(self, member: MemberRecord) -> bool: ...
+
     async def remove_member(self, channel: str, name: str) -> None: ...
 
 
@@ -171,6 +173,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def put_member(self, member: MemberRecord) -> None:
         """Durably add or replace a roster member (keyed by channel and name)."""
+
+    async def add_member(self, member: MemberRecord) -> bool:
+        """Add a member that the caller saw no one registered under; False when
+        another one is (a store shared by several hubs). One hub's index is written by
+        that hub alone: it adds."""
+        await self.put_member(member)
+        return True
 
     @abc.abstractmethod
     async def remove_member(self, channel: str, name: str) -> None:
