@@ -180,3 +180,24 @@ async def test_nats_gone_refuses_sends_then_the_hub_catches_up(
     assert got == acked  # every acknowledged event, once, in order
     await async_wait_for(lambda: b.applied >= a.applied, 15)  # b catches up too
     assert await indexed(a) == await indexed(b)
+
+
+async def test_refs_that_differ_only_by_spaces_are_two_events(hubs: Hubs) -> None:
+    a = await hubs.log("a")
+    stamps = await a.append([draft("one", "x"), draft("two", "x "), draft("three", "x\n")])
+    assert len({s.seq for s in stamps}) == 3 and not any(s.duplicate for s in stamps)
+
+
+async def test_a_hub_starts_on_a_stream_with_no_message_yet(hubs: Hubs) -> None:
+    """A migrated bus whose events were all pruned: its stream starts at a later
+    sequence and holds nothing; a hub still opens, and its first event takes it."""
+    import nats
+
+    from wsbus.jetstream.engine import ensure_stream
+
+    nc = await nats.connect(hubs.config.servers)
+    await ensure_stream(nc.jetstream(), hubs.config, first_seq=42)
+    await nc.close()
+    a = await asyncio.wait_for(hubs.log("a"), 20)
+    (stamp,) = await a.append([draft("first", "r1")])
+    assert stamp.seq == 42

@@ -337,6 +337,8 @@ async def test_nats_stopped_refuses_sends_as_retryable_and_the_hub_recovers(
         refused = await raw.recv_op("error", timeout=15)
         assert refused["code"] == "store_failed" and refused["ref"] == "during"
         assert "retry" in str(refused["message"])
+        async with aiohttp.ClientSession() as http, http.get(a.http_url + "/healthz") as r:
+            assert r.status == 503 and "NATS is unreachable" in (await r.json())["error"]
         async with (  # the index still answers
             aiohttp.ClientSession() as http,
             http.get(b.http_url + "/recv?to=bob&since=0") as r,
@@ -457,6 +459,37 @@ async def test_presence_agrees_on_every_hub_and_a_dead_hubs_names_go_down(
         assert took <= TTL + 2 * HEARTBEAT + 2, took
         assert [m.name for m in (await watcher.roster()).members] == ["watcher"]
         await agent.close()
+
+
+async def test_a_hub_started_later_and_a_cleared_name_see_presence_right(
+    two_hubs: tuple[HubProcess, HubProcess],
+    hub_factory: Callable[..., HubProcess],
+    nats: NatsServer,
+    tmp_path: Path,
+) -> None:
+    """A hub that starts while a name is connected to another hub counts it; a hub
+    whose presence key another hub cleared (as after a heartbeat lapse) writes it back."""
+    import nats as nats_py
+
+    a, _ = two_hubs
+    async with Client(a.url, "codex"):
+        c = hub_factory("--engine", nats.url, "--bus", "team", "--db", str(tmp_path / "c.db"))
+        async with Client(c.url, "watcher") as watcher:
+
+            async def names() -> list[str]:
+                return sorted(m.name for m in (await watcher.roster()).members)
+
+            assert await names() == ["codex", "watcher"]
+            nc = await nats_py.connect(nats.url)
+            kv = await nc.jetstream().key_value("wsbus_team_presence")
+            (key,) = [k for k in await kv.keys() if k.startswith("p.") and k.endswith(".codex")]
+            await kv.delete(key)  # what a hub does when it takes another for dead
+            for _ in range(200):
+                if await names() == ["codex", "watcher"] and key in await kv.keys():
+                    break
+                await asyncio.sleep(0.05)
+            assert await names() == ["codex", "watcher"] and key in await kv.keys()
+            await nc.close()
 
 
 async def test_two_bridges_on_two_hubs_cannot_both_claim_a_name(
