@@ -23,6 +23,7 @@ from wsbus.schema import Presence, Receipt
 from .helpers import HubProcess, RawClient
 from .natskit import NatsCluster, NatsServer
 from .test_store_files import _hold_write_lock
+from .tmuxkit import TMUX, Machine
 
 pytestmark = pytest.mark.own_nats
 
@@ -587,3 +588,26 @@ async def test_migrate_moves_a_hub_onto_nats_and_every_cursor_goes_on(
         http.get(f"{new.http_url}/recv?to=bob&since={oks[28].ts!r}") as r,
     ):
         assert [m["msg"] for m in (await r.json())["messages"]] == ["m29", "after the move"]
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+async def test_a_bridge_on_hub_a_delivers_a_message_sent_through_hub_b(
+    two_hubs: tuple[HubProcess, HubProcess], tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The bridge types into a real tmux pane a message sent on the other hub; the
+    sender, on hub B, gets the bridge's `submitted` receipt from hub A."""
+    from wsbus.cli.conventions import wait_receipt
+
+    a, b = two_hubs
+    machine = Machine(tmp_path, "alpha", env, a.url)
+    try:
+        codex = machine.agent("codex")
+        machine.start_bridge()
+        async with Client(b.url, "claude", channels=[], presence=False) as claude:
+            ok = await claude.send("codex", "build the parser", ref="cross-1")
+            got = await wait_receipt(claude, ok.seq, {"codex"}, timeout=30)
+        assert got["codex"].status == "submitted", got
+        (line,) = codex.submitted()
+        assert line.endswith("| build the parser") and "from=claude" in line
+    finally:
+        machine.close()
