@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from wsbus.jetstream import EngineConfig, EngineError, JetStreamLog
@@ -201,3 +202,35 @@ async def test_a_hub_starts_on_a_stream_with_no_message_yet(hubs: Hubs) -> None:
     a = await asyncio.wait_for(hubs.log("a"), 20)
     (stamp,) = await a.append([draft("first", "r1")])
     assert stamp.seq == 42
+
+
+async def test_retention_trims_the_stream_and_a_later_hub_derives_the_same_ts(
+    hubs: Hubs,
+) -> None:
+    """Events whose stored times go backwards (as a stream leader with a slower clock
+    would stamp them) get ts raised above their predecessors. Retention then trims the
+    stream; a hub that starts on the trimmed stream must not restart the chain from
+    the first message's own time: it takes that event's ts from the bus's floor."""
+    import nats
+
+    from wsbus.jetstream.log import TS_HEADER
+    from wsbus.jetstream.names import EVENTS
+
+    a = await hubs.log("a")
+    nc = await nats.connect(hubs.config.servers)
+    js = nc.jetstream()
+    for i in range(10):  # stored times 1000, 999, 998…: every ts after the first raised
+        payload = msgspec.msgpack.encode(draft(f"m{i}", f"r{i}"))
+        await js.publish(subject("test", EVENTS, "default"), payload,
+                         headers={TS_HEADER: repr(1000.0 - i)})  # fmt: skip
+    await async_wait_for(lambda: a.applied >= 10, 10)
+    before = await indexed(a)
+    assert [ts for _, ts, _ in before] == sorted(ts for _, ts, _ in before)
+    removed, pruned = await a.retain(0.0, 3)  # keep the newest 3
+    assert (removed, pruned) == (7, 7)
+    state = (await js.stream_info("WSBUS_test")).state
+    assert state.first_seq == 8 and state.messages == 3  # the stream was trimmed too
+    await nc.close()
+    c = await hubs.log("c")
+    assert await indexed(c) == before[7:]  # the same seq and ts: 1000.000007…, not 993
+    assert c.watermark() == a.watermark()

@@ -126,6 +126,7 @@ class Hub:
             self.config,
             committed=lambda: self.committed_seq,
             check_tokens=self.check_tokens if gate is not None else None,
+            retain=self.log.retain,
         )
         # on a shared log the receipts come from the log, whichever hub took the ack
         self.log.on_receipts = self._tell_senders

@@ -118,6 +118,12 @@ class Log(abc.ABC):
     def failure(self) -> str | None:
         """Why the log refuses every commit from now on (None: it takes them)."""
 
+    @abc.abstractmethod
+    async def retain(self, older_than_ts: float, keep: int) -> tuple[int, int]:
+        """Apply retention: events older than ``older_than_ts`` or beyond the newest
+        ``keep`` go (``Store.prune``'s answer: how many, and the highest seq removed).
+        A shared log also trims the shared stream."""
+
     def problem(self) -> str | None:
         """Why sends cannot be stored now (``/healthz`` answers 503), or None."""
         return self.failure
@@ -290,6 +296,9 @@ class IndexedLog(Log):
 
     def tail(self, after_seq: int) -> Tail:
         return _IndexTail(self, after_seq)
+
+    async def retain(self, older_than_ts: float, keep: int) -> tuple[int, int]:
+        return await self.store.prune(older_than_ts, keep)
 
     def watermark(self) -> float:
         firsts = [tail.batches[0][0].ts for tail in self._tails if tail.batches]

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .store import Store
@@ -33,8 +33,11 @@ class Upkeep:
         *,
         committed: Callable[[], int],
         check_tokens: Callable[[], int] | None = None,
+        retain: Callable[[float, int], Awaitable[tuple[int, int]]] | None = None,
     ) -> None:
         self.store = store
+        #: applies retention (the log's: a shared log trims its stream too)
+        self._retain = retain or store.prune
         self.config = config
         #: the highest seq retention removed (0: none)
         self.pruned_seq = 0
@@ -46,7 +49,7 @@ class Upkeep:
         """Apply retention now; returns how many events were removed."""
         c = self.config
         cutoff = time.time() - c.retention_days * 86400 if c.retention_days > 0 else 0.0
-        removed, self.pruned_seq = await self.store.prune(cutoff, c.retention_count)
+        removed, self.pruned_seq = await self._retain(cutoff, c.retention_count)
         if removed:
             log.info("retention removed %d events (up to seq %d)", removed, self.pruned_seq)
         return removed

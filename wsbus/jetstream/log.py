@@ -35,7 +35,7 @@ import msgspec
 
 from ..log import IndexedLog, Stamp
 from ..schema import Event
-from ..store import MemberStore, ReceiptRecord, Store, StoreInfo
+from ..store import MemberStore, Query, ReceiptRecord, Store, StoreInfo
 from .engine import EngineConfig, EngineError, bus_identity, connect, ensure_stream
 from .names import EVENTS, RECEIPTS, bucket_name, msg_id, stream_name, subject, subjects
 from .presence import BusPresence
@@ -74,6 +74,9 @@ class SharedReceipt(msgspec.Struct, array_like=True):
 
 
 _encode = msgspec.msgpack.Encoder().encode
+_floor = msgspec.msgpack.Decoder(tuple[int, float]).decode
+#: the bus's bucket key of the first event its stream keeps after a trim: (seq, ts)
+FLOOR_KEY = "floor"
 _event = msgspec.msgpack.Decoder(Event).decode
 _receipt = msgspec.msgpack.Decoder(SharedReceipt).decode
 
@@ -111,6 +114,9 @@ class JetStreamLog(IndexedLog):
         self._waiting: dict[int, list[asyncio.Future[None]]] = {}
         self._index_failure: str | None = None
         self._closing = False
+        #: (seq, ts) of the first event the stream keeps, when it was trimmed past
+        #: what this hub's index held at start
+        self._floor: tuple[int, float] | None = None
         self._members: SharedMembers | None = None
         self._presence: BusPresence | None = None
         #: where the events live (printed by ``wsbus serve``)
@@ -146,6 +152,14 @@ class JetStreamLog(IndexedLog):
         except Exception as err:
             raise EngineError(f"cannot share presence on NATS: {err}") from None
         info = await self.store.open(hub_id=self.bus_id)
+        floor = await self._floor_of_bus()
+        if floor is not None and info.last_seq < floor[0]:
+            # the stream was trimmed past what this index holds: start at the bus's
+            # floor, whose ts is known exactly (every hub then derives the same ts)
+            self._floor = floor
+            info = msgspec.structs.replace(
+                info, last_seq=floor[0] - 1, pruned_seq=max(info.pruned_seq, floor[0] - 1)
+            )
         self.applied = info.last_seq
         self.committed_seq = info.last_seq
         self.committed_ts = self._last_ts = info.last_ts
@@ -204,6 +218,61 @@ class JetStreamLog(IndexedLog):
 
     def shared_members(self) -> MemberStore | None:
         return self._members
+
+    # ------------------------------------------------------------------ retention
+
+    async def retain(self, older_than_ts: float, keep: int) -> tuple[int, int]:
+        """Prune this hub's index, then trim the stream below the first event the
+        index keeps — after recording that event's ``seq`` and ``ts`` as the bus's
+        floor (only ever raised), so a hub that starts later on the trimmed stream
+        derives every ``ts`` exactly as the others did."""
+        removed, pruned = await self.store.prune(older_than_ts, keep)
+        if not pruned:
+            return removed, pruned
+        first = await self.store.query(Query(limit=1))
+        if not first:  # everything went: trim at the next turn, once an event follows
+            return removed, pruned
+        try:
+            if await self._raise_floor(first[0].seq, first[0].ts):
+                assert self._js is not None
+                await self._js.purge_stream(stream_name(self.config.bus), seq=first[0].seq)
+        except Exception as err:  # the stream keeps them until the next turn
+            log.warning("trimming the bus's stream failed: %s", err)
+        return removed, pruned
+
+    async def _raise_floor(self, seq: int, ts: float) -> bool:
+        """Record (seq, ts) as the bus's floor unless it is already at or past it."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+
+        assert self._js is not None
+        kv = await self._js.key_value(bucket_name(self.config.bus))
+        for _ in range(3):
+            try:
+                entry = await kv.get(FLOOR_KEY)
+            except (KeyNotFoundError, KeyDeletedError):
+                entry = None
+            try:
+                if entry is None or not entry.value:
+                    await kv.create(FLOOR_KEY, _encode((seq, ts)))
+                    return True
+                if _floor(entry.value)[0] >= seq:
+                    return True  # another hub got there first: trim to it all the same
+                await kv.update(FLOOR_KEY, _encode((seq, ts)), last=entry.revision)
+                return True
+            except KeyWrongLastSequenceError:
+                continue
+        return False
+
+    async def _floor_of_bus(self) -> tuple[int, float] | None:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        assert self._js is not None
+        kv = await self._js.key_value(bucket_name(self.config.bus))
+        try:
+            value = (await kv.get(FLOOR_KEY)).value
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        return _floor(value) if value else None
 
     def shared_presence(self) -> BusPresence | None:
         return self._presence
@@ -398,7 +467,10 @@ class JetStreamLog(IndexedLog):
                     stored = meta.timestamp.timestamp()
                     if msg.headers and TS_HEADER in msg.headers:  # migrated: its own ts
                         stored = float(msg.headers[TS_HEADER])
-                    ts = last_ts = next_ts(stored, last_ts)
+                    if self._floor is not None and seq == self._floor[0]:
+                        ts = last_ts = self._floor[1]  # the bus's floor: known exactly
+                    else:
+                        ts = last_ts = next_ts(stored, last_ts)
                     ev = replace(_event(msg.data), seq=seq, ts=ts)
                     events.append(ev)
                     if ev.ref is not None:
