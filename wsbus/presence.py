@@ -43,14 +43,14 @@ class Announcer:
         self.router = router
         self.writer = writer
         self.shared: SharedPresence | None = None
-        #: (channel, name) -> {hub: info}: connected to other hubs of the bus
-        self.remote: dict[tuple[str, str], dict[str, Info]] = {}
+        #: channel -> name -> {hub: info}: connected to other hubs of the bus
+        self.remote: dict[str, dict[str, dict[str, Info]]] = {}
 
     def share(self, shared: SharedPresence) -> None:
         """Write this hub's changes to the bus's presence, and hear the others'."""
         self.shared = shared
         for channel, name, hub, info in shared.remote_names():  # connected elsewhere now
-            self.remote.setdefault((channel, name), {})[hub] = info
+            self.remote.setdefault(channel, {}).setdefault(name, {})[hub] = info
         shared.on_change = self.remote_changed
 
     def announce(self, changes: list[PresenceChange], info: Info) -> None:
@@ -59,36 +59,38 @@ class Announcer:
         for ch in changes:
             if self.shared is not None:
                 self.shared.local(ch.channel, ch.name, dict(info) if ch.up else None)
-                if (ch.channel, ch.name) in self.remote:
+                if ch.name in self.remote.get(ch.channel, ()):
                     continue  # connected to another hub: up all along
             self._tell(ch.channel, ch.name, ch.up, info, now)
 
     def remote_changed(self, channel: str, name: str, hub: str, info: Info | None) -> None:
         """A name came up (``info``) or went down (None) on another hub."""
-        key = (channel, name)
         before = self.connected(channel, name)
-        hubs = self.remote.setdefault(key, {})
+        names = self.remote.setdefault(channel, {})
+        hubs = names.setdefault(name, {})
         last = hubs.get(hub, {})
         if info is None:
             hubs.pop(hub, None)
         else:
             hubs[hub] = info
         if not hubs:
-            del self.remote[key]
+            del names[name]
+            if not names:
+                del self.remote[channel]
         after = self.connected(channel, name)
         if before != after:
             self._tell(channel, name, after, info or last, time.time())
 
     def connected(self, channel: str, name: str) -> bool:
         """Whether ``name`` is connected on ``channel`` to this hub or another."""
-        return (channel, name) in self.remote or self.router.serves(channel, name)
+        return name in self.remote.get(channel, ()) or self.router.serves(channel, name)
 
     def remote_online(self, channel: str) -> dict[str, tuple[int, Info]]:
         """Names connected on ``channel`` to other hubs only: (hubs, info)."""
         return {
             name: (len(hubs), next(iter(hubs.values())))
-            for (c, name), hubs in self.remote.items()
-            if c == channel and not self.router.serves(channel, name)
+            for name, hubs in self.remote.get(channel, {}).items()
+            if not self.router.serves(channel, name)
         }
 
     def _tell(self, channel: str, name: str, up: bool, info: Info, now: float) -> None:
