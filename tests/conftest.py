@@ -25,6 +25,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(again)
 
 
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server with JetStream of the test's own, on a loopback port."""
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def nats_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     """One nats-server with JetStream for the session's hubs (WSBUS_TEST_ENGINE=nats)."""

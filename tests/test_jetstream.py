@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -23,13 +23,6 @@ from .helpers import async_wait_for
 from .natskit import NatsServer
 
 pytestmark = pytest.mark.own_nats
-
-
-@pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats").start()
-    yield server
-    server.stop()
 
 
 def draft(body: str, ref: str, sender: str = "alice", channel: str = "default") -> Event:

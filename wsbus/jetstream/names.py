@@ -22,6 +22,8 @@ __all__ = [
     "bucket_name",
     "channel_of",
     "channel_token",
+    "key_token",
+    "key_word",
     "msg_id",
     "stream_name",
     "subject",
@@ -64,6 +66,17 @@ def channel_token(channel: str) -> str:
 def channel_of(token: str) -> str:
     """The channel name a subject token holds (:func:`channel_token` reversed)."""
     return token.replace("~", ".")
+
+
+def key_token(word: str) -> str:
+    """A channel or name as one token of a key-value key (``.`` → ``=``: ``~`` is not
+    allowed in keys, ``=`` is, and no name holds it)."""
+    return word.replace(".", "=")
+
+
+def key_word(token: str) -> str:
+    """The channel or name a key token holds (:func:`key_token` reversed)."""
+    return token.replace("=", ".")
 
 
 def subject(bus: str, what: str, channel: str) -> str:

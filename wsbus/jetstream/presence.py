@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .names import key_token, key_word
+
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
@@ -55,12 +57,8 @@ def presence_bucket(bus: str) -> str:
     return f"wsbus_{bus}_presence"
 
 
-def _token(word: str) -> str:
-    return word.replace(".", "=")
-
-
-def _word(token: str) -> str:
-    return token.replace("=", ".")
+def _claim_key(channel: str, name: str) -> str:
+    return f"claim.{key_token(channel)}.{key_token(name)}"
 
 
 def _same_bridge(a: Info, b: Info) -> bool:
@@ -147,7 +145,7 @@ class BusPresence:
 
     def local(self, channel: str, name: str, info: Info | None) -> None:
         """A name came up (``info``) or went down (None) on this hub: written in order."""
-        key = f"p.{self.hub}.{_token(channel)}.{_token(name)}"
+        key = f"p.{self.hub}.{key_token(channel)}.{key_token(name)}"
         if info is None:
             self._mine.pop(key, None)
         else:
@@ -214,7 +212,7 @@ class BusPresence:
             self._mine.pop(key)
             self._ops.put_nowait(("p", key))
         for (channel, name), (_, revision, _) in list(self._my_claims.items()):
-            key = f"claim.{_token(channel)}.{_token(name)}"
+            key = _claim_key(channel, name)
             self._ops.put_nowait(("drop", key, revision))
         self._my_claims.clear()
         self._ops.put_nowait(("drop", f"hub.{self.hub}", None))
@@ -240,7 +238,7 @@ class BusPresence:
         parts = entry.key.split(".")
         gone = entry.operation is not None
         if parts[0] == "claim" and len(parts) == 3:
-            self._claim_changed((_word(parts[1]), _word(parts[2])), entry, gone)
+            self._claim_changed((key_word(parts[1]), key_word(parts[2])), entry, gone)
         elif parts[0] == "hub" and len(parts) == 2:
             if parts[1] == self.hub:
                 return
@@ -254,7 +252,7 @@ class BusPresence:
                 if gone and entry.key in self._mine:  # cleared by another hub: again
                     self._ops.put_nowait(("p", entry.key))
                 return
-            hub, channel, name = parts[1], _word(parts[2]), _word(parts[3])
+            hub, channel, name = parts[1], key_word(parts[2]), key_word(parts[3])
             names = self._remote.setdefault(hub, {})
             if gone:
                 if names.pop((channel, name), None) is not None:
@@ -271,12 +269,12 @@ class BusPresence:
         """A hub died: its names go down here, and its keys are cleared."""
         for (channel, name), (revision, holder) in list(self.claims.items()):
             if holder.get("hub") == hub:
-                key = f"claim.{_token(channel)}.{_token(name)}"
+                key = _claim_key(channel, name)
                 self._ops.put_nowait(("drop", key, revision))
         names = self._remote.pop(hub, {})
         for channel, name in names:
             self._tell(channel, name, hub, None)
-            self._ops.put_nowait(("drop", f"p.{hub}.{_token(channel)}.{_token(name)}", None))
+            self._ops.put_nowait(("drop", f"p.{hub}.{key_token(channel)}.{key_token(name)}", None))
 
     # ------------------------------------------------------------------ claims
 
@@ -303,7 +301,7 @@ class BusPresence:
         """This hub's bridge no longer serves ``name`` in ``channel``."""
         mine = self._my_claims.pop((channel, name), None)
         if mine is not None and mine[1] is not None:
-            key = f"claim.{_token(channel)}.{_token(name)}"
+            key = _claim_key(channel, name)
             self._ops.put_nowait(("drop", key, mine[1]))
 
     async def _sync_claim(self, claim: tuple[str, str]) -> None:
@@ -315,7 +313,7 @@ class BusPresence:
         if mine is None:
             return  # released meanwhile
         holder = mine[0]
-        key = f"claim.{_token(claim[0])}.{_token(claim[1])}"
+        key = _claim_key(*claim)
         for _ in range(3):
             try:
                 try:

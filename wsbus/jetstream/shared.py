@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..store import MemberRecord
+from .names import key_token, key_word
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -34,19 +35,15 @@ _member = msgspec.msgpack.Decoder(MemberRecord).decode
 MemberChange = Callable[[str, str, MemberRecord | None], None]
 
 
-def _token(word: str) -> str:
-    return word.replace(".", "=")
-
-
 def member_key(channel: str, name: str) -> str:
-    return f"{_PREFIX}{_token(channel)}.{_token(name)}"
+    return f"{_PREFIX}{key_token(channel)}.{key_token(name)}"
 
 
 def _parts(key: str) -> tuple[str, str] | None:
     rest = key[len(_PREFIX) :].split(".")
     if len(rest) != 2:
         return None
-    return rest[0].replace("=", "."), rest[1].replace("=", ".")
+    return key_word(rest[0]), key_word(rest[1])
 
 
 class SharedMembers:
