@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 import psutil
+import pytest
 
 from bench.hostile import POLLERS
 
@@ -36,6 +37,7 @@ async def test_hub_memory_does_not_grow_with_stored_bodies(
     assert grown < 32 * MiB, f"hub RSS grew {grown / MiB:.0f} MiB"
 
 
+@pytest.mark.sqlite_budget
 async def test_old_cursor_polls_do_not_stall_the_loop(
     hub_factory: Callable[..., HubProcess],
 ) -> None:
