@@ -196,7 +196,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The NATS URLs of ``engine`` (None: the embedded SQLite engine)."""
         if self.engine.strip().lower() in ("", "sqlite"):
             return None
-        return [u.strip() for u in self.engine.split(",") if u.strip()]
+        return hub_urls(self.engine)
 
     def unauthenticated_budget(self) -> int:
         """``max_unauthenticated``, by default a tenth of ``max_connections`` (at least 1):
