@@ -4,7 +4,9 @@ Agents call ``wsbus send`` in loops, so what counts is the wall time of one proc
 from spawn to exit: ``wsbus --help`` against ``python -c pass`` (the interpreter
 alone), and ``wsbus send`` (body on stdin, returns after the durable ok) against
 agent-bus's own ``bus_send.py`` (``--agent-bus-send PATH``: it is not part of this
-repository) and ``curl`` POSTing the same message to the same hub's HTTP shim. Every
+repository) and ``curl`` POSTing the same message to the same hub's HTTP shim, and
+against the *import floor* (:data:`FLOOR`): a process that only imports what every
+``wsbus`` command needs, so the rows separate wsbus's own cost from its libraries'. Every
 command runs in turn, round after round (so a machine that slows down slows all of
 them), after a warm-up round (which also writes the bytecode caches, as an installed
 package has them: ``PYTHONDONTWRITEBYTECODE`` is dropped); each figure is the median.
@@ -39,6 +41,10 @@ SECTION = (
     "same run, same interpreter)"
 )
 NO_AGENT_BUS = "n/a (run with --agent-bus-send)"
+FLOOR = "import argparse, msgspec, websockets.client"
+"""What any ``wsbus`` command imports before doing anything: its argument parser and its
+two wire libraries (base dependencies), in a process that then exits. ``wsbus send``
+cannot start faster than this; the rows show how far the baselines are below it."""
 MESSAGE = "T1 verify done: 4/4 hits are honeypots"
 
 
@@ -65,6 +71,7 @@ def commands(hub: ServerProcess, agent_bus_send: Path | None) -> dict[str, list[
         "python": [sys.executable, "-c", "pass"],
         "help": [*wsbus, "--help"],
         "send": [*wsbus, "send", "bob"],
+        "floor": [sys.executable, "-c", FLOOR],
     }
     if agent_bus_send is not None:
         out["bus_send"] = [sys.executable, str(agent_bus_send), "bob"]
@@ -157,6 +164,10 @@ def startup_rows(results: dict[str, Any], agent_bus_send: bool) -> list[Row]:
          "n/a (no curl)")  # fmt: skip
     pair("`wsbus send`: CPU user+sys (ms; baseline `bus_send.py`)", "send_cpu", "bus_send_cpu",
          NO_AGENT_BUS if not agent_bus_send else "error")  # fmt: skip
+    pair("import floor: `python -c 'import argparse, msgspec, websockets.client'` (ms; "
+         "baseline `bus_send.py`)", "floor", "bus_send",
+         NO_AGENT_BUS if not agent_bus_send else "error")  # fmt: skip
+    pair("`wsbus send` (ms; baseline the import floor above)", "send", "floor")
     return out
 
 
