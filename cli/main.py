@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "join a hub shared with `wsbus serve --share` (code from `wsbus token invite`)",
     ),
     "migrate": ("migrate", "move a hub's SQLite bus onto NATS JetStream (many hubs)"),
+    "mcp": ("mcp.command", "serve the bus as MCP tools to a coding agent (stdio)"),
 }
 
 DESCRIPTION = """\
