@@ -369,6 +369,11 @@ class Gate:
         current = self.store.get(rec.id)
         return current is not None and current.revoked is None and current.hash == rec.hash
 
+    def in_force(self, token_id: str) -> bool:
+        """Whether the token with this id is in the file and not revoked."""
+        current = self.store.get(token_id)
+        return current is not None and current.revoked is None
+
     def live(self) -> int:
         """How many tokens are not revoked."""
         return sum(1 for r in self.store.list() if r.revoked is None)

@@ -48,6 +48,8 @@ from .schema import (
     History,
     HistoryResult,
     HubFrame,
+    Leases,
+    LeasesResult,
     Ok,
     Ping,
     Pong,
@@ -55,6 +57,10 @@ from .schema import (
     Receipt,
     Register,
     Registered,
+    Release,
+    Released,
+    Reserve,
+    Reserved,
     Roster,
     RosterResult,
     Status,
@@ -328,6 +334,53 @@ class Client:
         result: ThreadsResult = await self._ask(Threads(ref=new_ref(), channel=channel), timeout)
         return result
 
+    async def reserve(
+        self,
+        paths: Sequence[str],
+        ttl: float,
+        *,
+        exclusive: bool = True,
+        reason: str | None = None,
+        channel: str | None = None,
+        ref: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> Reserved:
+        """Lease ``paths`` (relative to the repository root, globs allowed) for ``ttl``
+        seconds; raises :class:`SendRefused` (``lease_conflict``) naming the holder
+        when another agent's lease overlaps. Resending the same ``ref`` is safe."""
+        frame = Reserve(
+            ref=ref or new_ref(),
+            paths=list(paths),
+            ttl=ttl,
+            exclusive=exclusive,
+            reason=reason,
+            channel=channel,
+        )
+        result: Reserved = await self._ask(frame, timeout)
+        return result
+
+    async def release(
+        self,
+        *,
+        ids: Sequence[int] = (),
+        paths: Sequence[str] = (),
+        channel: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> Released:
+        """End this name's leases: ``ids``, or those on exactly ``paths``, or all."""
+        frame = Release(ref=new_ref(), ids=list(ids), paths=list(paths), channel=channel)
+        result: Released = await self._ask(frame, timeout)
+        return result
+
+    async def leases(
+        self, channel: str | None = None, *, prefix: str | None = None, timeout: float | None = 30.0
+    ) -> LeasesResult:
+        """The leases in force (on ``channel``, or every channel the token may use)."""
+        result: LeasesResult = await self._ask(
+            Leases(ref=new_ref(), channel=channel, prefix=prefix), timeout
+        )
+        return result
+
     async def status(self, alive: dict[str, bool]) -> None:
         """(Bridges) report which names have a live tmux session; repeated after reconnects."""
         await self._requests.report(Status(alive=dict(alive)))
@@ -380,7 +433,16 @@ class Client:
                 self._requests.on_error(frame)
             case Presence() | Receipt():
                 await self._inbox.put(frame)
-            case HistoryResult() | RosterResult() | Registered() | ThreadsResult() | Pong():
+            case (
+                HistoryResult()
+                | RosterResult()
+                | Registered()
+                | ThreadsResult()
+                | Reserved()
+                | Released()
+                | LeasesResult()
+                | Pong()
+            ):
                 self._requests.on_answer(frame)
             case Synced():
                 self._cursor.synced(frame.seq)

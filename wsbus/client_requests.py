@@ -16,9 +16,12 @@ from .schema import (
     Ack,
     Error,
     HistoryResult,
+    LeasesResult,
     Ok,
     Pong,
     Registered,
+    Released,
+    Reserved,
     RosterResult,
     Send,
     Status,
@@ -29,7 +32,16 @@ __all__ = ["Answer", "Requests"]
 
 log = logging.getLogger("wsbus.client")
 
-Answer = HistoryResult | RosterResult | Registered | ThreadsResult | Pong
+Answer = (
+    HistoryResult
+    | RosterResult
+    | Registered
+    | ThreadsResult
+    | Reserved
+    | Released
+    | LeasesResult
+    | Pong
+)
 """The hub's answer to a query, matched to it by ``ref``."""
 
 

@@ -53,6 +53,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     SECRET_IN_BODY = "secret_in_body"
     UNKNOWN_MEMBER = "unknown_member"
+    LEASE_CONFLICT = "lease_conflict"
+    BAD_PATH = "bad_path"
     STORE_FAILED = "store_failed"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
@@ -79,6 +81,10 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.TOO_MANY_CONNECTIONS: "The token already has `max_identity_connections` open.",
     ErrorCode.SECRET_IN_BODY: "The body looks like it carries a credential (`block_secrets`).",
     ErrorCode.UNKNOWN_MEMBER: "`register` with `leave` for a name not in the roster.",
+    ErrorCode.LEASE_CONFLICT: "`reserve` of paths another holder leases (exclusive on "
+    "either side); the message names the holder, the reason and until when.",
+    ErrorCode.BAD_PATH: "A lease path that is absolute, climbs with `..`, or holds control "
+    "characters.",
     ErrorCode.STORE_FAILED: "The store could not commit; the send was not accepted.",
     ErrorCode.SHUTTING_DOWN: "The hub is stopping; retry after reconnecting.",
     ErrorCode.INTERNAL: "The hub failed on this frame (a bug, logged); retrying may work.",

@@ -36,6 +36,7 @@ from .presence import Announcer
 from .queries import Queries
 from .receipts import Receipts
 from .replay import Replay
+from .reservations import Reservations
 from .rosters import Rosters
 from .routing import Router
 from .schema import (
@@ -47,12 +48,15 @@ from .schema import (
     Hello,
     History,
     HistoryResult,
+    Leases,
     Limits,
     Ping,
     Pong,
     Receipt,
     Register,
     Registered,
+    Release,
+    Reserve,
     Roster,
     Send,
     Status,
@@ -141,6 +145,11 @@ class Hub:
             on_committed=self._fan_out_ready,
             find_secret=find_secret,
         )
+        #: file leases (reserve, release, leases), kept from the log's lease events
+        self.reservations = Reservations(
+            self.ingest, self.access, token_valid=gate.in_force if gate is not None else None
+        )
+        self.access.listeners.append(self.reservations.tokens_changed)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,6 +161,7 @@ class Hub:
         self.committed_ts = info.last_ts
         self.upkeep.pruned_seq = info.pruned_seq
         await self.prune()
+        await self.reservations.load(self.store, info.last_seq)
         await self.rosters.load(self.log.shared_members())
         shared = self.log.shared_presence()
         if shared is not None:
@@ -305,6 +315,14 @@ class Hub:
             case Threads():
                 self._running(frame.ref)
                 session.send(await self.queries.threads(session, frame))
+            case Reserve():
+                self._running(frame.ref)
+                session.send(await self.reservations.reserve(session, frame))
+            case Release():
+                self._running(frame.ref)
+                session.send(await self.reservations.release(session, frame))
+            case Leases():
+                session.send(self.reservations.leases(session, frame))
             case Ping():
                 session.send(Pong(ts=time.time(), ref=frame.ref))
             case Subscribe():
@@ -429,6 +447,7 @@ class Hub:
                 logger.exception("delivering event %d failed", ev.seq)
         self.committed_seq = events[-1].seq
         self.committed_ts = events[-1].ts
+        self.reservations.applied(events)
         for listener in self.listeners:
             try:
                 listener(events)
@@ -490,7 +509,10 @@ class Hub:
     async def register(self, session: Session, r: Register) -> Registered:
         """Add, update or remove a roster member (durably, before answering)."""
         self._running(r.ref)
-        return await self.rosters.register(session, r)
+        result = await self.rosters.register(session, r)
+        if result.left:  # a name that leaves the roster gives up its leases
+            self.reservations.release_all(r.channel, r.name, "left the roster")
+        return result
 
     # ------------------------------------------------------------------ retention
 

@@ -21,7 +21,7 @@ import msgspec
 from .access import Access
 from .codec import JSON, meta_problem
 from .errors import ErrorCode, FrameError
-from .log import Log
+from .log import Log, Stamp
 from .loopguard import LoopGuard
 from .schema import BROADCAST, DEFAULT_CHANNEL, Error, Event, Ok, Send
 from .session import Session
@@ -41,6 +41,8 @@ MAX_KEPT_RECEIPTS = 10_000
 class _Pending(msgspec.Struct):
     event: Event
     waiters: list[Session]
+    #: the hub's own drafts (leases) wait here instead of a session
+    futures: list[asyncio.Future[Stamp]] = msgspec.field(default_factory=list)
 
 
 #: a receipt and the sender of the event it acknowledges (who is told)
@@ -184,6 +186,29 @@ class Ingest:
         self._queued[key] = pending
         self._wake.set()
 
+    def submit_event(self, draft: Event) -> asyncio.Future[Stamp]:
+        """Queue an event the hub wrote itself (a lease, for its sender, with a
+        ``ref``): the future gets its stamp once committed (``duplicate`` for a
+        ``(sender, ref)`` the log holds), or a FrameError (``store_failed``)."""
+        assert draft.ref is not None
+        done: asyncio.Future[Stamp] = asyncio.get_running_loop().create_future()
+        if self.stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "hub is shutting down", draft.ref)
+        key = (draft.from_, draft.ref)
+        queued = self._queued.get(key)
+        if queued is not None:
+            queued.futures.append(done)
+            return done
+        seen = self.log.known(draft.from_, draft.ref)
+        if seen is not None:
+            done.set_result(seen)
+            return done
+        pending = _Pending(draft, [], [done])
+        self._queue.append(pending)
+        self._queued[key] = pending
+        self._wake.set()
+        return done
+
     def receipt(self, record: ReceiptRecord, sender: str) -> None:
         """Queue a receipt for the next batch; ``sender`` is told once it is stored."""
         self._receipts.append((record, sender))
@@ -227,6 +252,11 @@ class Ingest:
             ev = p.event
             assert ev.ref is not None
             self._queued.pop((ev.from_, ev.ref), None)
+            for i, done in enumerate(p.futures):
+                if not done.done():
+                    done.set_result(stamp._replace(duplicate=stamp.duplicate or i > 0))
+            if not p.waiters:
+                continue
             try:  # never let one answer stop the writer
                 online = None if ev.to == BROADCAST else self._online(ev.channel, ev.to)
                 for i, s in enumerate(p.waiters):
@@ -257,9 +287,12 @@ class Ingest:
         for p in batch:
             assert p.event.ref is not None
             self._queued.pop((p.event.from_, p.event.ref), None)
+            message = f"{said}: {err}"
             for s in p.waiters:
-                message = f"{said}: {err}"
                 s.send(Error(code=ErrorCode.STORE_FAILED, message=message, ref=p.event.ref))
+            for done in p.futures:
+                if not done.done():
+                    done.set_exception(FrameError(ErrorCode.STORE_FAILED, message, p.event.ref))
         if receipts and self.log.failure is None:
             # acks have no ref to answer: keep them (newest 10,000) for a retry
             self._receipts = (receipts + self._receipts)[-MAX_KEPT_RECEIPTS:]

@@ -29,8 +29,11 @@ __all__ = [
     "ClientFrame",
     "Hello",
     "History",
+    "Leases",
     "Ping",
     "Register",
+    "Release",
+    "Reserve",
     "Roster",
     "Send",
     "Status",
@@ -193,6 +196,56 @@ class Threads(Frame, tag="threads"):
     channel: Channel | None = None
 
 
+LeasePath = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=512,
+        description="a path or glob relative to the repository root (src/parser/**)",
+    ),
+]
+
+
+class Reserve(Frame, tag="reserve"):
+    """Lease files: reserve ``paths`` (paths or globs, relative to the repository root)
+    on a channel for ``ttl`` seconds, ``exclusive`` or shared, with a ``reason``.
+    Answered by ``reserved`` once the lease is in the log, or by ``error``
+    ``lease_conflict`` naming who holds what, why and until when. Two patterns conflict
+    when either matches the other's literal part (before its first wildcard) or both
+    name the same path; a holder's leases never conflict with each other, and reserving
+    exactly the same paths again renews the lease. Advisory: the hub keeps the book,
+    ``wsbus hook pre-commit`` enforces it in a repository.
+    """
+
+    ref: Ref
+    paths: Annotated[list[LeasePath], msgspec.Meta(min_length=1, max_length=100)]
+    ttl: Annotated[float, msgspec.Meta(ge=1, le=86_400)]
+    exclusive: bool = True
+    reason: Label | None = None
+    channel: Channel | None = None
+    name: Name | None = None
+
+
+class Release(Frame, tag="release"):
+    """End leases of this connection's name: those in ``ids``, those on exactly
+    ``paths``, or (neither) all of them on the channel. Answered by ``released``."""
+
+    ref: Ref
+    ids: Annotated[list[Seq], msgspec.Meta(max_length=100)] = []
+    paths: Annotated[list[LeasePath], msgspec.Meta(max_length=100)] = []
+    channel: Channel | None = None
+    name: Name | None = None
+
+
+class Leases(Frame, tag="leases"):
+    """The leases in force on ``channel`` (or on every channel the token may read),
+    those with a path starting with ``prefix`` only. Answered by ``leases_result``."""
+
+    ref: Ref
+    channel: Channel | None = None
+    prefix: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+
+
 class Ping(Frame, tag="ping"):
     """Application-level liveness check; answered by ``pong``."""
 
@@ -210,5 +263,8 @@ ClientFrame = (
     | Register
     | Status
     | Threads
+    | Reserve
+    | Release
+    | Leases
     | Ping
 )

@@ -18,6 +18,8 @@ __all__ = [
     "Event",
     "HistoryResult",
     "HubFrame",
+    "Lease",
+    "LeasesResult",
     "Limits",
     "Member",
     "Ok",
@@ -25,6 +27,8 @@ __all__ = [
     "Presence",
     "Receipt",
     "Registered",
+    "Released",
+    "Reserved",
     "RosterEntry",
     "RosterResult",
     "Subscribed",
@@ -233,6 +237,43 @@ class ThreadsResult(Frame, tag="threads_result"):
     threads: list[ThreadInfo]
 
 
+class Lease(msgspec.Struct, omit_defaults=True):
+    """A file lease in force: ``id`` is the seq of the event that granted it, ``since``
+    that event's ``ts``, ``until`` when it expires (epoch seconds)."""
+
+    id: int
+    channel: str
+    holder: str
+    paths: list[str]
+    exclusive: bool
+    since: float
+    until: float
+    reason: str | None = None
+
+
+class Reserved(Frame, tag="reserved"):
+    """Answer to ``reserve``: the lease granted (``renewed``: it replaced the holder's
+    lease on the same paths)."""
+
+    ref: str
+    lease: Lease
+    renewed: bool = False
+
+
+class Released(Frame, tag="released"):
+    """Answer to ``release``: the leases it ended (none when none matched)."""
+
+    ref: str
+    leases: list[Lease]
+
+
+class LeasesResult(Frame, tag="leases_result"):
+    """Answer to ``leases``, oldest first."""
+
+    ref: str
+    leases: list[Lease]
+
+
 class Pong(Frame, tag="pong"):
     """Answer to ``ping``."""
 
@@ -253,5 +294,8 @@ HubFrame = (
     | RosterResult
     | Registered
     | ThreadsResult
+    | Reserved
+    | Released
+    | LeasesResult
     | Pong
 )

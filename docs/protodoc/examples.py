@@ -13,6 +13,9 @@ from wsbus.schema import (
     Hello,
     History,
     HistoryResult,
+    Lease,
+    Leases,
+    LeasesResult,
     Limits,
     Member,
     Ok,
@@ -22,6 +25,10 @@ from wsbus.schema import (
     Receipt,
     Register,
     Registered,
+    Release,
+    Released,
+    Reserve,
+    Reserved,
     Roster,
     RosterEntry,
     RosterResult,
@@ -53,6 +60,17 @@ _EVENT = Event(
     kind="agent",
     meta={"pr": 12},
     ref="7f3a9c1e04b2",
+)
+
+_LEASE = Lease(
+    id=1044,
+    channel="acme-web",
+    holder="claude",
+    paths=["src/parser/**"],
+    exclusive=True,
+    since=_TS,
+    until=_TS + 1800,
+    reason="refactoring the lexer",
 )
 
 _MEMBER = RosterEntry(
@@ -103,6 +121,15 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     ),
     Status: Status(alive={"claude": True, "codex": False}),
     Threads: Threads(ref="t-1", channel="acme-web"),
+    Reserve: Reserve(
+        ref="l-1",
+        paths=["src/parser/**"],
+        ttl=1800,
+        reason="refactoring the lexer",
+        channel="acme-web",
+    ),
+    Release: Release(ref="l-2", ids=[1044], channel="acme-web"),
+    Leases: Leases(ref="l-3", channel="acme-web", prefix="src/"),
     Ping: Ping(ref="p-1"),
     Welcome: Welcome(
         hub="3f9c2a7d1b04",
@@ -147,5 +174,8 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         ref="t-1",
         threads=[ThreadInfo("acme-web", "acme-web", 12, _TS - 3600, _TS)],
     ),
+    Reserved: Reserved(ref="l-1", lease=_LEASE),
+    Released: Released(ref="l-2", leases=[_LEASE]),
+    LeasesResult: LeasesResult(ref="l-3", leases=[_LEASE]),
     Pong: Pong(ts=_TS, ref="p-1"),
 }

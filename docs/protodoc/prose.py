@@ -256,6 +256,31 @@ full: ask again (with `before` = the first seq, or `after` = the last) until a p
 short.
 """
 
+LEASES = """\
+## File leases
+
+Agents that edit one repository say who is editing what with leases: `reserve` names
+paths or globs relative to the repository root (`src/parser/**`), a `ttl` in seconds (at
+most a day), `exclusive` (the default) or shared, and a `reason`. Two patterns conflict
+when either covers the other's literal part (what comes before its first wildcard) or
+both name the same path; `*` and `?` stay within a path segment, `**` crosses segments,
+and a path without wildcards covers everything under it. A reservation that overlaps
+another holder's lease, exclusive on either side, is refused with `lease_conflict`, whose
+sentence names the holder, its reason and until when. A holder's own leases never
+conflict; reserving exactly the same paths again renews the lease (`renewed`).
+
+Leases are events in the log, of kind `lease`, addressed to `~leases` (no name can be
+that): no one receives them as messages, `history` shows them (the audit trail) to
+those who may read their sender's events, and every hub of a bus applies them in `seq`
+order, so all reach the same verdict; a lease's `id` is the seq of the event that
+granted it. `reserve` is answered once the lease is in the log and applied; a resend
+with the same `ref` gets the same answer. A lease ends when its `ttl` runs out, when its
+holder sends `release` (by `ids`, by exactly the same `paths`, or all), when its holder
+leaves the channel's roster (`register` with `leave`), or when the token that reserved
+it is revoked — not when a connection closes: agents restart. `leases` lists those in
+force. The hub keeps the book; `wsbus hook pre-commit` enforces it in a repository.
+"""
+
 SLOW = f"""\
 ## Slow consumers and bad input
 

@@ -134,6 +134,12 @@ class Store(abc.ABC):
         """One event by seq, or None."""
 
     @abc.abstractmethod
+    async def lease_events(self, since_ts: float, upto: int) -> list[Event]:
+        """The lease events (``to`` = :data:`wsbus.leases.BOOK`) newer than
+        ``since_ts`` up to seq ``upto``, in seq order: what the lease book is rebuilt
+        from (an index of their own: a scan of them only)."""
+
+    @abc.abstractmethod
     async def receipts(self, seq: int) -> list[ReceiptRecord]:
         """Receipts stored for event ``seq``."""
 

@@ -6,6 +6,7 @@ import bisect
 import uuid
 from collections.abc import Sequence
 
+from ..leases import BOOK
 from ..schema import BROADCAST, Event, ThreadInfo
 from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
 from .filters import matches
@@ -81,6 +82,9 @@ class MemoryStore(Store):
         if i < len(self._seqs) and self._seqs[i] == seq:
             return self._events[i]
         return None
+
+    async def lease_events(self, since_ts: float, upto: int) -> list[Event]:
+        return [e for e in self._events if e.to == BOOK and e.seq <= upto and e.ts > since_ts]
 
     async def receipts(self, seq: int) -> list[ReceiptRecord]:
         return list(self._receipts.get(seq, ()))

@@ -41,6 +41,7 @@ from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMis
 from .dbfiles import FileGuard, HubLock, StoreLocked
 from .sqlquery import (
     COLUMNS,
+    LEASE_EVENTS_SQL,
     RECEIPT_COLUMNS,
     SCHEMA,
     last_seq_before,
@@ -335,6 +336,13 @@ class SqliteStore(Store):
                 .fetchone()
             )
             return row_to_event(row) if row else None
+
+        return await self._on(self._reader, work)
+
+    async def lease_events(self, since_ts: float, upto: int) -> list[Event]:
+        def work() -> list[Event]:
+            rows = self._rconn().execute(LEASE_EVENTS_SQL, (upto, since_ts)).fetchall()
+            return [row_to_event(r) for r in rows]
 
         return await self._on(self._reader, work)
 

@@ -12,11 +12,13 @@ from typing import Any
 import msgspec
 
 from ..entitlement import may_read_sql, receives_arms, receives_sql
+from ..leases import BOOK
 from ..schema import Event
 from .base import MemberRecord, Query, ReceiptRecord
 
 __all__ = [
     "COLUMNS",
+    "LEASE_EVENTS_SQL",
     "RECEIPT_COLUMNS",
     "SCHEMA",
     "last_seq_before",
@@ -30,7 +32,7 @@ __all__ = [
     "where_sql",
 ]
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
@@ -47,6 +49,7 @@ CREATE INDEX IF NOT EXISTS events_recipient ON events (channel, recipient, seq);
 CREATE INDEX IF NOT EXISTS events_thread ON events (channel, thread, seq)
     WHERE thread IS NOT NULL;
 DROP INDEX IF EXISTS events_ts;
+CREATE INDEX IF NOT EXISTS events_leases ON events (seq) WHERE recipient = '{BOOK}';
 CREATE TABLE IF NOT EXISTS receipts (
     seq INTEGER NOT NULL,
     channel TEXT NOT NULL,
@@ -75,6 +78,11 @@ COLUMNS = ", ".join({"from_": "sender", "to": "recipient"}.get(n, n) for n in _E
 _META = _EVENT_FIELDS.index("meta")
 #: the receipts table's columns: ReceiptRecord's fields (a row is ``astuple(record)``)
 RECEIPT_COLUMNS = ", ".join(f.name for f in msgspec.structs.fields(ReceiptRecord))
+
+#: the lease events since a ts up to a seq (the partial index ``events_leases``)
+LEASE_EVENTS_SQL = (
+    f"SELECT {COLUMNS} FROM events WHERE recipient = '{BOOK}' AND seq <= ? AND ts > ? ORDER BY seq"
+)
 
 meta_encode = msgspec.json.Encoder().encode
 _meta_decode = msgspec.json.Decoder(dict[str, Any]).decode
