@@ -46,6 +46,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "migrate": ("migrate", "move a hub's SQLite bus onto NATS JetStream (many hubs)"),
     "mcp": ("mcp.command", "serve the bus as MCP tools to a coding agent (stdio)"),
+    "reserve": (
+        "leases:register_reserve",
+        "lease files (paths or globs) so other agents know you edit them",
+    ),
+    "release": ("leases:register_release", "end your file leases (all, by path, or by id)"),
+    "reservations": ("leases:register_reservations", "list the file leases in force"),
+    "hook": ("hook", "git hooks that respect file leases (pre-commit)"),
 }
 
 DESCRIPTION = """\

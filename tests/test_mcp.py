@@ -24,7 +24,7 @@ from .tmuxkit import Machine
 
 TOOLS = {
     "send", "post", "inbox", "wait", "read_thread", "threads", "roster", "history", "whoami",
-    "receipts",
+    "receipts", "reserve", "release", "reservations",
 }  # fmt: skip
 
 
@@ -340,3 +340,32 @@ def test_without_the_mcp_extra_the_error_names_it(env: dict[str, str]) -> None:
         2,
         "wsbus: wsbus mcp needs the MCP SDK, which is not installed: pip install 'wsbus[mcp]'\n",
     )
+
+
+async def test_mcp_agents_lease_files(hub: HubProcess, env: dict[str, str]) -> None:
+    async with (
+        mcp_agent(env, hub.url, "claude") as claude,
+        mcp_agent(env, hub.url, "codex") as codex,
+    ):
+        await connected(claude)
+        await connected(codex)
+        got = await tool(claude, "reserve", paths=["src/parser/**"], ttl_s=600, reason="lexer")
+        lease = got["lease"]
+        assert (lease["holder"], lease["paths"], got["renewed"]) == (
+            "claude",
+            ["src/parser/**"],
+            False,
+        )
+        assert lease["until"].endswith("Z")
+        text = await failure(codex, "reserve", paths=["src/parser/lexer.py"])
+        assert text.startswith("lease_conflict: src/parser/lexer.py overlaps src/parser/** ")
+        assert "by claude; lexer" in text
+        listed = await tool(codex, "reservations", path_prefix="src/")
+        assert [x["id"] for x in listed["leases"]] == [lease["id"]]
+        assert "bad_path: " in await failure(claude, "reserve", paths=["/abs"])
+        assert "bad_argument: " in await failure(claude, "reserve", paths=[])
+        ended = await tool(claude, "release", id=lease["id"])
+        assert [x["id"] for x in ended["released"]] == [lease["id"]]
+        assert (await tool(codex, "reserve", paths=["src/parser/lexer.py"]))["lease"][
+            "holder"
+        ] == "codex"

@@ -26,7 +26,8 @@ examples:
   WSBUS_TOKEN=… wsbus mcp --url wss://hub.example:8765   # the name the token vouches for
   claude mcp add wsbus -- wsbus mcp --as claude --push   # also push mail to Claude Code
 
-tools: send, post, inbox, wait, read_thread, threads, roster, history, receipts, whoami
+tools: send, post, inbox, wait, read_thread, threads, roster, history, receipts,
+  reserve, release, reservations, whoami
 (`wait` blocks until a message arrives: call it in a loop to listen)
 """
 
@@ -36,8 +37,9 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         "mcp",
         help="serve the bus as MCP tools to a coding agent (stdio)",
         description=(
-            "An MCP server over stdio for one agent: send, post, inbox, wait, threads, receipts, "
-            "roster, history, whoami as tools, on one connection to the hub that "
+            "An MCP server over stdio for one agent: messages (send, post, inbox, wait, "
+            "threads, history, receipts), peers (roster, whoami) and file leases (reserve, "
+            "release, reservations) as tools, on one connection to the hub that "
             "reconnects and resumes. Starts before the hub does (tools say 'not "
             "connected' until it answers). Logs go to stderr."
         ),

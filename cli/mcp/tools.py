@@ -19,9 +19,10 @@ from typing import Annotated, Any
 import msgspec
 
 from wsbus.errors import ClientError, ConnectionLost, SendRefused
-from wsbus.schema import BROADCAST, Event
+from wsbus.schema import BROADCAST, Event, Lease
 from wsbus.schema_fields import Channel, Name, Ref, Target, Thread
 
+from ..render import stamp
 from .agent import MAX_WAIT, Agent, NotReady, message
 
 __all__ = ["TOOLS", "Tool", "ToolFailure", "call", "input_schema"]
@@ -298,6 +299,85 @@ async def _receipts(agent: Agent, a: ReceiptsArgs) -> dict[str, Any]:
     agent.connected()
     seqs = [a.seq] if a.seq is not None else list(reversed(agent.receipts))
     return {"receipts": [{"seq": s, "by": agent.receipts.get(s, {})} for s in seqs]}
+
+
+# ---------------------------------------------------------------------------- file leases
+
+
+def _lease(lease: Lease) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(lease)
+    out["since"], out["until"] = stamp(lease.since), stamp(lease.until)
+    return out
+
+
+LeasePaths = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=512)]],
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        description="paths or globs relative to the repository root, e.g. 'src/parser/**'",
+    ),
+]
+
+
+class ReserveArgs(Args):
+    paths: LeasePaths
+    ttl_s: Annotated[float, msgspec.Meta(ge=1, le=86_400, description="seconds (≤ 86400)")] = 1800.0
+    exclusive: Annotated[bool, msgspec.Meta(description="false: a shared lease (readers)")] = True
+    reason: (
+        Annotated[str, msgspec.Meta(max_length=128, description="why, shown to whoever is refused")]
+        | None
+    ) = None
+
+
+@tool(
+    "reserve",
+    "Lease files before editing them so other agents know (refused, naming the holder, "
+    "if another agent holds an overlapping exclusive lease). Renew by reserving again.",
+    ReserveArgs,
+)
+async def _reserve(agent: Agent, a: ReserveArgs) -> dict[str, Any]:
+    client = agent.connected()
+    got = await client.reserve(
+        a.paths, a.ttl_s, exclusive=a.exclusive, reason=a.reason, channel=agent.channel
+    )
+    return {"lease": _lease(got.lease), "renewed": got.renewed}
+
+
+class ReleaseArgs(Args):
+    paths: Annotated[
+        list[str], msgspec.Meta(max_length=100, description="the paths a lease was taken on")
+    ] = []
+    id: Annotated[int, msgspec.Meta(ge=1, description="one lease by its id")] | None = None
+
+
+@tool(
+    "release",
+    "End your file leases: one by id, those on exactly these paths, or (neither) all.",
+    ReleaseArgs,
+)
+async def _release(agent: Agent, a: ReleaseArgs) -> dict[str, Any]:
+    client = agent.connected()
+    got = await client.release(ids=[a.id] if a.id else [], paths=a.paths, channel=agent.channel)
+    return {"released": [_lease(x) for x in got.leases]}
+
+
+class ReservationsArgs(Args):
+    path_prefix: (
+        Annotated[str, msgspec.Meta(max_length=512, description="only paths starting with it")]
+        | None
+    ) = None
+
+
+@tool(
+    "reservations",
+    "The file leases in force on your channel: who holds which paths, why, until when.",
+    ReservationsArgs,
+)
+async def _reservations(agent: Agent, a: ReservationsArgs) -> dict[str, Any]:
+    client = agent.connected()
+    got = await client.leases(agent.channel, prefix=a.path_prefix)
+    return {"leases": [_lease(x) for x in got.leases]}
 
 
 @tool("whoami", "Your name, channel and hub, and whether the hub is reachable now.", NoArgs)
