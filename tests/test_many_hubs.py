@@ -18,6 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from wsbus import Client
+from wsbus.errors import SendRefused
 from wsbus.schema import Presence, Receipt
 
 from .helpers import HubProcess, RawClient
@@ -605,3 +606,27 @@ async def test_a_bridge_on_hub_a_delivers_a_message_sent_through_hub_b(
         assert line.endswith("| build the parser") and "from=claude" in line
     finally:
         machine.close()
+
+
+async def test_leases_agree_across_hubs_and_a_race_has_one_winner(
+    two_hubs: tuple[HubProcess, HubProcess],
+) -> None:
+    a, b = two_hubs
+    async with Client(a.url, "claude") as claude, Client(b.url, "codex") as codex:
+        held = await claude.reserve(["src/**"], 600, reason="big change")
+        with pytest.raises(SendRefused) as refused:
+            await codex.reserve(["src/a.py"], 60)
+        assert refused.value.code == "lease_conflict" and "by claude" in refused.value.message
+        assert [x.id for x in (await codex.leases()).leases] == [held.lease.id]
+        await claude.release()
+        # both ask for the same file at once, one on each hub: the log decides
+        for attempt in range(5):
+            path = [f"race/{attempt}.py"]
+            results = await asyncio.gather(
+                claude.reserve(path, 60), codex.reserve(path, 60), return_exceptions=True
+            )
+            won = [r for r in results if not isinstance(r, BaseException)]
+            lost = [r for r in results if isinstance(r, SendRefused)]
+            assert len(won) == 1 and len(lost) == 1, results
+            holders = {(await c.leases(prefix=path[0])).leases[0].holder for c in (claude, codex)}
+            assert holders == {won[0].lease.holder}
