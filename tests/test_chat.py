@@ -532,9 +532,12 @@ async def test_who_history_read_and_hints(hub: HubProcess, tmp_path: Path) -> No
     async with client(hub, "codex", model="gpt-5", role="builder") as codex:
         await codex.send("*", "post one", thread="build")
         await codex.send("*", "chatter")
+        await codex.reserve(["src/parser/**"], 600, reason="lexer")
         async with chat(hub, tmp_path) as c:
             c.type("/who\r")
             await c.shows(r"^  ● codex  agent · gpt-5 · builder$")
+            await c.shows(r"^· 1 file lease in force$")
+            await c.shows(r"^  ⚑ codex  src/parser/\*\*  exclusive, until \d\d:\d\d:\d\d: lexer$")
             c.type("/read build\r")
             await c.shows(r"^· thread build: the last 1$")
             c.type("/read biuld\r")

@@ -36,7 +36,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.shortcuts import print_formatted_text
 
 from wsbus.config import Access, state_dir
-from wsbus.errors import ClientError
+from wsbus.errors import ClientError, SendRefused
 from wsbus.schema import DEFAULT_CHANNEL
 
 from ..common import Subcommands, need_name, settings_from
@@ -390,6 +390,12 @@ class ChatApp:
             return
         roster = await self.link.fetch_roster(client)
         for row in view.roster_lines(roster, self.state.me):
+            self.show(row)
+        try:
+            leases = await client.leases(self.state.channel, timeout=self.link.timeout)
+        except SendRefused:  # a hub without leases (older), or a token that may not
+            return
+        for row in view.lease_lines(leases.leases):
             self.show(row)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from prompt_toolkit.formatted_text import FormattedText, fragment_list_to_text
 
-from wsbus.schema import BROADCAST, Event, Presence, Receipt, RosterResult
+from wsbus.schema import BROADCAST, Event, Lease, Presence, Receipt, RosterResult
 
 from ..bridge.inject import sanitize
 from .commands import COMMANDS, ChatState
@@ -36,6 +36,7 @@ __all__ = [
     "clock",
     "event_line",
     "help_lines",
+    "lease_lines",
     "name_colour",
     "notice",
     "plain",
@@ -192,6 +193,21 @@ def roster_lines(result: RosterResult, me: str) -> list[FormattedText]:
         if name == me:
             row.append((DIM, " (you)"))
         row.append(("", "  " + " · ".join(bits)))
+        lines.append(FormattedText(row))
+    return lines
+
+
+def lease_lines(leases: list[Lease]) -> list[FormattedText]:
+    """``/who``, after the roster: the file leases in force."""
+    if not leases:
+        return []
+    lines = [notice(f"{len(leases)} file lease{'s' if len(leases) != 1 else ''} in force")]
+    for lease in leases:
+        kind = "exclusive" if lease.exclusive else "shared"
+        why = f": {sanitize(lease.reason)}" if lease.reason else ""
+        paths = sanitize(" ".join(lease.paths))
+        row = [("", "  ⚑ "), _name(lease.holder), ("", f"  {paths}")]
+        row.append((DIM, f"  {kind}, until {clock(lease.until)}{why}"))
         lines.append(FormattedText(row))
     return lines
 
