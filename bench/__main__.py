@@ -5,11 +5,12 @@ The websocket scenarios run against the hub and the bare websockets server; the
 legacy agent-bus HTTP scenarios against the hub's HTTP shim and, when given, the
 original agent-bus reference server (never part of this repository); the tmux
 delivery scenarios (bench/tmux.py) through a hub and ``wsbus bridge`` and by direct
-injection into the same pane; the CLI start-up rows (bench/startup.py) time whole
-``wsbus`` processes beside ``python -c pass``, agent-bus's ``bus_send.py`` (given its
-path) and ``curl``. With ``--vs-python``, the hub-based rows (websocket, secured hub,
-legacy HTTP) also run against the hub of another venv's wsbus (an older commit), in
-a column of their own.
+injection into the same pane; the MCP rows (bench/mcp.py) time ``wait``'s wake-up
+beside ``wsbus listen`` and a tool call's round trip; the CLI start-up rows
+(bench/startup.py) time whole ``wsbus`` processes beside ``python -c pass``,
+agent-bus's ``bus_send.py`` (given its path) and ``curl``. With ``--vs-python``, the
+hub-based rows (websocket, secured hub, legacy HTTP) also run against the hub of
+another venv's wsbus (an older commit), in a column of their own.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from .hostile import section as hostile_section
 from .legacy import legacy_burst, legacy_latency, legacy_pending, legacy_sends
 from .manyhubs import manyhubs_rows
 from .manyhubs import section as manyhubs_section
+from .mcp import McpParams, mcp_rows
+from .mcp import section as mcp_section
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
 from .servers import ServerProcess, bench_env, probe_other
@@ -211,6 +214,7 @@ async def run(
     tp = TmuxParams.quick() if quick else TmuxParams()
     hp = HostileParams.quick() if quick else HostileParams()
     sp = StartupParams.quick() if quick else StartupParams()
+    mp = McpParams.quick() if quick else McpParams()
     tmux_skipped: str | None = None
     vs: dict[str, str] | None = None
     started = time.monotonic()
@@ -313,6 +317,7 @@ async def run(
             await manyhubs_section(runs, errors, tmp, env, p, workers)
             tmux_skipped = await tmux_section(runs, errors, tmp, env, tp, p.repeat)
             await hostile_section(runs, errors, tmp, env, hp)
+            await mcp_section(runs, errors, tmp, env, mp)
             await startup_section(runs, errors, tmp, env, sp, agent_bus_send)
             for s in servers:
                 if s.proc is not None and s.proc.poll() is not None:
@@ -335,6 +340,7 @@ async def run(
     )
     table += manyhubs_rows(results, max(p.fanout)[0])
     table += hostile_rows(results, hp)
+    table += mcp_rows(results)
     table += startup_rows(results, agent_bus_send is not None)
     notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped, sp)
     if vs is not None:
@@ -355,6 +361,7 @@ async def run(
             "agent_bus_server": str(agent_bus) if agent_bus is not None else None,
             "agent_bus_send": str(agent_bus_send) if agent_bus_send is not None else None,
             "startup_params": vars(sp),
+            "mcp_params": vars(mp),
             **({"vs": vs} if vs is not None else {}),
             "seconds": round(time.monotonic() - started, 1),
             "table": [r.as_dict(vs is not None) for r in table],

@@ -101,6 +101,14 @@ def test_bench_quick(tmp_path: Path) -> None:
     row = next(line for line in table if line.startswith("| `wsbus send`, stdin to durable ok"))
     assert "n/a (run with --agent-bus-send)" in row, row
     assert data["agent_bus_send"] is None
+    # MCP: wait's wake-up beside wsbus listen, a tool call's round trip
+    mcp = results["mcp"]["wsbus"]
+    assert "error" not in mcp, mcp
+    assert all(mcp[f"{k}_p50_ms"] > 0 for k in ("wait", "listen", "roster_mcp", "whoami"))
+    row = next(
+        line for line in table if line.startswith("| `wait` wake-up, send → tool result p50")
+    )
+    assert "error" not in row and " - |" not in row, row
     # many hubs: two hubs of one bus on a nats-server, bare NATS beside them
     assert results["cross_latency"]["wsbus"]["samples"] > 0
     assert results["nats_latency"]["bare-nats"]["samples"] > 0
