@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from wsbus.client import Client
 from wsbus.schema import Receipt
 
 from .helpers import HubProcess, async_wait_for
+from .test_security import Tokens
 from .tmuxkit import Machine
 
 TOOLS = {
@@ -369,3 +371,37 @@ async def test_mcp_agents_lease_files(hub: HubProcess, env: dict[str, str]) -> N
         assert (await tool(codex, "reserve", paths=["src/parser/lexer.py"]))["lease"][
             "holder"
         ] == "codex"
+
+
+async def test_with_a_token_and_no_name_the_server_acts_as_the_tokens_name(
+    hub_factory: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    tokens = Tokens(tmp_path / "tokens.json")
+    hub = hub_factory("--auth", str(tokens.path))
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "wsbus", "mcp", "--url", hub.url],
+        env={**env, "WSBUS_TOKEN": tokens.alice},
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        await connected(s)
+        assert (await tool(s, "whoami"))["name"] == "alice"
+        assert (await tool(s, "send", to="bob", body="from alice"))["seq"] > 0
+    params.env = {**env, "WSBUS_TOKEN": tokens.ops}  # opsbot: #ops only
+    params.args = [*params.args, "--channel", "ops"]
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        await connected(s)
+        assert (await tool(s, "whoami"))["name"] == "opsbot"
+        refused = await failure(s, "roster", channel="default")
+        assert refused.startswith("forbidden: "), refused
+        assert (await failure(s, "history", channel="default")).startswith("forbidden: ")
+    params.env = {**env, "WSBUS_TOKEN": "wsb_not_a_token"}
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        deadline = time.monotonic() + 15
+        while "refused" not in (text := await failure(s, "send", to="bob", body="x")):
+            assert time.monotonic() < deadline, text
+            await asyncio.sleep(0.1)
+        assert text.startswith("not_connected: the hub refused the connection: ")
