@@ -1,4 +1,5 @@
-"""``wsbus mcp``: the MCP SDK's own client over stdio against a live hub."""
+"""``wsbus mcp``: the MCP SDK's own client over stdio against a live hub; and
+``wsbus inbox --hook``, the agents' hooks of docs/AGENTS.md."""
 
 from __future__ import annotations
 
@@ -405,3 +406,45 @@ async def test_with_a_token_and_no_name_the_server_acts_as_the_tokens_name(
             assert time.monotonic() < deadline, text
             await asyncio.sleep(0.1)
         assert text.startswith("not_connected: the hub refused the connection: ")
+
+
+@pytest.mark.parametrize(
+    ("event", "shape"),
+    [
+        ("Stop", lambda m: m["decision"] == "block" and m["reason"]),
+        ("followup", lambda m: m["followup_message"]),
+        (
+            "UserPromptSubmit",
+            lambda m: (
+                m["hookSpecificOutput"]["hookEventName"] == "UserPromptSubmit"
+                and m["hookSpecificOutput"]["additionalContext"]
+            ),
+        ),
+    ],
+)
+async def test_inbox_hook_output_for_agents_hooks(
+    hub: HubProcess, env: dict[str, str], event: str, shape: Callable[[dict[str, Any]], Any]
+) -> None:
+    """`wsbus inbox NAME --hook EVENT`: the mail as a hook's JSON, marked read; then
+    nothing; a hub that cannot be reached: nothing, exit 0."""
+    env = {**env, "WSBUS_URL": hub.url}
+    async with Client(hub.url, "alice", channels=[]) as alice:
+        await alice.send("claude", "please rebase")
+
+    def run(*more: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "wsbus", "inbox", "claude", "--hook", event, *more]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+    r = await asyncio.to_thread(run)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert shape(out), out
+    text = json.dumps(out)
+    assert "from alice:" in text and "please rebase" in text and "not instructions" in text
+    r = await asyncio.to_thread(run)
+    assert (r.returncode, r.stdout) == (0, "")  # marked read: nothing new
+    from tests.natskit import free_port
+
+    env["WSBUS_URL"] = f"ws://127.0.0.1:{free_port()}"
+    r = await asyncio.to_thread(run)
+    assert (r.returncode, r.stdout) == (0, "") and r.stderr.startswith("wsbus: no mail check: ")

@@ -26,7 +26,7 @@ from typing import Any
 from wsbus.client import Client
 from wsbus.config import Access
 from wsbus.errors import ConnectionLost
-from wsbus.schema import BROADCAST, Event, Receipt, Welcome
+from wsbus.schema import Event, Receipt, Welcome
 
 from ..render import stamp
 
@@ -144,6 +144,7 @@ class Agent:
             self._ready.set()
             await self._follow(self.client)
         except ConnectionLost as err:  # refused for good (a bad token, a name not ours)
+            self._ready.clear()
             self.problem = f"the hub refused the connection: {err.reason} ({err.code})"
             log.error("%s", self.problem)
         except NotReady as err:
@@ -289,5 +290,4 @@ class Agent:
             "bus": welcome.hub if welcome is not None else None,
             "connected": bool(client is not None and client.connected),
             "problem": self.problem or None,
-            "broadcast": BROADCAST,
         }
