@@ -3,9 +3,10 @@
 ``wsbus hook install`` puts a ``pre-commit`` hook in the repository (the one of the
 current directory); the hook runs ``wsbus hook pre-commit``, which refuses a commit
 whose staged files (both sides of a rename) are covered by another agent's exclusive
-lease, naming the holder, its reason and until when. ``WSBUS_LEASE_OVERRIDE=1`` (or
-``git commit --no-verify``) overrides it; when the hub cannot be reached the commit
-goes through with a warning — leases are advisory, a hook must not lock people out.
+lease on any channel the token may use, naming the holder, its reason and until when.
+``WSBUS_LEASE_OVERRIDE=1`` (or ``git commit --no-verify``) overrides it; when the hub
+cannot be reached the commit goes through with a warning — leases are advisory, a hook
+must not lock people out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from wsbus.errors import ClientError
-from wsbus.leases import covers
+from wsbus.leasepaths import covers
 from wsbus.schema import Lease
 
 from .common import Subcommands, add_client_args, settings_from, warn
@@ -124,8 +125,8 @@ def run_check(args: argparse.Namespace) -> int:
     paths = staged()
     if not paths:
         return Exit.OK
-    try:
-        leases = query_leases(settings)
+    try:  # every channel: the repository's agents may talk on any of them
+        leases = query_leases(settings, every_channel=True)
     except (ClientError, TimeoutError, OSError) as err:
         warn(
             f"the hub at {settings.url} cannot be reached ({err}): committing without the "

@@ -54,12 +54,15 @@ def _until(ts: float) -> str:
 
 
 def lease_line(lease: Lease) -> str:
-    """One lease on one line: id, holder, kind, paths, end, reason."""
+    """One lease on one line: id, holder, kind, paths, end, reason, channel — without
+    the control characters or escape sequences a peer may have put in them."""
+    from .bridge.inject import sanitize
+
     kind = "exclusive" if lease.exclusive else "shared"
-    why = f"  {lease.reason}" if lease.reason else ""
+    why = f"  {sanitize(lease.reason)}" if lease.reason else ""
     return (
-        f"#{lease.id}  {lease.holder}  {kind}  {' '.join(lease.paths)}  "
-        f"until {_until(lease.until)}{why}"
+        f"#{lease.id}  {sanitize(lease.holder)}  {kind}  {sanitize(' '.join(lease.paths))}  "
+        f"until {_until(lease.until)}{why}  #{lease.channel}"
     )
 
 
@@ -77,11 +80,13 @@ def _ask(settings: Settings, frame: Any, name: str | None = None) -> Any:
         return bus.request(frame, settings.timeout)
 
 
-def query_leases(settings: Settings, prefix: str | None = None) -> list[Lease]:
-    """The leases in force on the settings' channel."""
-    result: LeasesResult = _ask(
-        settings, Leases(ref=new_ref(), channel=settings.channel, prefix=prefix)
-    )
+def query_leases(
+    settings: Settings, prefix: str | None = None, *, every_channel: bool = False
+) -> list[Lease]:
+    """The leases in force on the settings' channel (or on every channel the token
+    may use)."""
+    channel = None if every_channel else settings.channel
+    result: LeasesResult = _ask(settings, Leases(ref=new_ref(), channel=channel, prefix=prefix))
     return result.leases
 
 
@@ -218,7 +223,9 @@ examples:
   wsbus reservations src/parser       # those with a path under src/parser
   wsbus reservations --json
 
-Output: #ID  HOLDER  exclusive|shared  PATHS  until TIME  REASON
+  wsbus reservations --all-channels   # on every channel your token may use
+
+Output: #ID  HOLDER  exclusive|shared  PATHS  until TIME  REASON  #CHANNEL
 """
 
 
@@ -230,7 +237,13 @@ def register_reservations(sub: Subcommands) -> argparse.ArgumentParser:
         epilog=RESERVATIONS_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("prefix", nargs="?", metavar="PREFIX", help="only paths starting with it")
+    p.add_argument(
+        "prefix",
+        nargs="?",
+        metavar="PATH",
+        help="only the leases that overlap PATH (a directory, a file or a glob)",
+    )
+    p.add_argument("--all-channels", action="store_true", help="every channel, not just one")
     add_client_args(p)
     p.set_defaults(func=run_reservations)
     return p
@@ -238,9 +251,10 @@ def register_reservations(sub: Subcommands) -> argparse.ArgumentParser:
 
 def run_reservations(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    leases = query_leases(settings, args.prefix)
+    leases = query_leases(settings, args.prefix, every_channel=args.all_channels)
     for lease in leases:
         print(encode_json(lease).decode() if args.json else lease_line(lease))
     if not leases and not args.json and not args.quiet:
-        print(f"no leases in force on #{settings.channel}", file=sys.stderr)
+        where = "on any channel" if args.all_channels else f"on #{settings.channel}"
+        print(f"no leases in force {where}", file=sys.stderr)
     return Exit.OK

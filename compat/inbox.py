@@ -8,6 +8,7 @@ so none is counted twice or missed.
 
 from __future__ import annotations
 
+from wsbus.leases import BOOK
 from wsbus.schema import Event
 from wsbus.store import Store
 
@@ -34,8 +35,9 @@ class InboxCounts:
     def _count(self, events: list[Event]) -> None:
         for ev in events:
             if ev.seq > self.upto:
-                key = (ev.channel, ev.to)
-                self.counts[key] = self.counts.get(key, 0) + 1
+                if ev.to != BOOK:  # lease events are no one's messages
+                    key = (ev.channel, ev.to)
+                    self.counts[key] = self.counts.get(key, 0) + 1
                 self.upto = ev.seq
 
     async def load(self, store: Store) -> None:
@@ -43,7 +45,8 @@ class InboxCounts:
         if self._arrived is None:
             self._arrived = []
         try:
-            self.counts, self.upto = await store.counts()
+            counts, self.upto = await store.counts()
+            self.counts = {k: n for k, n in counts.items() if k[1] != BOOK}
         finally:
             arrived, self._arrived = self._arrived, None
         self._count(arrived)

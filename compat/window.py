@@ -23,6 +23,7 @@ import bisect
 import sys
 from collections import deque
 
+from wsbus.leases import BOOK
 from wsbus.schema import BROADCAST, Event
 
 from .messages import LegacyMessage, legacy_message
@@ -105,6 +106,8 @@ class RecentEvents:
         runs = self._runs
         order = self._order
         for ev in events:
+            if ev.to == BOOK:  # lease events are no one's messages
+                continue
             key = (ev.channel, ev.to)
             run = runs.get(key)
             if run is None:

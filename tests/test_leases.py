@@ -14,7 +14,8 @@ import pytest
 
 from wsbus import Client
 from wsbus.errors import SendRefused
-from wsbus.leases import BOOK, KIND, LeaseBook, ReleaseOp, ReserveOp, conflict, covers, normalize
+from wsbus.leasepaths import conflict, covers, normalize
+from wsbus.leases import BOOK, KIND, MAX_HELD, MAX_PATHS, LeaseBook, ReleaseOp, ReserveOp
 from wsbus.schema import Event
 
 from .helpers import HubProcess
@@ -167,7 +168,8 @@ def test_events_that_are_not_lease_operations_change_nothing() -> None:
     book = LeaseBook()
     odd = lease_event("claude", ReserveOp(["a"], 60), 100.0)
     odd.meta = {"lease": {"op": "steal"}}
-    assert book.apply(odd) is None
+    skipped = book.apply(odd)
+    assert skipped is not None and skipped.lease is None and skipped.limit
     plain = Event(seq=next(_seqs), ts=101.0, channel="dev", from_="x", to="*", body="hi")
     assert book.apply(plain) is None
     assert book.in_force("dev", 102.0) == []
@@ -292,3 +294,151 @@ async def test_a_revoked_token_loses_its_leases(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
         assert (await bob.reserve(["src/a.py"], 60)).lease.holder == "bob"
+
+
+# ---------------------------------------------------------------------------- review 16
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("src/**/*.py", "src/parser/**"),
+        ("src/*.py", "src/a.*"),
+        ("src/*/tests/**", "src/parser/**"),
+        ("**/*.py", "src/**"),
+        ("*/config.yml", "app/**"),
+        ("packages/*/src", "packages/web/src/index.ts"),
+    ],
+)
+def test_patterns_that_share_a_file_always_conflict(a: str, b: str) -> None:
+    assert conflict(a, b) and conflict(b, a)
+
+
+def test_brackets_in_real_paths_are_leased_as_written() -> None:
+    route = "app/[slug]/page.tsx"
+    assert normalize(route) == route
+    assert covers(route, route) and covers("app/[slug]", route)
+    assert conflict(route, "app/**") and not conflict(route, "lib/**")
+
+
+@pytest.mark.parametrize("pattern", ["x/[z-a]", "x/[!]", "x/[^]", "x/[", "[]]", "a[b"])
+def test_odd_classes_never_raise(pattern: str) -> None:
+    normalize(pattern)
+    covers(pattern, "x/y")
+    conflict(pattern, "x/**")
+    conflict(pattern, "*")
+
+
+def test_hostile_patterns_are_bounded_and_cheap() -> None:
+    with pytest.raises(ValueError, match="more than 16 wildcards"):
+        normalize("**" * 14 + "Q")
+    with pytest.raises(ValueError, match="more than 32 parts"):
+        normalize("/".join("a" * 40))
+    assert normalize("a/**/**/**/b") == "a/**/b"
+    worst = "/".join(["**", "*a*a*a*a*a*a*Q"] * 2)
+    path = "/".join(["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] * 31)
+    began = time.perf_counter()
+    for _ in range(100):
+        covers(worst, path)
+        conflict(worst, path)
+    assert time.perf_counter() - began < 1.0  # linear: a regex would take minutes
+
+
+def test_reading_the_book_never_changes_a_verdict() -> None:
+    """A hub that was asked for the leases at a later time still judges an event by
+    its own ts, like every other hub."""
+    read, unread = LeaseBook(), LeaseBook()
+    held = lease_event("claude", ReserveOp(["src/**"], 10), 100.0)
+    for book in (read, unread):
+        book.apply(held)
+    assert read.in_force("dev", 200.0) == []  # read after it ended
+    late = lease_event("codex", ReserveOp(["src/a.py"], 10), 105.0)  # stamped before
+    verdicts = [book.apply(late) for book in (read, unread)]
+    assert all(v is not None and v.lease is None and v.conflicts for v in verdicts)
+
+
+def test_the_book_is_bounded_per_holder_and_per_channel() -> None:
+    book = LeaseBook()
+    for i in range(MAX_HELD):
+        v = book.apply(lease_event("claude", ReserveOp([f"f{i}"], 60), 100.0))
+        assert v is not None and v.lease is not None
+    over = book.apply(lease_event("claude", ReserveOp(["one-more"], 60), 100.0))
+    assert over is not None and over.lease is None and "64 leases" in (over.limit or "")
+    renew = book.apply(lease_event("claude", ReserveOp(["f0"], 60), 100.0))
+    assert renew is not None and renew.renewed  # a renewal always fits
+    paths = [f"g{i}/x" for i in range(32)]
+    holders = (MAX_PATHS - MAX_HELD) // 32
+    for h in range(holders):
+        v = book.apply(lease_event(f"agent{h}", ReserveOp(paths, 60, exclusive=False), 100.0))
+        assert v is not None and v.lease is not None, v
+    full = book.apply(lease_event("late", ReserveOp(paths, 60, exclusive=False), 100.0))
+    assert full is not None and full.lease is None and "512" in (full.limit or "")
+
+
+def test_a_release_naming_an_id_twice_is_applied_once() -> None:
+    book = LeaseBook()
+    v = book.apply(lease_event("claude", ReserveOp(["a"], 60), 100.0))
+    assert v is not None and v.lease is not None
+    done = book.apply(lease_event("claude", ReleaseOp(ids=[v.lease.id, v.lease.id]), 101.0))
+    assert done is not None and [x.id for x in done.released] == [v.lease.id]
+
+
+async def test_hostile_leases_leave_the_hub_serving_and_restartable(hub: HubProcess) -> None:
+    async with Client(hub.url, "mallory") as mallory, Client(hub.url, "claude") as claude:
+        for pattern in ("x/[z-a]", "x/[!]", "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*Q"):
+            await mallory.reserve([pattern], 600)
+        lease = (await mallory.reserve(["y"], 600)).lease
+        await mallory.release(ids=[lease.id, lease.id])
+        err = await refused(mallory.reserve(["**" * 14 + "Q"], 60))
+        assert err.code == "bad_path"
+        began = time.monotonic()
+        await claude.reserve(["src/**", "x/q"], 60)
+        await claude.ping()
+        assert time.monotonic() - began < 2
+        err = await refused(mallory.reserve(["r"], 60, reason="\x1b]0;owned\x07"))
+        assert err.code == "invalid_frame" and "control characters" in err.message
+    hub.restart()
+    async with Client(hub.url, "claude") as claude:
+        holders = sorted({x.holder for x in (await claude.leases()).leases})
+        assert holders == ["claude", "mallory"]
+
+
+async def test_lease_refs_and_message_refs_do_not_collide(hub: HubProcess) -> None:
+    async with Client(hub.url, "claude") as claude:
+        await claude.reserve(["a"], 60, ref="same")
+        ok = await claude.send("bob", "stored all the same", ref="same")
+        assert not ok.duplicate
+        again = await claude.reserve(["a"], 60, ref="same")  # a resend: the same lease
+        assert again.lease.paths == ["a"]
+
+
+async def test_the_prefix_lists_the_leases_that_overlap_it(hub: HubProcess) -> None:
+    async with Client(hub.url, "claude") as claude:
+        wide = (await claude.reserve(["src/**"], 60)).lease
+        await claude.reserve(["docs/a.md"], 60)
+        assert [x.id for x in (await claude.leases(prefix="./src/parser")).leases] == [wide.id]
+
+
+async def test_retention_keeps_the_lease_events_of_leases_in_force(
+    hub_factory: Callable[..., HubProcess],
+) -> None:
+    hub = hub_factory("--retention-count", "2")
+    async with Client(hub.url, "claude") as claude:
+        lease = (await claude.reserve(["src/**"], 600)).lease
+        for i in range(5):
+            await claude.send("bob", f"m{i}")
+    hub.restart()  # retention runs as the hub starts
+    async with Client(hub.url, "codex") as codex:
+        assert [x.id for x in (await codex.leases()).leases] == [lease.id]
+        assert (await refused(codex.reserve(["src/a.py"], 60))).code == "lease_conflict"
+
+
+async def test_the_legacy_shim_does_not_count_lease_events(hub: HubProcess) -> None:
+    import aiohttp
+
+    async with Client(hub.url, "claude") as claude:
+        await claude.reserve(["src/**"], 60)
+        await claude.send("bob", "hi")
+    async with aiohttp.ClientSession() as http, http.get(hub.http_url + "/inbox") as r:
+        inbox = await r.json()
+    assert inbox["recipients"] == {"default": {"bob": 1}}

@@ -43,7 +43,7 @@ def test_reserve_conflict_release_and_list(hub: HubProcess, env: dict[str, str])
     r = wsbus(env, "reservations")
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and "  claude  exclusive  src/parser/**  until " in lines[0]
-    assert lines[0].endswith("  lexer") and "  codex  shared  docs/**  " in lines[1]
+    assert lines[0].endswith("  lexer  #default") and "  codex  shared  docs/**  " in lines[1]
     r = wsbus(env, "reservations", "docs", "--json")
     assert [json.loads(x)["holder"] for x in r.stdout.splitlines()] == ["codex"]
     r = wsbus(env, "release", "--as", "claude")

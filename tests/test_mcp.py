@@ -448,3 +448,54 @@ async def test_inbox_hook_output_for_agents_hooks(
     env["WSBUS_URL"] = f"ws://127.0.0.1:{free_port()}"
     r = await asyncio.to_thread(run)
     assert (r.returncode, r.stdout) == (0, "") and r.stderr.startswith("wsbus: no mail check: ")
+
+
+async def test_concurrent_wait_and_inbox_never_hand_out_a_message_twice(
+    hub: HubProcess, env: dict[str, str]
+) -> None:
+    async with (
+        mcp_agent(env, hub.url, "codex") as codex,
+        Client(hub.url, "alice", channels=[]) as alice,
+    ):
+        await connected(codex)
+        sent = {(await alice.send("codex", f"n{i}")).seq for i in range(30)}
+        got: list[int] = []
+
+        async def take(name: str, **args: Any) -> None:
+            deadline = time.monotonic() + 30
+            while len(got) < len(sent) and time.monotonic() < deadline:
+                result = await tool(codex, name, **args)
+                got.extend(m["seq"] for m in result["messages"])
+
+        await asyncio.gather(
+            take("wait", timeout_s=0.3, limit=3),
+            take("inbox", limit=2),
+            take("wait", timeout_s=0.3, limit=4),
+        )
+        assert sorted(got) == sorted(sent)  # each once
+
+
+async def test_pushed_messages_are_not_returned_by_wait_too(
+    hub: HubProcess, env: dict[str, str]
+) -> None:
+    pushed: list[ChannelParams] = []
+    async with (
+        mcp_agent(env, hub.url, "claude", "--push", pushed=pushed) as claude,
+        Client(hub.url, "alice", channels=[]) as alice,
+    ):
+        await connected(claude)
+        waited: list[int] = []
+        stop = asyncio.Event()
+
+        async def listen() -> None:
+            while not stop.is_set():
+                result = await tool(claude, "wait", timeout_s=0.2)
+                waited.extend(m["seq"] for m in result["messages"])
+
+        listener = asyncio.create_task(listen())
+        sent = {(await alice.send("claude", f"p{i}")).seq for i in range(20)}
+        await async_wait_for(lambda: len(pushed) + len(waited) >= len(sent), 20)
+        stop.set()
+        await listener
+        handed = [int(p.meta["seq"]) for p in pushed] + waited
+        assert sorted(handed) == sorted(sent)  # each exactly once, pushed or waited

@@ -369,10 +369,9 @@ class Gate:
         current = self.store.get(rec.id)
         return current is not None and current.revoked is None and current.hash == rec.hash
 
-    def in_force(self, token_id: str) -> bool:
-        """Whether the token with this id is in the file and not revoked."""
-        current = self.store.get(token_id)
-        return current is not None and current.revoked is None
+    def live_ids(self) -> list[str]:
+        """The ids of the tokens in the file that are not revoked."""
+        return [r.id for r in self.store.list() if r.revoked is None]
 
     def live(self) -> int:
         """How many tokens are not revoked."""

@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     SECRET_IN_BODY = "secret_in_body"
     UNKNOWN_MEMBER = "unknown_member"
     LEASE_CONFLICT = "lease_conflict"
+    LEASE_LIMIT = "lease_limit"
+    LEASE_PENDING = "lease_pending"
     BAD_PATH = "bad_path"
     STORE_FAILED = "store_failed"
     SHUTTING_DOWN = "shutting_down"
@@ -83,8 +85,12 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.UNKNOWN_MEMBER: "`register` with `leave` for a name not in the roster.",
     ErrorCode.LEASE_CONFLICT: "`reserve` of paths another holder leases (exclusive on "
     "either side); the message names the holder, the reason and until when.",
-    ErrorCode.BAD_PATH: "A lease path that is absolute, climbs with `..`, or holds control "
-    "characters.",
+    ErrorCode.LEASE_LIMIT: "`reserve` past a bound of the channel's leases (per holder, or "
+    "paths in force); the message says which.",
+    ErrorCode.LEASE_PENDING: "The lease event is in the log but its verdict is not known "
+    "here yet (or any more): resend with the same `ref`, or list `leases`.",
+    ErrorCode.BAD_PATH: "A lease path that is absolute, climbs with `..`, holds control "
+    "characters or backslashes, or has too many parts or wildcards.",
     ErrorCode.STORE_FAILED: "The store could not commit; the send was not accepted.",
     ErrorCode.SHUTTING_DOWN: "The hub is stopping; retry after reconnecting.",
     ErrorCode.INTERNAL: "The hub failed on this frame (a bug, logged); retrying may work.",

@@ -147,7 +147,7 @@ class Hub:
         )
         #: file leases (reserve, release, leases), kept from the log's lease events
         self.reservations = Reservations(
-            self.ingest, self.access, token_valid=gate.in_force if gate is not None else None
+            self.ingest, self.access, live_tokens=gate.live_ids if gate is not None else None
         )
         self.access.listeners.append(self.reservations.tokens_changed)
 
@@ -171,6 +171,7 @@ class Hub:
         self._tail = self.log.tail(info.last_seq)  # registered now: the watermark counts it
         self._tailer = asyncio.create_task(self._tail_loop(), name="wsbus-tail")
         self.upkeep.start()
+        self.reservations.start()
 
     async def stop(self) -> None:
         """Commit what is queued, tell every client to reconnect, close the store."""
@@ -324,6 +325,7 @@ class Hub:
             case Leases():
                 session.send(self.reservations.leases(session, frame))
             case Ping():
+                await self.ingest.settled()  # what came before it is committed
                 session.send(Pong(ts=time.time(), ref=frame.ref))
             case Subscribe():
                 self.subscribe(session, frame)
@@ -447,7 +449,10 @@ class Hub:
                 logger.exception("delivering event %d failed", ev.seq)
         self.committed_seq = events[-1].seq
         self.committed_ts = events[-1].ts
-        self.reservations.applied(events)
+        try:
+            self.reservations.applied(events)
+        except Exception:  # never let a lease stop the tail
+            logger.exception("applying lease events failed")
         for listener in self.listeners:
             try:
                 listener(events)

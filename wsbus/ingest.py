@@ -87,6 +87,10 @@ class Ingest:
         self._room.set()
         self._store_error: str | None = None
         self.stopping = False
+        #: flushes begun and ended (:meth:`settled` waits on them)
+        self._begun = 0
+        self._ended = 0
+        self._flushed = asyncio.Condition()
 
     # ------------------------------------------------------------------ sends
 
@@ -214,6 +218,19 @@ class Ingest:
         self._receipts.append((record, sender))
         self._wake.set()
 
+    async def settled(self) -> None:
+        """Until what is queued now (sends, receipts) has been through a commit (the
+        ``pong`` to a ``ping`` waits for it: a client that acked, then pinged, knows
+        its receipts are stored)."""
+        if self._queue or self._receipts:
+            target = self._begun + 1
+        elif self._begun > self._ended:
+            target = self._begun
+        else:
+            return
+        async with self._flushed:
+            await self._flushed.wait_for(lambda: self._ended >= target)
+
     # ------------------------------------------------------------------ commits
 
     async def run(self) -> None:
@@ -237,6 +254,15 @@ class Ingest:
 
     async def _flush_once(self) -> bool:
         """Commit one batch and answer it; False when the store refused it."""
+        self._begun += 1
+        try:
+            return await self._flush()
+        finally:
+            self._ended += 1
+            async with self._flushed:
+                self._flushed.notify_all()
+
+    async def _flush(self) -> bool:
         batch = self._queue[: self.config.batch_max]
         del self._queue[: len(batch)]
         receipts, self._receipts = self._receipts, []

@@ -9,39 +9,39 @@ event's ``ts`` — so every hub of a bus reaches the same verdict, and two hubs 
 granted conflicting reservations at once agree on which one won (the first in the
 log). A lease's id is the ``seq`` of the event that granted it.
 
-The overlap rule (paths are relative to the repository root): two patterns conflict
-when either *covers* the other's literal part (what comes before its first wildcard)
-or both name the same path. A pattern covers a path when it matches it as a glob
-(``*`` and ``?`` within one path segment, ``**`` across segments, ``[...]``), and a
-pattern without wildcards covers that path and everything under it (a directory).
+The path rules — what a lease path may be, what it covers, when two overlap — are in
+:mod:`wsbus.leasepaths`. The book is bounded (:data:`MAX_HELD`, :data:`MAX_PATHS`):
+a reservation past a bound is refused, in the same way on every hub.
 """
 
 from __future__ import annotations
 
-import functools
-import re
+import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 
 import msgspec
 
+from .leasepaths import conflict
 from .schema_hub import Event, Lease
 
 __all__ = [
     "BOOK",
     "KIND",
+    "MAX_HELD",
+    "MAX_PATHS",
     "MAX_TTL",
     "LeaseBook",
     "LeaseOp",
     "ReleaseOp",
     "ReserveOp",
     "Verdict",
-    "conflict",
-    "covers",
     "describe",
-    "literal",
-    "normalize",
+    "token_digest",
 ]
+
+log = logging.getLogger("wsbus.hub")
 
 KIND = "lease"
 """The ``kind`` of lease events."""
@@ -51,8 +51,11 @@ MAX_TTL = 86_400.0
 """The longest lease, in seconds (a day); the book is rebuilt from this far back."""
 VERDICTS_KEPT = 4096
 """Verdicts remembered for requests that ask after their event was applied."""
-
-_WILD = re.compile(r"[*?\[]")
+MAX_HELD = 64
+"""The most leases one holder may have in force on one channel."""
+MAX_PATHS = 512
+"""The most paths in force on one channel, all leases together (bounds the work of a
+conflict check: a reservation of 32 paths is compared with at most 512)."""
 
 
 class ReserveOp(msgspec.Struct, tag="reserve", omit_defaults=True):
@@ -61,7 +64,8 @@ class ReserveOp(msgspec.Struct, tag="reserve", omit_defaults=True):
     exclusive: bool = True
     reason: str | None = None
     token: str | None = None
-    """the id of the token that reserved (its revocation ends the lease)"""
+    """a digest of the id of the token that reserved (its revocation ends the lease;
+    the id itself is not written: :func:`token_digest`)"""
 
 
 class ReleaseOp(msgspec.Struct, tag="release", omit_defaults=True):
@@ -77,90 +81,22 @@ LeaseOp = ReserveOp | ReleaseOp
 
 class Verdict(msgspec.Struct, omit_defaults=True):
     """What applying one lease event did: granted ``lease`` (``renewed``: in place of
-    the holder's lease on the same paths), refused for ``conflicts``, or ``released``."""
+    the holder's lease on the same paths), refused for ``conflicts`` or past a bound
+    (``limit``: why), or ``released``."""
 
     lease: Lease | None = None
     renewed: bool = False
     conflicts: list[Lease] = []
+    limit: str | None = None
     released: list[Lease] = []
 
 
-# ---------------------------------------------------------------------------- paths
+# ---------------------------------------------------------------------------- words
 
 
-def normalize(path: str) -> str:
-    """A lease path as stored: ``./`` and repeated or trailing ``/`` dropped. Raises
-    ValueError (one sentence) for a path that is empty, absolute, climbs out with
-    ``..``, or holds control characters or backslashes."""
-    if any(ord(c) < 32 or c == "\x7f" for c in path):
-        raise ValueError(f"lease path {path!r} holds control characters")
-    if "\\" in path:
-        raise ValueError(f"lease path {path!r} holds a backslash: write paths with '/'")
-    if path.startswith("/"):
-        raise ValueError(
-            f"lease path {path!r} is absolute: paths are relative to the repository root"
-        )
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ValueError(f"lease path {path!r} climbs out with '..'")
-    if not parts:
-        raise ValueError(f"lease path {path!r} names nothing")
-    return "/".join(parts)
-
-
-def literal(pattern: str) -> str:
-    """The part of ``pattern`` before its first wildcard (all of it if it has none)."""
-    m = _WILD.search(pattern)
-    return pattern if m is None else pattern[: m.start()]
-
-
-@functools.lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            i += 2
-            if pattern.startswith("/", i):  # a/**/b: also a/b
-                out.append("(?:.*/)?")
-                i += 1
-            else:
-                out.append(".*")
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 2)
-            if end < 0:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-                i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out))
-
-
-def covers(pattern: str, path: str) -> bool:
-    """Whether ``pattern`` covers ``path`` (see the module docstring)."""
-    if _WILD.search(pattern) is None:
-        path = path.rstrip("/")
-        return path == pattern or path.startswith(pattern + "/")
-    if _glob(pattern).fullmatch(path) is not None:
-        return True
-    # a/** covers the directory a itself, and a literal part ending in '/' is a directory
-    return pattern.endswith("/**") and path.rstrip("/") == pattern[:-3]
-
-
-def conflict(a: str, b: str) -> bool:
-    """Whether two patterns overlap: one covers the other's literal part, or equal."""
-    return a == b or covers(a, literal(b)) or covers(b, literal(a))
+def token_digest(token_id: str) -> str:
+    """What a lease event keeps of the token that reserved it."""
+    return hashlib.sha256(f"wsbus-lease:{token_id}".encode()).hexdigest()[:16]
 
 
 def describe(lease: Lease) -> str:
@@ -178,27 +114,18 @@ class LeaseBook:
 
     def __init__(self) -> None:
         self._channels: dict[str, dict[int, Lease]] = {}
-        #: the token that reserved each lease (id -> token id), for revocation
+        #: the token that reserved each lease (id -> its token's digest), for revocation
         self._tokens: dict[int, str] = {}
         self._verdicts: OrderedDict[int, Verdict] = OrderedDict()
         #: the last event applied (a replayed or repeated one is skipped)
         self.applied_seq = 0
 
-    # -- reading
+    # -- reading (never changes the book: only the log's events do, at their ts)
 
     def in_force(self, channel: str, now: float) -> list[Lease]:
-        """The channel's leases not expired at ``now``, oldest first (expired ones are
-        forgotten on the way)."""
+        """The channel's leases not expired at ``now``, oldest first."""
         book = self._channels.get(channel)
-        if not book:
-            return []
-        gone = [i for i, lease in book.items() if lease.until <= now]
-        for i in gone:
-            del book[i]
-            self._tokens.pop(i, None)
-        if not book:
-            del self._channels[channel]
-        return list(book.values())
+        return [x for x in book.values() if x.until > now] if book else []
 
     def channels(self) -> list[str]:
         return sorted(self._channels)
@@ -216,15 +143,37 @@ class LeaseBook:
             and any(conflict(a, b) for a in wanted for b in lease.paths)
         ]
 
+    def over_limit(self, channel: str, holder: str, paths: list[str], now: float) -> str | None:
+        """Why a reservation of ``paths`` would pass a bound of the book (None: it fits);
+        a renewal (the same paths) replaces a lease, so it always fits."""
+        leases = self.in_force(channel, now)
+        mine = [x for x in leases if x.holder == holder]
+        if any(x.paths == paths for x in mine):
+            return None
+        if len(mine) >= MAX_HELD:
+            return (
+                f"{holder} already holds {MAX_HELD} leases on #{channel}, the most one "
+                "holder may: release some (or reserve a directory or a glob instead)"
+            )
+        in_force = sum(len(x.paths) for x in leases)
+        if in_force + len(paths) > MAX_PATHS:
+            return (
+                f"#{channel} has {in_force} leased paths in force; {len(paths)} more would "
+                f"pass the most a channel holds ({MAX_PATHS}): lease directories or globs"
+            )
+        return None
+
     def held(self, channel: str, holder: str, now: float) -> list[Lease]:
         return [lease for lease in self.in_force(channel, now) if lease.holder == holder]
 
-    def by_token(self, token: str) -> list[Lease]:
-        """The leases reserved with token ``token`` (any channel, maybe expired)."""
-        found = []
-        for leases in self._channels.values():
-            found += [lease for i, lease in leases.items() if self._tokens.get(i) == token]
-        return found
+    def by_token(self, token: str, now: float) -> list[Lease]:
+        """The leases in force reserved with the token of digest ``token``."""
+        return [
+            lease
+            for channel in self._channels
+            for lease in self.in_force(channel, now)
+            if self._tokens.get(lease.id) == token
+        ]
 
     def tokens(self) -> set[str]:
         return set(self._tokens.values())
@@ -237,7 +186,8 @@ class LeaseBook:
 
     def apply(self, ev: Event) -> Verdict | None:
         """Apply one event of the log (only lease events change the book); returns
-        its verdict, None for any other event or one applied already."""
+        its verdict, None for any other event or one applied already. Never raises:
+        an event that cannot be applied is skipped (the log cannot be unwritten)."""
         if ev.seq <= self.applied_seq:
             return None
         self.applied_seq = ev.seq
@@ -245,19 +195,35 @@ class LeaseBook:
             return None
         try:
             op = msgspec.convert(ev.meta["lease"], LeaseOp)
-        except msgspec.ValidationError:
-            return None  # not one of ours: an event cannot be unwritten, only skipped
-        verdict = self._reserve(ev, op) if isinstance(op, ReserveOp) else self._release(ev, op)
+            self._expire(ev.channel, ev.ts)
+            verdict = self._reserve(ev, op) if isinstance(op, ReserveOp) else self._release(ev, op)
+        except Exception as err:  # not one of ours, or a bug: skipped, never fatal
+            log.warning("lease event %d skipped: %s", ev.seq, err)
+            verdict = Verdict(limit=f"this lease event could not be applied: {err}")
         self._verdicts[ev.seq] = verdict
         while len(self._verdicts) > VERDICTS_KEPT:
             self._verdicts.popitem(last=False)
         return verdict
+
+    def _expire(self, channel: str, ts: float) -> None:
+        """Forget the channel's leases that ended by ``ts`` (the event's time)."""
+        book = self._channels.get(channel)
+        if not book:
+            return
+        for i in [i for i, lease in book.items() if lease.until <= ts]:
+            del book[i]
+            self._tokens.pop(i, None)
+        if not book:
+            del self._channels[channel]
 
     def _reserve(self, ev: Event, op: ReserveOp) -> Verdict:
         paths = sorted(set(op.paths))
         conflicts = self.conflicts(ev.channel, ev.from_, paths, op.exclusive, ev.ts)
         if conflicts:
             return Verdict(conflicts=conflicts)
+        limit = self.over_limit(ev.channel, ev.from_, paths, ev.ts)
+        if limit is not None:
+            return Verdict(limit=limit)
         lease = Lease(
             id=ev.seq,
             channel=ev.channel,
@@ -280,17 +246,17 @@ class LeaseBook:
 
     def _release(self, ev: Event, op: ReleaseOp) -> Verdict:
         mine = {lease.id: lease for lease in self.held(ev.channel, ev.from_, ev.ts)}
-        book = self._channels.get(ev.channel, {})
         if op.ids:
-            ended = [i for i in op.ids if i in mine]
+            ended = [i for i in dict.fromkeys(op.ids) if i in mine]
         elif op.paths:
             wanted = sorted(set(op.paths))
             ended = [i for i, lease in mine.items() if lease.paths == wanted]
         else:
             ended = list(mine)
-        released = [book.pop(i) for i in ended]
+        book = self._channels.get(ev.channel, {})
+        released = [book.pop(i) for i in ended if i in book]
         for i in ended:
             self._tokens.pop(i, None)
-        if not book and ev.channel in self._channels:
-            del self._channels[ev.channel]
+        if not book:
+            self._channels.pop(ev.channel, None)
         return Verdict(released=released)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -22,8 +23,19 @@ import msgspec
 from .access import Access
 from .auth import may_use_channel
 from .errors import ErrorCode, FrameError
-from .leases import BOOK, KIND, MAX_TTL, LeaseBook, ReleaseOp, ReserveOp, Verdict, describe
-from .leases import normalize as normalize_path
+from .leasepaths import conflict
+from .leasepaths import normalize as normalize_path
+from .leases import (
+    BOOK,
+    KIND,
+    MAX_TTL,
+    LeaseBook,
+    ReleaseOp,
+    ReserveOp,
+    Verdict,
+    describe,
+    token_digest,
+)
 from .refs import new_ref
 from .schema import (
     DEFAULT_CHANNEL,
@@ -48,6 +60,10 @@ log = logging.getLogger("wsbus.hub")
 
 #: how long a request waits for its event to be applied (the tail of a shared log)
 APPLY_TIMEOUT = 30.0
+#: what the refs of lease events start with: a reservation's ``ref`` and a message's
+#: are the client's own, in two spaces (the log's window holds ``(sender, ref)``)
+REF_PREFIX = "lease:"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _until(ts: float) -> str:
@@ -62,13 +78,13 @@ class Reservations:
         ingest: Ingest,
         access: Access,
         *,
-        token_valid: Callable[[str], bool] | None = None,
+        live_tokens: Callable[[], list[str]] | None = None,
     ) -> None:
         self.ingest = ingest
         self.access = access
         self.book = LeaseBook()
-        #: whether a token id is still in force (None: no tokens, nothing to revoke)
-        self._token_valid = token_valid
+        #: the ids of the tokens in force (None: no tokens, nothing to revoke)
+        self._live_tokens = live_tokens
         self._waiting: dict[int, list[asyncio.Future[Verdict]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -83,6 +99,10 @@ class Reservations:
         self.book.applied_seq = max(self.book.applied_seq, upto)
         if events:
             log.info("leases: %d events of the last day read", len(events))
+
+    def start(self) -> None:
+        """Once the hub runs: end the leases of tokens revoked while it was down."""
+        self.tokens_changed()
 
     def applied(self, events: Sequence[Event]) -> None:
         """Apply a batch the tail yielded (every event, so the book knows how far it
@@ -99,17 +119,25 @@ class Reservations:
         known = self.book.verdict(seq)
         if known is not None:
             return known
-        if seq <= self.book.applied_seq:  # applied long ago: not a lease event of ours
-            raise FrameError(ErrorCode.INTERNAL, f"event {seq} is not a lease event", ref)
+        if seq <= self.book.applied_seq:  # judged too long ago to remember the verdict
+            for lease in self.book.in_force(self._channel_of(seq), time.time()):
+                if lease.id == seq:
+                    return Verdict(lease=lease)
+            raise FrameError(
+                ErrorCode.LEASE_PENDING,
+                f"lease event {seq} was judged too long ago to recall the verdict and is "
+                "not in force: list the leases, or reserve again with a new ref",
+                ref,
+            )
         done: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(seq, []).append(done)
         try:
             return await asyncio.wait_for(done, APPLY_TIMEOUT)
         except TimeoutError:
             raise FrameError(
-                ErrorCode.STORE_FAILED,
-                "the lease is in the log but this hub has not read it back yet; "
-                "resend it (same ref) to learn the verdict",
+                ErrorCode.LEASE_PENDING,
+                f"the lease event is in the log (seq {seq}) but this hub has not read it "
+                "back yet: resend it with the same ref to learn the verdict",
                 ref,
             ) from None
         finally:
@@ -131,7 +159,7 @@ class Reservations:
             body=body,
             kind=KIND,
             meta={"lease": msgspec.to_builtins(op)},
-            ref=ref,
+            ref=REF_PREFIX + ref,
         )
         if not self.ingest.has_room():
             await self.ingest.wait_room()
@@ -162,32 +190,51 @@ class Reservations:
 
     async def reserve(self, session: Session, r: Reserve) -> Reserved:
         holder, channel = self._who(session, r.name, r.channel, r.ref)
-        try:
-            paths = sorted({normalize_path(p) for p in r.paths})
-        except ValueError as err:
-            raise FrameError(ErrorCode.BAD_PATH, str(err), r.ref) from None
-        known = self.ingest.log.known(holder, r.ref)
-        if known is None:  # a resend is answered from its verdict, not judged again
-            conflicts = self.book.conflicts(channel, holder, paths, r.exclusive, time.time())
+        paths = self._paths(r.paths, r.ref)
+        if r.reason is not None and _CONTROL.search(r.reason):
+            raise FrameError(ErrorCode.INVALID_FRAME, "reason holds control characters", r.ref)
+        if self.ingest.log.known(holder, REF_PREFIX + r.ref) is None:
+            # judged here first (a resend is answered from its verdict instead)
+            now = time.time()
+            conflicts = self.book.conflicts(channel, holder, paths, r.exclusive, now)
             if conflicts:
                 raise FrameError(ErrorCode.LEASE_CONFLICT, self._refusal(paths, conflicts), r.ref)
+            limit = self.book.over_limit(channel, holder, paths, now)
+            if limit is not None:
+                raise FrameError(ErrorCode.LEASE_LIMIT, limit, r.ref)
+        grant = session.grant
         op = ReserveOp(
             paths=paths,
             ttl=r.ttl,
             exclusive=r.exclusive,
             reason=r.reason,
-            token=session.grant.id if session.grant is not None else None,
+            token=token_digest(grant.id) if grant is not None else None,
         )
         kind = "exclusive" if r.exclusive else "shared"
         body = f"reserve {', '.join(paths)} ({kind}, {r.ttl:g} s)" + (
             f": {r.reason}" if r.reason else ""
         )
         verdict = await self._write(channel, holder, r.ref, op, body)
-        if verdict.lease is None:
+        if verdict.lease is not None:
+            return Reserved(ref=r.ref, lease=verdict.lease, renewed=verdict.renewed)
+        if verdict.conflicts:
             raise FrameError(
                 ErrorCode.LEASE_CONFLICT, self._refusal(paths, verdict.conflicts), r.ref
             )
-        return Reserved(ref=r.ref, lease=verdict.lease, renewed=verdict.renewed)
+        raise FrameError(ErrorCode.LEASE_LIMIT, verdict.limit or "refused", r.ref)
+
+    @staticmethod
+    def _paths(given: list[str], ref: str) -> list[str]:
+        try:
+            return sorted({normalize_path(p) for p in given})
+        except ValueError as err:
+            raise FrameError(ErrorCode.BAD_PATH, str(err), ref) from None
+
+    def _channel_of(self, seq: int) -> str:
+        for channel in self.book.channels():
+            if any(x.id == seq for x in self.book.in_force(channel, time.time())):
+                return channel
+        return ""
 
     @staticmethod
     def _refusal(paths: list[str], conflicts: list[Lease]) -> str:
@@ -201,11 +248,10 @@ class Reservations:
 
     async def release(self, session: Session, r: Release) -> Released:
         holder, channel = self._who(session, r.name, r.channel, r.ref)
-        try:
-            paths = sorted({normalize_path(p) for p in r.paths})
-        except ValueError as err:
-            raise FrameError(ErrorCode.BAD_PATH, str(err), r.ref) from None
-        op = ReleaseOp(ids=list(r.ids), paths=paths)
+        if r.ids and r.paths:
+            raise FrameError(ErrorCode.INVALID_FRAME, "release takes ids or paths, not both", r.ref)
+        paths = self._paths(r.paths, r.ref)
+        op = ReleaseOp(ids=list(dict.fromkeys(r.ids)), paths=paths)
         what = f"leases {', '.join(map(str, r.ids))}" if r.ids else ", ".join(paths) or "all"
         verdict = await self._write(channel, holder, r.ref, op, f"release {what}")
         return Released(ref=r.ref, leases=verdict.released)
@@ -223,7 +269,8 @@ class Reservations:
         now = time.time()
         found = [lease for c in channels for lease in self.book.in_force(c, now)]
         if q.prefix:
-            found = [x for x in found if any(p.startswith(q.prefix) for p in x.paths)]
+            prefix = self._paths([q.prefix], q.ref)[0]
+            found = [x for x in found if any(conflict(prefix, p) for p in x.paths)]
         found.sort(key=lambda lease: lease.id)
         return LeasesResult(ref=q.ref, leases=found)
 
@@ -236,13 +283,13 @@ class Reservations:
 
     def tokens_changed(self) -> None:
         """The token file was re-read: end the leases reserved with a revoked token."""
-        if self._token_valid is None:
+        if self._live_tokens is None:
             return
-        for token in self.book.tokens():
-            if self._token_valid(token):
-                continue
+        live = {token_digest(i) for i in self._live_tokens()}
+        now = time.time()
+        for token in self.book.tokens() - live:
             ended: dict[tuple[str, str], list[int]] = {}
-            for lease in self.book.by_token(token):
+            for lease in self.book.by_token(token, now):
                 ended.setdefault((lease.channel, lease.holder), []).append(lease.id)
             for (channel, holder), ids in ended.items():
                 op = ReleaseOp(ids=ids, why="token revoked")

@@ -218,7 +218,7 @@ class Reserve(Frame, tag="reserve"):
     """
 
     ref: Ref
-    paths: Annotated[list[LeasePath], msgspec.Meta(min_length=1, max_length=100)]
+    paths: Annotated[list[LeasePath], msgspec.Meta(min_length=1, max_length=32)]
     ttl: Annotated[float, msgspec.Meta(ge=1, le=86_400)]
     exclusive: bool = True
     reason: Label | None = None
@@ -247,7 +247,8 @@ class Leases(Frame, tag="leases"):
 
 
 class Ping(Frame, tag="ping"):
-    """Application-level liveness check; answered by ``pong``."""
+    """Application-level liveness check; answered by ``pong`` once what this connection
+    sent before it (acks included, which get no answer of their own) is committed."""
 
     ref: Ref | None = None
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from wsbus.client import Client
 from wsbus.config import Access
-from wsbus.errors import ConnectionLost
+from wsbus.errors import ClientError, ConnectionLost
 from wsbus.schema import Event, Receipt, Welcome
 
 from ..render import stamp
@@ -36,6 +36,10 @@ log = logging.getLogger("wsbus.mcp")
 
 MAX_WAIT = 600.0
 """The longest a ``wait`` blocks, in seconds."""
+HANDED_KEPT = 10_000
+"""Messages remembered as handed out (their receipts may still be on their way)."""
+UNREAD_SLACK = 20
+"""Unread messages asked for beyond the limit (some may be handed out already)."""
 RECEIPTS_KEPT = 500
 """Messages of this agent's whose receipts are kept (the latest ones)."""
 QUERY_TIMEOUT = 30.0
@@ -97,6 +101,9 @@ class Agent:
         self._arrived = 0  # mail events seen live (the condition's generation)
         self._taking = asyncio.Lock()  # one hand-out of mail at a time
         self._tasks: list[asyncio.Task[None]] = []
+        #: the messages handed out (returned or pushed) lately: never handed out again,
+        #: even before the hub has their receipts
+        self._handed: OrderedDict[int, None] = OrderedDict()
         #: seq of a message of this agent's -> recipient -> its latest receipt
         self.receipts: OrderedDict[int, dict[str, dict[str, str]]] = OrderedDict()
 
@@ -180,16 +187,24 @@ class Agent:
                 continue
             if not isinstance(ev, Event) or ev.to != self.name or ev.from_ == self.name:
                 continue
+            if self.push is not None and ev.seq not in self._handed:
+                self._hand_out([ev])  # pushed: not for `wait` too
+                try:
+                    await self.push(ev)
+                    await client.ack(ev.seq, "submitted", name=self.name)
+                    continue
+                except Exception as err:  # the MCP client went away: the mail stays unread
+                    log.warning("could not push #%d: %s", ev.seq, err)
+                    self._handed.pop(ev.seq, None)
             async with self._mail:
                 self._arrived += 1
                 self._mail.notify_all()
-            if self.push is not None:
-                try:
-                    await self.push(ev)
-                except Exception as err:  # the MCP client went away: the mail stays unread
-                    log.warning("could not push #%d: %s", ev.seq, err)
-                    continue
-                await client.ack(ev.seq, "submitted", name=self.name)
+
+    def _hand_out(self, events: list[Event]) -> None:
+        for ev in events:
+            self._handed[ev.seq] = None
+        while len(self._handed) > HANDED_KEPT:
+            self._handed.popitem(last=False)
 
     def _receipt(self, r: Receipt) -> None:
         kept = self.receipts.pop(r.seq, {})
@@ -209,32 +224,38 @@ class Agent:
         return self.client
 
     async def unread(self, limit: int) -> list[Event]:
-        """The oldest ``limit`` messages to this agent without a final receipt."""
+        """The oldest ``limit`` messages to this agent without a final receipt (and not
+        handed out by this server already)."""
         client = self.connected()
         page = await client.history(
             channel=self.channel,
             to=self.name,
             pending=True,
             after=0,
-            limit=limit,
+            limit=limit + UNREAD_SLACK,
             timeout=QUERY_TIMEOUT,
         )
-        return page.events
+        return [ev for ev in page.events if ev.seq not in self._handed][:limit]
 
     async def mark_read(self, events: list[Event]) -> None:
-        """Acknowledge ``events`` as read, then make sure the hub took the receipts
-        (a ping after them) before they are handed out."""
+        """Acknowledge ``events`` as read, then wait for the hub to have stored the
+        receipts (its ``pong`` comes after them). The events are handed out all the
+        same when that wait fails: the acks are sent once the hub is back."""
         if not events:
             return
         client = self.connected()
         for ev in events:
             await client.ack(ev.seq, "read", name=self.name)
-        await client.ping(timeout=QUERY_TIMEOUT)
+        try:
+            await client.ping(timeout=QUERY_TIMEOUT)
+        except (ClientError, TimeoutError) as err:
+            log.warning("receipts of %d messages not confirmed yet: %s", len(events), err)
 
     async def take_mail(self, limit: int) -> list[Event]:
         """The unread mail (up to ``limit``), marked read."""
         async with self._taking:
             events = await self.unread(limit)
+            self._hand_out(events)
             await self.mark_read(events)
             return events
 
@@ -268,7 +289,7 @@ class Agent:
         )
         if not page.events:
             return []
-        async with self._taking:  # the unread in the page's range
+        async with self._taking:  # the unread in the page, not what came after it
             pending = await client.history(
                 channel=self.channel,
                 to=self.name,
@@ -277,7 +298,10 @@ class Agent:
                 limit=limit,
                 timeout=QUERY_TIMEOUT,
             )
-            await self.mark_read(pending.events)
+            shown = {ev.seq for ev in page.events}
+            unread = [ev for ev in pending.events if ev.seq in shown]
+            self._hand_out(unread)
+            await self.mark_read(unread)
         return page.events
 
     def whoami(self) -> dict[str, Any]:

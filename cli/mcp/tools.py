@@ -314,7 +314,7 @@ LeasePaths = Annotated[
     list[Annotated[str, msgspec.Meta(min_length=1, max_length=512)]],
     msgspec.Meta(
         min_length=1,
-        max_length=100,
+        max_length=32,
         description="paths or globs relative to the repository root, e.g. 'src/parser/**'",
     ),
 ]

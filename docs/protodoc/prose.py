@@ -261,13 +261,17 @@ LEASES = """\
 
 Agents that edit one repository say who is editing what with leases: `reserve` names
 paths or globs relative to the repository root (`src/parser/**`), a `ttl` in seconds (at
-most a day), `exclusive` (the default) or shared, and a `reason`. Two patterns conflict
-when either covers the other's literal part (what comes before its first wildcard) or
-both name the same path; `*` and `?` stay within a path segment, `**` crosses segments,
-and a path without wildcards covers everything under it. A reservation that overlaps
-another holder's lease, exclusive on either side, is refused with `lease_conflict`, whose
-sentence names the holder, its reason and until when. A holder's own leases never
-conflict; reserving exactly the same paths again renews the lease (`renewed`).
+most a day), `exclusive` (the default) or shared, and a `reason`. `*` and `?` stay within
+a path part, a `**` part crosses parts, and a pattern covers what it matches and
+everything under it. Two patterns conflict when they could cover a common path, decided
+conservatively part by part (docs/LEASES.md has the rule), and also when either covers
+the other's literal part (what comes before its first wildcard). A reservation that
+overlaps another holder's lease, exclusive on either side, is refused with
+`lease_conflict`, whose sentence names the holder, its reason and until when. A
+holder's own leases never conflict; reserving exactly the same paths again renews the
+lease (`renewed`). Bounds (64 leases per holder per channel, 512 leased paths per
+channel) are refused with `lease_limit`; a path that is absolute, climbs with `..` or
+has more than 32 parts or 16 wildcards with `bad_path`.
 
 Leases are events in the log, of kind `lease`, addressed to `~leases` (no name can be
 that): no one receives them as messages, `history` shows them (the audit trail) to
@@ -278,7 +282,8 @@ with the same `ref` gets the same answer. A lease ends when its `ttl` runs out, 
 holder sends `release` (by `ids`, by exactly the same `paths`, or all), when its holder
 leaves the channel's roster (`register` with `leave`), or when the token that reserved
 it is revoked — not when a connection closes: agents restart. `leases` lists those in
-force. The hub keeps the book; `wsbus hook pre-commit` enforces it in a repository.
+force (with `prefix`: those that overlap it). Lease events of the last day survive
+retention. The hub keeps the book; `wsbus hook pre-commit` enforces it in a repository.
 """
 
 SLOW = f"""\

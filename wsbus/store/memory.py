@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import time
 import uuid
 from collections.abc import Sequence
 
-from ..leases import BOOK
+from ..leases import BOOK, MAX_TTL
 from ..schema import BROADCAST, Event, ThreadInfo
 from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
 from .filters import matches
@@ -116,11 +117,13 @@ class MemoryStore(Store):
         if cut <= 0:
             return 0, self._pruned_seq
         self._pruned_seq = max(self._pruned_seq, self._seqs[cut - 1])
+        lease_since = time.time() - MAX_TTL  # lease events of the last day stay
+        kept = [e for e in self._events[:cut] if e.to == BOOK and e.ts > lease_since]
         for ev in self._events[:cut]:
             self._receipts.pop(ev.seq, None)
-        del self._events[:cut]
-        del self._seqs[:cut]
-        return cut, self._pruned_seq
+        self._events[:cut] = kept
+        self._seqs[:cut] = [e.seq for e in kept]
+        return cut - len(kept), self._pruned_seq
 
     async def threads(
         self, channel: str | None, party: list[str] | None = None

@@ -28,6 +28,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,12 +37,14 @@ from typing import TypeVar
 
 from msgspec.structs import astuple
 
+from ..leases import MAX_TTL
 from ..schema import Event, ThreadInfo
 from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
 from .dbfiles import FileGuard, HubLock, StoreLocked
 from .sqlquery import (
     COLUMNS,
     LEASE_EVENTS_SQL,
+    PRUNE_EVENTS_SQL,
     RECEIPT_COLUMNS,
     SCHEMA,
     last_seq_before,
@@ -410,7 +413,8 @@ class SqliteStore(Store):
                     conn.execute("COMMIT")
                     return 0, int(old[0]) if old else 0
                 ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (cut,)).fetchone()
-                n = conn.execute("DELETE FROM events WHERE seq <= ?", (cut,)).rowcount
+                # the lease events of the last day stay: the book is rebuilt from them
+                n = conn.execute(PRUNE_EVENTS_SQL, (cut, time.time() - MAX_TTL)).rowcount
                 conn.execute("DELETE FROM receipts WHERE seq <= ?", (cut,))
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

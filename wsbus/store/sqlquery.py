@@ -19,6 +19,7 @@ from .base import MemberRecord, Query, ReceiptRecord
 __all__ = [
     "COLUMNS",
     "LEASE_EVENTS_SQL",
+    "PRUNE_EVENTS_SQL",
     "RECEIPT_COLUMNS",
     "SCHEMA",
     "last_seq_before",
@@ -83,6 +84,9 @@ RECEIPT_COLUMNS = ", ".join(f.name for f in msgspec.structs.fields(ReceiptRecord
 LEASE_EVENTS_SQL = (
     f"SELECT {COLUMNS} FROM events WHERE recipient = '{BOOK}' AND seq <= ? AND ts > ? ORDER BY seq"
 )
+
+#: retention's delete up to a seq, but for the lease events newer than a ts
+PRUNE_EVENTS_SQL = f"DELETE FROM events WHERE seq <= ? AND NOT (recipient = '{BOOK}' AND ts > ?)"
 
 meta_encode = msgspec.json.Encoder().encode
 _meta_decode = msgspec.json.Decoder(dict[str, Any]).decode
