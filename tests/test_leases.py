@@ -372,7 +372,7 @@ def test_the_book_is_bounded_per_holder_and_per_channel() -> None:
         v = book.apply(lease_event(f"agent{h}", ReserveOp(paths, 60, exclusive=False), 100.0))
         assert v is not None and v.lease is not None, v
     full = book.apply(lease_event("late", ReserveOp(paths, 60, exclusive=False), 100.0))
-    assert full is not None and full.lease is None and "512" in (full.limit or "")
+    assert full is not None and full.lease is None and "256" in (full.limit or "")
 
 
 def test_a_release_naming_an_id_twice_is_applied_once() -> None:

@@ -21,6 +21,7 @@ pattern, so no pattern, however hostile, can hold up the hub's event loop.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 
 __all__ = [
@@ -132,8 +133,13 @@ def _parts_meet(a: str, b: str) -> bool:
     return heads and (tail_a.endswith(tail_b) or tail_b.endswith(tail_a))
 
 
+@functools.lru_cache(maxsize=4096)
+def _split(pattern: str) -> tuple[str, ...]:
+    return tuple(pattern.split("/"))
+
+
 def _meet(a: str, b: str) -> bool:
-    for x, y in zip(a.split("/"), b.split("/"), strict=False):
+    for x, y in zip(_split(a), _split(b), strict=False):
         if x == "**" or y == "**":
             return True
         if not _parts_meet(x, y):

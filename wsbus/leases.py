@@ -53,9 +53,9 @@ VERDICTS_KEPT = 4096
 """Verdicts remembered for requests that ask after their event was applied."""
 MAX_HELD = 64
 """The most leases one holder may have in force on one channel."""
-MAX_PATHS = 512
+MAX_PATHS = 256
 """The most paths in force on one channel, all leases together (bounds the work of a
-conflict check: a reservation of 32 paths is compared with at most 512)."""
+conflict check: a reservation of 32 paths is compared with at most 256)."""
 
 
 class ReserveOp(msgspec.Struct, tag="reserve", omit_defaults=True):

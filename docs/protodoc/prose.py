@@ -269,7 +269,7 @@ the other's literal part (what comes before its first wildcard). A reservation t
 overlaps another holder's lease, exclusive on either side, is refused with
 `lease_conflict`, whose sentence names the holder, its reason and until when. A
 holder's own leases never conflict; reserving exactly the same paths again renews the
-lease (`renewed`). Bounds (64 leases per holder per channel, 512 leased paths per
+lease (`renewed`). Bounds (64 leases per holder per channel, 256 leased paths per
 channel) are refused with `lease_limit`; a path that is absolute, climbs with `..` or
 has more than 32 parts or 16 wildcards with `bad_path`.
 
