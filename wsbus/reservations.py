@@ -120,9 +120,11 @@ class Reservations:
         if known is not None:
             return known
         if seq <= self.book.applied_seq:  # judged too long ago to remember the verdict
-            for lease in self.book.in_force(self._channel_of(seq), time.time()):
-                if lease.id == seq:
-                    return Verdict(lease=lease)
+            now = time.time()
+            for channel in self.book.channels():
+                for lease in self.book.in_force(channel, now):
+                    if lease.id == seq:
+                        return Verdict(lease=lease)
             raise FrameError(
                 ErrorCode.LEASE_PENDING,
                 f"lease event {seq} was judged too long ago to recall the verdict and is "
@@ -230,20 +232,18 @@ class Reservations:
         except ValueError as err:
             raise FrameError(ErrorCode.BAD_PATH, str(err), ref) from None
 
-    def _channel_of(self, seq: int) -> str:
-        for channel in self.book.channels():
-            if any(x.id == seq for x in self.book.in_force(channel, time.time())):
-                return channel
-        return ""
-
     @staticmethod
     def _refusal(paths: list[str], conflicts: list[Lease]) -> str:
         first = conflicts[0]
         more = f" (and {len(conflicts) - 1} more leases)" if len(conflicts) > 1 else ""
+        shared = (
+            ""
+            if any(x.exclusive for x in conflicts)
+            else (", or reserve shared (not exclusive) if you only read")
+        )
         return (
             f"{', '.join(paths)} overlaps {describe(first)} until {_until(first.until)}"
-            f"{more}: wait for it to end, ask {first.holder} to release it, or reserve "
-            "shared (not exclusive) if you only read"
+            f"{more}: wait for it to end or ask {first.holder} to release it{shared}"
         )
 
     async def release(self, session: Session, r: Release) -> Released:
