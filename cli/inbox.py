@@ -134,7 +134,7 @@ async def _run(args: argparse.Namespace) -> int:
             for ev in page.events:
                 await client.ack(ev.seq, "read", name=name)
             if page.events:
-                await client.ping(timeout=settings.timeout)  # the acks were taken
+                await client.ping(timeout=settings.timeout, sync=True)  # the acks were taken
     finally:
         await client.close()
     return Exit.OK

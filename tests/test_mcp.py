@@ -21,8 +21,9 @@ from pydantic import BaseModel
 from wsbus.client import Client
 from wsbus.schema import Receipt
 
-from .helpers import HubProcess, async_wait_for
+from .helpers import ENGINE, HubProcess, async_wait_for
 from .test_security import Tokens
+from .test_store_files import _hold_write_lock
 from .tmuxkit import Machine
 
 TOOLS = {
@@ -499,3 +500,24 @@ async def test_pushed_messages_are_not_returned_by_wait_too(
         await listener
         handed = [int(p.meta["seq"]) for p in pushed] + waited
         assert sorted(handed) == sorted(sent)  # each exactly once, pushed or waited
+
+
+@pytest.mark.skipif(ENGINE == "nats", reason="holds the SQLite store's write lock")
+async def test_a_sync_ping_comes_after_the_acks_before_it(hub: HubProcess) -> None:
+    """What `wait`, `inbox` and `wsbus inbox --mark-read` rely on: after acks, a ping
+    with sync is answered once the receipts are stored — here while another process
+    holds the database's write lock, so the commit waits for it."""
+    async with (
+        Client(hub.url, "alice", channels=[]) as alice,
+        Client(hub.url, "codex", channels=[]) as codex,
+    ):
+        seqs = [(await alice.send("codex", f"m{i}")).seq for i in range(5)]
+        holder = await asyncio.to_thread(_hold_write_lock, hub.db, 1.0)
+        try:
+            for seq in seqs:
+                await codex.ack(seq, "read")
+            await codex.ping(sync=True, timeout=30)
+            left = await codex.history(to="codex", pending=True, after=0)
+        finally:
+            await asyncio.to_thread(holder.wait, 10)
+        assert left.events == [], [e.seq for e in left.events]

@@ -385,8 +385,10 @@ class Client:
         """(Bridges) report which names have a live tmux session; repeated after reconnects."""
         await self._requests.report(Status(alive=dict(alive)))
 
-    async def ping(self, timeout: float | None = 10.0) -> Pong:
-        result: Pong = await self._ask(Ping(ref=new_ref()), timeout)
+    async def ping(self, timeout: float | None = 10.0, *, sync: bool = False) -> Pong:
+        """A round trip to the hub; with ``sync``, answered once what this client sent
+        before (acks included) is committed."""
+        result: Pong = await self._ask(Ping(ref=new_ref(), sync=sync), timeout)
         return result
 
     def __aiter__(self) -> AsyncIterator[Incoming]:

@@ -325,7 +325,8 @@ class Hub:
             case Leases():
                 session.send(self.reservations.leases(session, frame))
             case Ping():
-                await self.ingest.settled()  # what came before it is committed
+                if frame.sync:  # what came before it is committed first
+                    await self.ingest.settled()
                 session.send(Pong(ts=time.time(), ref=frame.ref))
             case Subscribe():
                 self.subscribe(session, frame)

@@ -220,8 +220,8 @@ class Ingest:
 
     async def settled(self) -> None:
         """Until what is queued now (sends, receipts) has been through a commit (the
-        ``pong`` to a ``ping`` waits for it: a client that acked, then pinged, knows
-        its receipts are stored)."""
+        ``pong`` to a ``ping`` with ``sync`` waits for it: a client that acked, then
+        pinged, knows its receipts are stored)."""
         if self._queue or self._receipts:
             target = self._begun + 1
         elif self._begun > self._ended:

@@ -247,10 +247,13 @@ class Leases(Frame, tag="leases"):
 
 
 class Ping(Frame, tag="ping"):
-    """Application-level liveness check; answered by ``pong`` once what this connection
-    sent before it (acks included, which get no answer of their own) is committed."""
+    """Application-level liveness check; answered by ``pong`` at once. With ``sync``, the
+    ``pong`` comes once what this connection sent before it is committed — acks
+    included, which get no answer of their own: a client that acked, then pinged with
+    ``sync``, knows the receipts are stored."""
 
     ref: Ref | None = None
+    sync: bool = False
 
 
 ClientFrame = (

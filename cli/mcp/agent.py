@@ -247,7 +247,7 @@ class Agent:
         for ev in events:
             await client.ack(ev.seq, "read", name=self.name)
         try:
-            await client.ping(timeout=QUERY_TIMEOUT)
+            await client.ping(timeout=QUERY_TIMEOUT, sync=True)
         except (ClientError, TimeoutError) as err:
             log.warning("receipts of %d messages not confirmed yet: %s", len(events), err)
 
