@@ -7,10 +7,12 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Awaitable
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -18,6 +20,9 @@ from websockets.typing import Subprotocol
 
 from wsbus.codec import JSON
 from wsbus.schema import SUBPROTOCOL_JSON, Event
+
+if TYPE_CHECKING:
+    from .report import Row
 
 __all__ = [
     "BODY_SIZE",
@@ -199,3 +204,24 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["first_run_error"] = runs[0]["error"]
     out["runs"] = runs
     return out
+
+
+Section = Callable[[dict[str, Any], list[str], Path, dict[str, str]], Awaitable[Any]]
+
+
+async def alone(name: str, run: Section, rows: Callable[[dict[str, Any]], list[Row]]) -> int:
+    """``python -m bench.NAME``: one section in a temporary directory of its own, its
+    table printed (``run`` is called as a section is: runs, errors, tmp, env)."""
+    from .report import markdown
+    from .servers import bench_env
+
+    runs: dict[str, Any] = {}
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=f"wsbus-bench-{name}-") as tmpname:
+        tmp = Path(tmpname)
+        await run(runs, errors, tmp, bench_env(tmp))
+    results = {k: {label: summary(r) for label, r in v.items()} for k, v in runs.items()}
+    print(markdown(rows(results)))
+    for e in errors:
+        print(f"error: {e}")
+    return 1 if errors else 0

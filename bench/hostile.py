@@ -24,7 +24,6 @@ import contextlib
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 
-from .common import step
+from .common import alone, step
 from .report import Row, _get, _ratio, _section
 from .servers import ServerProcess
 
@@ -282,20 +281,11 @@ def hostile_rows(results: dict[str, Any], hp: HostileParams) -> list[Row]:
 
 
 async def _alone(hp: HostileParams) -> int:
-    from .common import summary
-    from .report import markdown
-    from .servers import bench_env
-
-    runs: dict[str, Any] = {}
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="wsbus-bench-hostile-") as name:
-        tmp = Path(name)
-        await section(runs, errors, tmp, bench_env(tmp), hp)
-    results = {k: {label: summary(r) for label, r in v.items()} for k, v in runs.items()}
-    print(markdown(hostile_rows(results, hp)))
-    for e in errors:
-        print(f"error: {e}")
-    return 1 if errors else 0
+    return await alone(
+        "hostile",
+        lambda runs, errors, tmp, env: section(runs, errors, tmp, env, hp),
+        lambda results: hostile_rows(results, hp),
+    )
 
 
 def main() -> int:

@@ -16,15 +16,14 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from .common import BenchError, step
+from .common import BenchError, alone, step
 from .report import Row, _get, _ratio, _section
 from .scenarios import Params, durable_publish, fanout, latency, latency_summary
-from .servers import ServerProcess, bench_env
+from .servers import ServerProcess
 from .workers import Worker
 
 __all__ = ["NatsProcess", "manyhubs_rows", "section"]
@@ -244,24 +243,14 @@ def manyhubs_rows(results: dict[str, Any], fanout_subs: int) -> list[Row]:
 
 
 async def _alone(p: Params) -> int:
-    from .common import summary
-    from .report import markdown
-
-    runs: dict[str, Any] = {}
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="wsbus-bench-hubs-") as name:
-        tmp = Path(name)
-        env = bench_env(tmp)
+    async def run(runs: dict[str, Any], errors: list[str], tmp: Path, env: dict[str, str]) -> None:
         workers = [await Worker.start(i, env, tmp / f"worker{i}.log") for i in range(p.workers)]
         try:
             await section(runs, errors, tmp, env, p, workers)
         finally:
             await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
-    results = {k: {label: summary(r) for label, r in v.items()} for k, v in runs.items()}
-    print(markdown(manyhubs_rows(results, max(p.fanout)[0])))
-    for e in errors:
-        print(f"error: {e}")
-    return 1 if errors else 0
+
+    return await alone("hubs", run, lambda results: manyhubs_rows(results, max(p.fanout)[0]))
 
 
 def main() -> int:

@@ -19,16 +19,15 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import step
+from .common import alone, step
 from .report import Row, _get, _ratio, _section
 from .scenarios import percentile
-from .servers import ServerProcess, bench_env
+from .servers import ServerProcess
 
 __all__ = ["McpParams", "mcp_rows", "section"]
 
@@ -172,19 +171,9 @@ def mcp_rows(results: dict[str, Any]) -> list[Row]:
 
 
 async def _alone(mp: McpParams) -> int:
-    from .common import summary
-    from .report import markdown
-
-    runs: dict[str, Any] = {}
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="wsbus-bench-mcp-") as name:
-        tmp = Path(name)
-        await section(runs, errors, tmp, bench_env(tmp), mp)
-    results = {k: {label: summary(r) for label, r in v.items()} for k, v in runs.items()}
-    print(markdown(mcp_rows(results)))
-    for e in errors:
-        print(f"error: {e}")
-    return 1 if errors else 0
+    return await alone(
+        "mcp", lambda runs, errors, tmp, env: section(runs, errors, tmp, env, mp), mcp_rows
+    )
 
 
 def main() -> int:

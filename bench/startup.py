@@ -24,15 +24,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import step
+from .common import alone, step
 from .report import Row, _get, _ratio, _section
-from .servers import ServerProcess, bench_env
+from .servers import ServerProcess
 
 __all__ = ["StartupParams", "section", "startup_rows"]
 
@@ -172,19 +171,11 @@ def startup_rows(results: dict[str, Any], agent_bus_send: bool) -> list[Row]:
 
 
 async def _alone(sp: StartupParams, agent_bus_send: Path | None) -> int:
-    from .common import summary
-    from .report import markdown
-
-    runs: dict[str, Any] = {}
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="wsbus-bench-startup-") as name:
-        tmp = Path(name)
-        await section(runs, errors, tmp, bench_env(tmp), sp, agent_bus_send)
-    results = {k: {label: summary(r) for label, r in v.items()} for k, v in runs.items()}
-    print(markdown(startup_rows(results, agent_bus_send is not None)))
-    for e in errors:
-        print(f"error: {e}")
-    return 1 if errors else 0
+    return await alone(
+        "startup",
+        lambda runs, errors, tmp, env: section(runs, errors, tmp, env, sp, agent_bus_send),
+        lambda results: startup_rows(results, agent_bus_send is not None),
+    )
 
 
 def agent_bus_send_arg(ap: argparse.ArgumentParser) -> None:
