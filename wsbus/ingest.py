@@ -185,10 +185,7 @@ class Ingest:
             ref=send.ref,
             loop=loop,
         )
-        pending = _Pending(draft, [session])
-        self._queue.append(pending)
-        self._queued[key] = pending
-        self._wake.set()
+        self._enqueue(key, _Pending(draft, [session]))
 
     def submit_event(self, draft: Event) -> asyncio.Future[Stamp]:
         """Queue an event the hub wrote itself (a lease, for its sender, with a
@@ -207,11 +204,13 @@ class Ingest:
         if seen is not None:
             done.set_result(seen)
             return done
-        pending = _Pending(draft, [], [done])
+        self._enqueue(key, _Pending(draft, [], [done]))
+        return done
+
+    def _enqueue(self, key: tuple[str, str], pending: _Pending) -> None:
         self._queue.append(pending)
         self._queued[key] = pending
         self._wake.set()
-        return done
 
     def receipt(self, record: ReceiptRecord, sender: str) -> None:
         """Queue a receipt for the next batch; ``sender`` is told once it is stored."""

@@ -105,15 +105,19 @@ class Reservations:
         self.tokens_changed()
 
     def applied(self, events: Sequence[Event]) -> None:
-        """Apply a batch the tail yielded (every event, so the book knows how far it
-        is); answer the requests waiting for their lease event."""
+        """Apply the lease events of a batch the tail yielded (the book learns how far
+        the batch went); answer the requests waiting for them."""
         for ev in events:
+            if ev.to != BOOK:  # the fan-out's hot path: one comparison per message
+                continue
             verdict = self.book.apply(ev)
             if verdict is None:
                 continue
             for done in self._waiting.pop(ev.seq, ()):
                 if not done.done():
                     done.set_result(verdict)
+        if events:
+            self.book.applied_seq = max(self.book.applied_seq, events[-1].seq)
 
     async def _verdict(self, seq: int, ref: str) -> Verdict:
         known = self.book.verdict(seq)
