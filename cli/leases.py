@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from typing import Any
 
 from wsbus.codec import encode_json
 from wsbus.config import Settings
+from wsbus.leases import until_text
 from wsbus.oneshot import OneShot
 from wsbus.refs import new_ref
 from wsbus.schema import Lease, Leases, LeasesResult, Release, Released, Reserve, Reserved
@@ -49,10 +49,6 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _until(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def lease_line(lease: Lease) -> str:
     """One lease on one line: id, holder, kind, paths, end, reason, channel — without
     the control characters or escape sequences a peer may have put in them."""
@@ -62,7 +58,7 @@ def lease_line(lease: Lease) -> str:
     why = f"  {sanitize(lease.reason)}" if lease.reason else ""
     return (
         f"#{lease.id}  {sanitize(lease.holder)}  {kind}  {sanitize(' '.join(lease.paths))}  "
-        f"until {_until(lease.until)}{why}  #{lease.channel}"
+        f"until {until_text(lease.until)}{why}  #{lease.channel}"
     )
 
 
@@ -153,7 +149,7 @@ def run_reserve(args: argparse.Namespace) -> int:
         verb = "renewed" if got.renewed else "reserved"
         kind = "exclusive" if got.lease.exclusive else "shared"
         print(
-            f"{verb} {' '.join(got.lease.paths)} until {_until(got.lease.until)} "
+            f"{verb} {' '.join(got.lease.paths)} until {until_text(got.lease.until)} "
             f"(lease {got.lease.id}, {kind}, on {got.lease.channel})"
         )
     return Exit.OK

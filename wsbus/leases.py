@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -39,6 +40,7 @@ __all__ = [
     "Verdict",
     "describe",
     "token_digest",
+    "until_text",
 ]
 
 log = logging.getLogger("wsbus.hub")
@@ -92,6 +94,11 @@ class Verdict(msgspec.Struct, omit_defaults=True):
 
 
 # ---------------------------------------------------------------------------- words
+
+
+def until_text(ts: float) -> str:
+    """When a lease ends, as people read it: ``2026-12-07T01:00:53Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def token_digest(token_id: str) -> str:

@@ -35,6 +35,7 @@ from .leases import (
     Verdict,
     describe,
     token_digest,
+    until_text,
 )
 from .refs import new_ref
 from .schema import (
@@ -64,10 +65,6 @@ APPLY_TIMEOUT = 30.0
 #: are the client's own, in two spaces (the log's window holds ``(sender, ref)``)
 REF_PREFIX = "lease:"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _until(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 class Reservations:
@@ -246,7 +243,7 @@ class Reservations:
             else (", or reserve shared (not exclusive) if you only read")
         )
         return (
-            f"{', '.join(paths)} overlaps {describe(first)} until {_until(first.until)}"
+            f"{', '.join(paths)} overlaps {describe(first)} until {until_text(first.until)}"
             f"{more}: wait for it to end or ask {first.holder} to release it{shared}"
         )
 
