@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import resource
 import signal
 import ssl
@@ -14,16 +13,19 @@ from pathlib import Path
 
 from wsbus.compat.http import HttpShim
 
-from wsbus import redact
+from wsbus import logformat, redact
 from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub
 from wsbus.jetstream.engine import EngineError
 from wsbus.limits import RateLimits, connection_budget
 from wsbus.log import Log
+from wsbus.logformat import FORMATS
 from wsbus.server import WsServer, ws_broadcast
 from wsbus.store import MemoryStore, SqliteStore, Store, StoreLocked, StoreMismatch
 from wsbus.tls import format_fingerprint
+from wsbus.webui import StaticUi
+from wsbus.webws import WebSocketRoute
 
 from .common import Subcommands
 from .exits import CliError, Exit
@@ -77,10 +79,16 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     http.add_argument(
         "--http-port",
         type=int,
-        help="port of the agent-bus HTTP shim (/send, /recv, /inbox, /healthz; default 8080)",
+        help="the HTTP port: the agent-bus shim (/send, /recv, /inbox, /healthz), the "
+        "dashboard (/ui/), /metrics (Prometheus) and the websocket protocol at /ws "
+        "(default 8080)",
     )
     http.add_argument(
-        "--no-http", action="store_true", default=None, help="do not serve the agent-bus HTTP shim"
+        "--no-http",
+        action="store_true",
+        default=None,
+        help="do not serve the HTTP port at all: no agent-bus shim, no /ui dashboard, "
+        "no /metrics, no /ws",
     )
     p.add_argument(
         "--poll-timeout",
@@ -197,7 +205,18 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         help="unread bytes a subscriber may hold before it is closed as slow (default 8 MiB)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="logging level (default WARNING; INFO adds a line per connect, disconnect, "
+        "auth failure, slow consumer, bridge delivery failure)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text (default) or json: one JSON object per line, for log collectors",
+    )
     p.set_defaults(func=run, fast_loop=True)
     return p
 
@@ -344,10 +363,7 @@ async def run(args: argparse.Namespace) -> int:
         settings = load_settings(flags)
     except ConfigError as err:
         raise CliError(str(err), Exit.USAGE) from None
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.setup(args.log_level, args.log_format)
     redact.install()  # no token in any log line, whichever library writes it
     find_secret = secret_finder(settings)  # before anything starts: it may be missing
     settings, shared = prepare(settings)
@@ -438,6 +454,13 @@ async def run(args: argparse.Namespace) -> int:
             cache_events=settings.legacy_cache_events,
             cache_bytes=settings.legacy_cache_bytes,
             ca_pem=shared.ca_pem if shared else None,
+            websocket=WebSocketRoute(
+                server.conversation,
+                server.budget,
+                ping_interval=settings.ping_interval,
+                max_frame=hub.config.max_frame,
+            ),
+            ui=StaticUi(),
         )
     )
     try:
@@ -463,6 +486,7 @@ async def run(args: argparse.Namespace) -> int:
         base = f"{shim.scheme}://{shown}:{shim.port}"
         hint = f"{base}/t/TOKEN" if gate is not None else base
         say(f"agent-bus HTTP shim on {base} (AGENT_BUS_URL={hint})")
+        say(f"dashboard on {base}/ui/ · metrics on {base}/metrics")
     say(f"wsbus hub {hub.hub_id} listening on {server.scheme}://{shown}:{server.port}")
     if shared is not None:
         info = publish(shared, settings, server.port)

@@ -32,16 +32,20 @@ from wsbus.auth import (
     bearer,
     may_use_channel,
     party_of,
+    reads_all,
 )
 from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
 from wsbus.guards import Guards
 from wsbus.hub import Hub
 from wsbus.limits import RateLimits, Throttle
+from wsbus.metrics import CONTENT_TYPE_LATEST
 from wsbus.redact import redact
 from wsbus.refs import new_ref
 from wsbus.schema import BROADCAST, Error, Ok, Send
 from wsbus.session import Session
+from wsbus.webui import StaticUi
+from wsbus.webws import WebSocketRoute
 
 from .longpoll import LongPoll
 from .messages import InboxResponse, LegacyError, SendAck, parse_recv, parse_send
@@ -151,8 +155,14 @@ class HttpShim:
         cache_events: int = 20_000,
         cache_bytes: int = 16 << 20,
         ca_pem: bytes | None = None,
+        websocket: WebSocketRoute | None = None,
+        ui: StaticUi | None = None,
     ) -> None:
         self.hub = hub
+        #: ``/ws``: the websocket protocol on this port (None: not served)
+        self.websocket = websocket
+        #: ``/ui/``: the dashboard's files (None: not served)
+        self.ui = ui
         #: the CA of ``serve --share``, served at ``/ca.pem`` for ``wsbus join``
         self.ca_pem = ca_pem
         self.host = host
@@ -182,9 +192,13 @@ class HttpShim:
         }
         if ca_pem is not None:
             self.routes["/ca.pem"] = ("GET", self.ca)
+        self.routes["/metrics"] = ("GET", self.metrics)
+        if websocket is not None:
+            self.routes["/ws"] = ("GET", self.ws)
 
     async def start(self) -> None:
         await self.longpoll.start()
+        self.hub.metrics.longpolls.set_function(lambda: sum(self._polls.values()))
         # aiohttp's low-level server: its HTTP parser and protocol, without the
         # application layer (four fixed routes need no router or middleware chain)
         # keepalive_timeout also bounds a connection that never completes its first
@@ -209,8 +223,10 @@ class HttpShim:
             self.port = addresses[0][1]
 
     async def stop(self) -> None:
-        """Answer every pending poll, then stop serving."""
+        """Answer every pending poll, tell ``/ws`` clients to reconnect, stop serving."""
         self.longpoll.stop()
+        if self.websocket is not None:
+            await self.websocket.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -224,6 +240,8 @@ class HttpShim:
         path, path_token = _split_token(request.path)
         route = self.routes.get(path)
         try:
+            if route is None and self.ui is not None and (path == "/ui" or path.startswith("/ui/")):
+                route = ("GET", self.static)
             if route is None:
                 raise LegacyError(404, f"not found: {path[:100]}")
             method, handler = route
@@ -231,22 +249,23 @@ class HttpShim:
                 raise LegacyError(
                     405, f"method {request.method} not allowed on {path}; use {method}"
                 )
-            refused = self.guards.origin_refused(
-                request.headers.get("Origin")
-            ) or self.guards.host_refused(request.headers.getall("Host", [None]))
-            if refused is not None:
-                raise LegacyError(403, refused)
-            if path in PUBLIC:
-                return await handler(request, None)
+            self._guard(request)
+            if path in PUBLIC or handler == self.static or handler == self.ws:
+                return await handler(request, None)  # /ws: the hello carries the token
             grant = self._authenticate(request, path_token)
             return await handler(request, grant)
         except LegacyError as err:
             response = _error(err.status, err.message)
             if err.status == 401:
+                self.hub.metrics.auth_failed("unauthorized")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="wsbus"'
+            elif err.status == 429:
+                self.hub.metrics.rate_limited_on("http")
             if err.retry_after is not None:
                 response.headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
             return response
+        except web.HTTPException as answer:  # a redirect
+            return answer
         except asyncio.CancelledError:
             raise
         except ConnectionError as err:  # the client went away mid-request: nobody to answer
@@ -255,6 +274,23 @@ class HttpShim:
         except Exception:
             log.exception("HTTP %s %s failed", request.method, path)  # never the /t/TOKEN
             return _error(500, "internal error (logged by the hub)")
+
+    def _guard(self, request: web.BaseRequest) -> None:
+        """403 for a browser origin that is neither this port's own nor allowed, or a
+        Host the hub does not answer to."""
+        hosts = request.headers.getall("Host", [None])
+        origin = request.headers.get("Origin")
+        # a page this port served (the dashboard) is at home here: Origin is this
+        # scheme and Host (a rebound DNS name still fails the Host check below)
+        own = origin is not None and len(hosts) == 1 and origin == f"{self.scheme}://{hosts[0]}"
+        refused = None if own else self.guards.origin_refused(origin)
+        if refused is not None:
+            self.hub.metrics.auth_failed("origin")
+            raise LegacyError(403, refused)
+        refused = self.guards.host_refused(hosts)
+        if refused is not None:
+            self.hub.metrics.auth_failed("host")
+            raise LegacyError(403, refused)
 
     def _authenticate(self, request: web.BaseRequest, path_token: str | None) -> TokenRecord | None:
         """The caller's token record (None when the hub runs without ``--auth``)."""
@@ -414,6 +450,31 @@ class HttpShim:
     async def healthz(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
         status, health = self.hub.health()
         return _json(health, status)
+
+    async def metrics(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
+        """Prometheus' text format; with ``--auth``, for an admin token only."""
+        if grant is not None and not reads_all(grant):
+            self.hub.metrics.auth_failed("forbidden")
+            raise LegacyError(
+                403, "/metrics needs an admin token (wsbus token create NAME --role admin)"
+            )
+        await self.hub.refresh_gauges()
+        return web.Response(
+            body=self.hub.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def ws(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.StreamResponse:
+        """``/ws``: the hub's websocket protocol on this port."""
+        assert self.websocket is not None  # the route exists only with it
+        refused = self.websocket.refusal(request)
+        if refused is not None:
+            status, message, retry_after = refused
+            raise LegacyError(status, message, retry_after=retry_after)
+        return await self.websocket.serve(request)
+
+    async def static(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
+        assert self.ui is not None  # the route exists only with it
+        return self.ui.answer(_split_token(request.path)[0])
 
     async def ca(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
         assert self.ca_pem is not None  # the route exists only with it

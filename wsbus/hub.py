@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, assert_never, cast
 
+from . import hubstatus
 from .access import Access
 from .auth import Gate, may_use_channel
 from .broadcast import Broadcaster, Writer, default_broadcast
@@ -32,6 +33,7 @@ from .hubconfig import HubConfig
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log, Tail
 from .loopguard import own_loop
+from .metrics import HubMetrics
 from .presence import Announcer
 from .queries import Queries
 from .receipts import Receipts
@@ -48,6 +50,7 @@ from .schema import (
     Hello,
     History,
     HistoryResult,
+    HubStatus,
     Leases,
     Limits,
     Ping,
@@ -99,6 +102,9 @@ class Hub:
         #: authentication, the channel and name checks, revocation
         self.access = Access(gate, self.config.max_identity_connections)
         self.router = Router()
+        #: what Prometheus scrapes (``/metrics``)
+        self.metrics = HubMetrics()
+        self.started = time.time()
         self.hub_id = ""
         #: the last event the tail yielded (fanned out); replays stop there
         self.committed_seq = 0
@@ -144,6 +150,7 @@ class Hub:
             on_receipts=self._tell_senders,
             on_committed=self._fan_out_ready,
             find_secret=find_secret,
+            metrics=self.metrics,
         )
         #: file leases (reserve, release, leases), kept from the log's lease events
         self.reservations = Reservations(
@@ -172,6 +179,8 @@ class Hub:
         self._tailer = asyncio.create_task(self._tail_loop(), name="wsbus-tail")
         self.upkeep.start()
         self.reservations.start()
+        engine = "nats" if self.log.shared else "sqlite"
+        self.metrics.info.labels(__version__, engine, self.hub_id).set(1)
 
     async def stop(self) -> None:
         """Commit what is queued, tell every client to reconnect, close the store."""
@@ -207,6 +216,10 @@ class Hub:
         if failure is not None:
             return 503, {"ok": False, "error": failure, "now": time.time()}
         return 200, {"ok": True, "now": time.time()}
+
+    async def refresh_gauges(self) -> None:
+        """Before a scrape: the gauges the store and the engine answer (cached)."""
+        await self.metrics.refresh(lambda: hubstatus.gauges(self))
 
     def limits(self) -> Limits:
         c = self.config
@@ -288,6 +301,16 @@ class Hub:
         try:
             welcome = self.open_session(session, hello)
         except FrameError as err:
+            if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN):
+                self.metrics.auth_failed(err.code)
+                logger.info(
+                    "auth failure session=%s peer=%s code=%s: %s",
+                    session.id,
+                    getattr(session, "peer", "") or "-",
+                    err.code,
+                    err.message,
+                    extra={"event": "auth_failure"},
+                )
             session.send(Error(code=err.code, message=err.message))
             return HELLO_CLOSE_CODES.get(err.code, CloseCode.BAD_HELLO), err.message
         session.send(welcome)
@@ -324,6 +347,8 @@ class Hub:
                 session.send(await self.reservations.release(session, frame))
             case Leases():
                 session.send(self.reservations.leases(session, frame))
+            case HubStatus():
+                session.send(await hubstatus.status(self, session, frame))
             case Ping():
                 if frame.sync:  # what came before it is committed first
                     await self.ingest.settled()
@@ -442,10 +467,14 @@ class Hub:
 
     def _deliver(self, events: list[Event]) -> None:
         """Fan out a batch the tail yielded (whichever hub committed it)."""
+        metrics = self.metrics
+        now = time.time()
         for ev in events:
             try:
                 self.receipts.remember(ev)
                 self._fanout(ev)
+                metrics.events_out.inc(ev.channel)
+                metrics.delivery_latency.observe(max(0.0, now - ev.ts))
             except Exception:  # never let one event stop the tail
                 logger.exception("delivering event %d failed", ev.seq)
         self.committed_seq = events[-1].seq
@@ -475,6 +504,7 @@ class Hub:
                     self._slow(s)
         if not live:
             return
+        self.metrics.deliveries.inc(len(live))
         if ev.loop and ev.to == BROADCAST:
             # each recipient learns the count of its own pair only: the others tell who
             # exchanged direct messages with the sender
@@ -488,7 +518,13 @@ class Hub:
     def _slow(self, s: Session) -> None:
         if s.closed:
             return
-        logger.info("closing slow consumer %s (%s)", s.id, ",".join(s.names) or "-")
+        logger.info(
+            "closing slow consumer session=%s names=%s",
+            s.id,
+            ",".join(s.names) or "-",
+            extra={"event": "slow_consumer", "session": s.id},
+        )
+        self.metrics.slow_consumers.inc()
         s.held = []
         self.close_session(s)
         s.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume from your cursor")
@@ -505,6 +541,7 @@ class Hub:
         self._running()
         record, sender = await self.receipts.check(session, ack, self.pruned_seq)
         self.ingest.receipt(record, sender)
+        self.metrics.acked(session, record)
 
     # ------------------------------------------------------------------ queries
 

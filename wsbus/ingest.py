@@ -23,6 +23,7 @@ from .codec import JSON, meta_problem
 from .errors import ErrorCode, FrameError
 from .log import Log, Stamp
 from .loopguard import LoopGuard
+from .metrics import HubMetrics
 from .schema import BROADCAST, DEFAULT_CHANNEL, Error, Event, Ok, Send
 from .session import Session
 from .store import ReceiptRecord
@@ -62,6 +63,7 @@ class Ingest:
         online: Callable[[str, str], bool],
         on_receipts: Callable[[list[ReceiptFor]], None],
         on_committed: Callable[[], None] = lambda: None,
+        metrics: HubMetrics | None = None,
         find_secret: Callable[[str], str | None] | None = None,
     ) -> None:
         self.log = log
@@ -75,6 +77,8 @@ class Ingest:
         self._on_receipts = on_receipts
         #: called after each commit's answers (the hub fans out what its tail has now)
         self._on_committed = on_committed
+        #: commit latency, events in
+        self.metrics = metrics or HubMetrics()
         #: ``--block-secrets``: names the kind of credential a body carries, or None
         self.find_secret = find_secret
         self.loops = LoopGuard(config.loop_window)
@@ -93,6 +97,10 @@ class Ingest:
         self._flushed = asyncio.Condition()
 
     # ------------------------------------------------------------------ sends
+
+    def queued(self) -> int:
+        """Sends waiting for the next commit."""
+        return len(self._queue)
 
     def has_room(self) -> bool:
         return len(self._queue) < self.config.max_pending_writes
@@ -265,6 +273,7 @@ class Ingest:
         batch = self._queue[: self.config.batch_max]
         del self._queue[: len(batch)]
         receipts, self._receipts = self._receipts, []
+        began = time.perf_counter()
         try:
             stamps = await self.log.append(
                 [p.event for p in batch], [r for r, _ in receipts], [s for _, s in receipts]
@@ -272,10 +281,14 @@ class Ingest:
         except Exception as err:  # the store refused: nothing of the batch is acknowledged
             self._refused(batch, receipts, err)
             return False
+        metrics = self.metrics
+        metrics.commit_seconds.observe(time.perf_counter() - began)
         self._store_error = None
         for p, stamp in zip(batch, stamps, strict=True):
             ev = p.event
             assert ev.ref is not None
+            if not stamp.duplicate:
+                metrics.events_in.inc(ev.channel)
             self._queued.pop((ev.from_, ev.ref), None)
             for i, done in enumerate(p.futures):
                 if not done.done():

@@ -128,6 +128,11 @@ class Log(abc.ABC):
         """Why sends cannot be stored now (``/healthz`` answers 503), or None."""
         return self.failure
 
+    async def lag(self) -> int | None:
+        """How many events the log of record holds that this hub has not indexed yet
+        (None: the log is the index, it cannot lag)."""
+        return None
+
     async def close(self) -> None:
         """Let go of what the log holds besides its index (the index is closed by its
         owner after this)."""

@@ -140,6 +140,13 @@ class Router:
         subs = self._channel.get(channel)
         return list(subs.values()) if subs else []
 
+    def everyone(self) -> dict[str, dict[str, list[Routable]]]:
+        """Every channel's names up, with their sessions (one pass)."""
+        out: dict[str, dict[str, list[Routable]]] = {}
+        for (ch, name), group in self._direct.items():
+            out.setdefault(ch, {})[name] = list(group.values())
+        return out
+
     def online(self, channel: str) -> dict[str, list[Routable]]:
         """Names up on ``channel`` with their sessions."""
         return {

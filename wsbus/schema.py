@@ -24,6 +24,7 @@ from .schema_client import (
     ClientFrame,
     Hello,
     History,
+    HubStatus,
     Leases,
     Ping,
     Register,
@@ -64,10 +65,12 @@ from .schema_fields import Seq as Seq
 from .schema_fields import Target as Target
 from .schema_fields import Thread as Thread
 from .schema_hub import (
+    Connected,
     Error,
     Event,
     HistoryResult,
     HubFrame,
+    HubStatusResult,
     Lease,
     LeasesResult,
     Limits,
@@ -85,6 +88,7 @@ from .schema_hub import (
     Synced,
     ThreadInfo,
     ThreadsResult,
+    Waiting,
     Welcome,
 )
 
@@ -98,12 +102,15 @@ __all__ = [
     "SUBPROTOCOL_MSGPACK",
     "Ack",
     "ClientFrame",
+    "Connected",
     "Error",
     "Event",
     "Hello",
     "History",
     "HistoryResult",
     "HubFrame",
+    "HubStatus",
+    "HubStatusResult",
     "Lease",
     "Leases",
     "LeasesResult",
@@ -132,6 +139,7 @@ __all__ = [
     "Threads",
     "ThreadsResult",
     "Unsubscribe",
+    "Waiting",
     "Welcome",
     "valid_name",
     "valid_thread",

@@ -29,6 +29,7 @@ __all__ = [
     "ClientFrame",
     "Hello",
     "History",
+    "HubStatus",
     "Leases",
     "Ping",
     "Register",
@@ -246,6 +247,15 @@ class Leases(Frame, tag="leases"):
     prefix: Annotated[str, msgspec.Meta(max_length=512)] | None = None
 
 
+class HubStatus(Frame, tag="hub_status"):
+    """How the hub is doing: version, uptime, engine, store, who is connected, the
+    mail waiting for a final receipt. Answered by ``hub_status_result``: in full
+    without ``--auth`` or to an admin token; to another token, only its channels and
+    its own names' mail, without the store's location and size."""
+
+    ref: Ref
+
+
 class Ping(Frame, tag="ping"):
     """Application-level liveness check; answered by ``pong`` at once. With ``sync``, the
     ``pong`` comes once what this connection sent before it is committed — acks
@@ -270,5 +280,6 @@ ClientFrame = (
     | Reserve
     | Release
     | Leases
+    | HubStatus
     | Ping
 )

@@ -14,10 +14,12 @@ import msgspec
 from .schema_fields import Frame
 
 __all__ = [
+    "Connected",
     "Error",
     "Event",
     "HistoryResult",
     "HubFrame",
+    "HubStatusResult",
     "Lease",
     "LeasesResult",
     "Limits",
@@ -35,6 +37,7 @@ __all__ = [
     "Synced",
     "ThreadInfo",
     "ThreadsResult",
+    "Waiting",
     "Welcome",
 ]
 
@@ -274,6 +277,58 @@ class LeasesResult(Frame, tag="leases_result"):
     leases: list[Lease]
 
 
+class Connected(msgspec.Struct, omit_defaults=True):
+    """One name connected on a channel, in ``hub_status_result``."""
+
+    name: str
+    connections: int
+    kind: str | None = None
+    model: str | None = None
+    role: str | None = None
+    host: str | None = None
+
+
+class Waiting(msgspec.Struct, omit_defaults=True):
+    """Direct messages to ``name`` on ``channel`` that no final receipt of theirs
+    acknowledges yet: how many, and the oldest."""
+
+    channel: str
+    name: str
+    count: int
+    oldest_seq: int
+    oldest_ts: float
+
+
+class HubStatusResult(Frame, tag="hub_status_result"):
+    """The answer to ``hub_status``. ``healthy`` false: the hub cannot store sends now
+    (``problem`` says why). ``pending`` covers the newest ``pending_window`` events
+    (the scan is bounded); ``oldest_pending`` is the oldest of them. ``full`` false:
+    the token sees its own channels and names only (``store``, ``store_bytes`` are
+    left out)."""
+
+    ref: str
+    version: str
+    hub: str
+    engine: str
+    uptime: float
+    healthy: bool
+    seq: int
+    pruned_seq: int
+    retention_days: float
+    retention_count: int
+    connections: int
+    queued: int
+    channels: dict[str, list[Connected]]
+    pending: list[Waiting]
+    pending_window: int
+    full: bool
+    problem: str | None = None
+    store: str | None = None
+    store_bytes: int | None = None
+    lag: int | None = None
+    oldest_pending: Waiting | None = None
+
+
 class Pong(Frame, tag="pong"):
     """Answer to ``ping``."""
 
@@ -297,5 +352,6 @@ HubFrame = (
     | Reserved
     | Released
     | LeasesResult
+    | HubStatusResult
     | Pong
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -17,39 +17,16 @@ from websockets.typing import Subprotocol
 from .auth import bearer
 from .codec import Codec, codec_for
 from .config import Settings
-from .errors import CloseCode, ErrorCode, FrameError
+from .connection import Closed, Conversation, StreamSession
 from .guards import Guards
 from .hub import Hub
-from .limits import ConnectionBudget, RateLimits, Throttle, connection_budget
-from .schema import (
-    SUBPROTOCOLS,
-    Error,
-    Hello,
-)
+from .limits import ConnectionBudget, RateLimits, connection_budget
+from .schema import SUBPROTOCOLS
 from .session import Session
 
 __all__ = ["WsServer", "WsSession"]
 
 log = logging.getLogger("wsbus.server")
-
-
-class _RefOnly(msgspec.Struct):
-    ref: Any = None
-
-
-_ref_json = msgspec.json.Decoder(_RefOnly)
-_ref_msgpack = msgspec.msgpack.Decoder(_RefOnly)
-
-
-def _salvage_ref(data: str | bytes, binary: bool) -> str | None:
-    """The ``ref`` of a frame that failed validation, so the error can name it."""
-    if isinstance(data, str) == binary:
-        return None  # the wrong frame type for the subprotocol
-    try:
-        ref = (_ref_msgpack if binary else _ref_json).decode(cast(bytes, data)).ref
-    except Exception:  # anything undecodable has no ref to name
-        return None
-    return ref if isinstance(ref, str) and len(ref) <= 128 else None
 
 
 def _select_subprotocol(
@@ -70,18 +47,13 @@ def _peer(conn: ServerConnection) -> str:
     return str(peer[0]) if peer else ""
 
 
-def _reason(message: str) -> str:
-    """A close reason fits in 123 bytes of UTF-8."""
-    data = message.encode()
-    return message if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
-
-
-class WsSession(Session):
+class WsSession(StreamSession):
     """A hub session on a websockets connection."""
 
     def __init__(self, conn: ServerConnection, codec: Codec) -> None:
         super().__init__(codec)
         self.conn = conn
+        self.peer = _peer(conn)
         self._text = not codec.binary
         self._closing: asyncio.Task[None] | None = None
 
@@ -89,7 +61,29 @@ class WsSession(Session):
         broadcast((self.conn,), payload, text=self._text)
 
     async def write_async(self, payload: bytes) -> None:
-        await self.conn.send(payload, text=self._text)
+        try:
+            await self.conn.send(payload, text=self._text)
+        except ConnectionClosed:
+            raise Closed from None
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.conn.recv()
+        except ConnectionClosed:
+            raise Closed from None
+
+    async def incoming(self) -> AsyncIterator[str | bytes]:
+        try:
+            async for data in self.conn:
+                yield data
+        except ConnectionClosed:
+            raise Closed from None
+
+    async def shut(self, code: int, reason: str) -> None:
+        await self.conn.close(code, reason)
+
+    def close_code(self) -> int | None:
+        return self.conn.close_code
 
     def buffered(self) -> int:
         transport = self.conn.transport
@@ -105,11 +99,19 @@ def ws_broadcast(
     sessions: list[Session], payload: bytes, binary: bool, limit: int
 ) -> list[Session]:
     """Write the same bytes to many websocket sessions (``websockets.broadcast``) and
-    return the sessions whose transport buffer is now over ``limit``."""
-    conns = [cast(WsSession, s).conn for s in sessions]
-    broadcast(conns, payload, text=not binary)
+    return the sessions whose transport buffer is now over ``limit``. Sessions of
+    another transport (``/ws`` on the HTTP port) are written one by one."""
+    ws = [s for s in sessions if type(s) is WsSession]
     slow: list[Session] = []
-    for s, conn in zip(sessions, conns, strict=True):
+    if len(ws) != len(sessions):
+        for other in sessions:
+            if type(other) is not WsSession:
+                other.write(payload)
+                if other.buffered() > limit:
+                    slow.append(other)
+    conns = [cast(WsSession, s).conn for s in ws]
+    broadcast(conns, payload, text=not binary)
+    for s, conn in zip(ws, conns, strict=True):
         transport = conn.transport
         if transport is not None and transport.get_write_buffer_size() > limit:
             slow.append(s)
@@ -141,7 +143,6 @@ class WsServer:
         self.host = host
         self.port = port
         self.hello_timeout = hello_timeout
-        self.max_bad_frames = max_bad_frames
         self.ping_interval = ping_interval
         self.shutdown_grace = shutdown_grace
         self.ssl_context = ssl_context
@@ -149,7 +150,10 @@ class WsServer:
         self.guards = Guards(
             host, authenticated=hub.access.gate is not None, allow_origins=allow_origins
         )
-        self.rates = rates or RateLimits()
+        #: hello, replay, frames: the same for ``/ws`` on the HTTP port
+        self.conversation = Conversation(
+            hub, hello_timeout=hello_timeout, max_bad_frames=max_bad_frames, rates=rates
+        )
         #: who may open a connection: in all, and not yet authenticated
         self.budget = budget or connection_budget(Settings(hello_timeout=hello_timeout))
         self._server: Server | None = None
@@ -239,122 +243,13 @@ class WsServer:
     # ------------------------------------------------------------------ connections
 
     async def _handle(self, conn: ServerConnection) -> None:
-        codec = codec_for(conn.subprotocol)
-        session = WsSession(conn, codec)
+        session = WsSession(conn, codec_for(conn.subprotocol))
         header = conn.request.headers.get("Authorization") if conn.request else None
         session.token = bearer(header)
-        ticket = self.budget.admit(_peer(conn), self._token_id(header))
+        ticket = self.budget.admit(session.peer, self._token_id(header))
         self._sessions.add(session)
-        replay: asyncio.Task[None] | None = None
         try:
-            hello = await self._hello(conn, session)
-            if hello is None:
-                return
-            refused = self.hub.hello(session, hello)
-            if refused is not None:
-                await conn.close(refused[0], _reason(refused[1]))
-                return
-            ticket.authenticated()
-            replay = asyncio.create_task(self._replay(session, hello.resume, hello.pending))
-            bad = 0
-            loop = asyncio.get_running_loop()
-            throttle = self.rates.throttle(loop.time())
-            async for data in conn:
-                if session.closed:
-                    continue  # closing: drain what the peer still sends until its close frame
-                if throttle.enabled:
-                    await self._throttle(session, throttle, len(data), loop.time())
-                    if session.closed:
-                        continue
-                try:
-                    frame = codec.decode_client(data)
-                    await self.hub.handle(session, frame)
-                    bad = 0
-                except FrameError as err:
-                    ref = err.ref or _salvage_ref(data, codec.binary)
-                    session.send(Error(code=err.code, message=err.message, ref=ref))
-                    if err.code == ErrorCode.SHUTTING_DOWN:
-                        # the hub's doing, not the client's: the drain ends in 1001, and a
-                        # policy close now would drop the oks of what the drain commits
-                        continue
-                    bad += 1
-                    if bad >= self.max_bad_frames:
-                        self.hub.close_session(session)
-                        session.close(
-                            CloseCode.POLICY_VIOLATION, f"{bad} bad frames in a row; closing"
-                        )
-                except ConnectionClosed:
-                    raise
-                except Exception:  # a hub bug must not take the connection down silently
-                    log.exception("frame from session %s failed", session.id)
-                    ref = _salvage_ref(data, codec.binary)
-                    message = "the hub failed to handle this frame; it was logged"
-                    session.send(Error(code=ErrorCode.INTERNAL, message=message, ref=ref))
-        except ConnectionClosed:
-            pass
+            await self.conversation.run(session, ticket.authenticated)
         finally:
             ticket.close()
             self._sessions.discard(session)
-            self.hub.close_session(session)
-            session.closed = True
-            if replay is not None:
-                replay.cancel()
-
-    async def _throttle(
-        self, session: WsSession, throttle: Throttle, size: int, now: float
-    ) -> None:
-        """Over the rate: stop reading for a while (the client's TCP backs up, no frame
-        is lost); say so once; close with 4029 after ``abuse`` seconds of it."""
-        wait = throttle.charge(size, now)
-        if wait <= 0:
-            return
-        if throttle.abusive(now):
-            log.info("closing session %s: over its rate for %.0f s", session.id, throttle.abuse)
-            session.send(
-                Error(
-                    code=ErrorCode.RATE_LIMITED,
-                    message=f"over the rate limit for {throttle.abuse:.0f} s in a row; closing",
-                )
-            )
-            self.hub.close_session(session)
-            session.close(CloseCode.RATE_LIMITED, "rate limit exceeded for too long")
-            return
-        if not throttle.warned:
-            throttle.warned = True
-            session.send(
-                Error(
-                    code=ErrorCode.RATE_LIMITED,
-                    message=f"over {self.rates.events:g} frames/s or {self.rates.bytes:g} "
-                    "bytes/s: reading is slowed down (nothing is dropped); "
-                    f"{self.rates.abuse:g} s of this closes the connection (4029)",
-                )
-            )
-        await asyncio.sleep(wait)
-
-    async def _replay(self, session: WsSession, resume: int | None, pending: bool) -> None:
-        try:
-            await self.hub.replay(session, resume, pending)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("replay failed for session %s", session.id)
-            session.close(CloseCode.GOING_AWAY, "replay failed; reconnect and resume")
-
-    async def _hello(self, conn: ServerConnection, session: WsSession) -> Hello | None:
-        try:
-            data = await asyncio.wait_for(conn.recv(), self.hello_timeout)
-        except TimeoutError:
-            await conn.close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
-            return None
-        try:
-            frame = session.codec.decode_client(data)
-        except FrameError as err:
-            session.send(Error(code=err.code, message=err.message))
-            await conn.close(CloseCode.BAD_HELLO, _reason(err.message))
-            return None
-        if not isinstance(frame, Hello):
-            message = "the first frame must be hello"
-            session.send(Error(code=ErrorCode.HELLO_REQUIRED, message=message))
-            await conn.close(CloseCode.BAD_HELLO, message)
-            return None
-        return frame

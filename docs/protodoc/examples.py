@@ -8,11 +8,14 @@ import msgspec
 from wsbus.errors import ErrorCode
 from wsbus.schema import (
     Ack,
+    Connected,
     Error,
     Event,
     Hello,
     History,
     HistoryResult,
+    HubStatus,
+    HubStatusResult,
     Lease,
     Leases,
     LeasesResult,
@@ -38,6 +41,7 @@ from wsbus.schema import (
     Subscribed,
     Synced,
     ThreadInfo,
+    Waiting,
     Threads,
     ThreadsResult,
     Unsubscribe,
@@ -62,6 +66,9 @@ _EVENT = Event(
     ref="7f3a9c1e04b2",
 )
 
+_WAITING = Waiting(
+    channel="build", name="bob", count=2, oldest_seq=1041, oldest_ts=1733400000.0
+)
 _LEASE = Lease(
     id=1044,
     channel="acme-web",
@@ -130,6 +137,7 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     ),
     Release: Release(ref="l-2", ids=[1044], channel="acme-web"),
     Leases: Leases(ref="l-3", channel="acme-web", prefix="src/"),
+    HubStatus: HubStatus(ref="s-1"),
     Ping: Ping(ref="p-1"),
     Welcome: Welcome(
         hub="3f9c2a7d1b04",
@@ -177,5 +185,31 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     Reserved: Reserved(ref="l-1", lease=_LEASE),
     Released: Released(ref="l-2", leases=[_LEASE]),
     LeasesResult: LeasesResult(ref="l-3", leases=[_LEASE]),
+    HubStatusResult: HubStatusResult(
+        ref="s-1",
+        version="0.1.0",
+        hub="3c2924ea93bb",
+        engine="sqlite",
+        uptime=86400.5,
+        healthy=True,
+        seq=1043,
+        pruned_seq=0,
+        retention_days=30.0,
+        retention_count=0,
+        connections=3,
+        queued=0,
+        channels={
+            "build": [
+                Connected(name="alice", connections=1, kind="human"),
+                Connected(name="bob", connections=2, kind="agent", model="claude-opus-4"),
+            ]
+        },
+        pending=[_WAITING],
+        pending_window=100_000,
+        full=True,
+        store="/home/alice/.local/share/wsbus/wsbus.db (SQLite, WAL, synchronous=NORMAL)",
+        store_bytes=4_194_304,
+        oldest_pending=_WAITING,
+    ),
     Pong: Pong(ts=_TS, ref="p-1"),
 }

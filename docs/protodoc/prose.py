@@ -55,6 +55,13 @@ CONNECTING = f"""\
   or `wss://` when the hub has `--tls-cert`/`--tls-key` or `--share` (a shared hub
   also answers `GET /ca.pem` with its CA certificate, public, for `wsbus join`). Without
   `--auth` the hub listens on loopback only (another address needs `--insecure`).
+- The same protocol on the HTTP port: `ws://HOST:8080/ws` (`wss://` with TLS) takes
+  websocket upgrades too, with the same frames, subprotocols, limits and close codes,
+  so a page the hub serves (the dashboard at `/ui/`) is same-origin and one public URL
+  serves everything (docs/OPERATIONS.md: reverse proxies). There, a browser page of
+  the port's own origin (`Origin` = the scheme and `Host` it asked) is allowed besides
+  `--allow-origin`; a client offering only unknown subprotocols gets 400, a request
+  without `Upgrade: websocket` 426. `--no-http` turns it off with the rest of the port.
 - Authentication (`--auth FILE`, docs/SECURITY.md): the token travels as
   `Authorization: Bearer TOKEN` on the upgrade request (a wrong one is answered
   HTTP 401 before the upgrade), or, for browsers that cannot set headers, in

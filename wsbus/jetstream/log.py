@@ -307,6 +307,18 @@ class JetStreamLog(IndexedLog):
             return "this hub is catching up with the bus; retry in a moment"
         return self.failure
 
+    async def lag(self) -> int | None:
+        """The stream's last seq less the last one indexed here; None while NATS is
+        unreachable."""
+        nc, js = self._nc, self._js
+        if nc is None or js is None or not nc.is_connected:
+            return None
+        try:
+            info = await js.stream_info(stream_name(self.config.bus))
+        except Exception:  # NATS went away meanwhile: the health says so
+            return None
+        return max(0, info.state.last_seq - self.applied)
+
     def problem(self) -> str | None:
         nc = self._nc
         if nc is None or not nc.is_connected:

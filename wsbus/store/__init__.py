@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import (
     MemberRecord,
     MemberStore,
+    Pending,
     Query,
     ReceiptRecord,
     Store,
@@ -19,6 +20,7 @@ __all__ = [
     "MemberRecord",
     "MemberStore",
     "MemoryStore",
+    "Pending",
     "Query",
     "ReceiptRecord",
     "SqliteStore",

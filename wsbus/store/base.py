@@ -54,6 +54,17 @@ class ReceiptRecord(msgspec.Struct):
     final: bool = True
 
 
+class Pending(msgspec.Struct, frozen=True):
+    """Direct events to one recipient on one channel that no final receipt of theirs
+    acknowledges yet: how many, and the oldest of them."""
+
+    channel: str
+    recipient: str
+    count: int
+    oldest_seq: int
+    oldest_ts: float
+
+
 class MemberRecord(RegisteredMember, omit_defaults=True):
     """A registered member of a channel's roster (kept until it leaves): the wire
     struct's fields, stored as they are."""
@@ -152,6 +163,16 @@ class Store(abc.ABC):
         """How many retained events each ``(channel, recipient)`` has (``*``:
         broadcasts), and the highest seq counted (0: none): one snapshot, so a reader
         that follows the log adds exactly the events above it."""
+
+    @abc.abstractmethod
+    async def pending(self, after: int) -> list[Pending]:
+        """The direct events after seq ``after`` still waiting for a final receipt by
+        their recipient, per (channel, recipient) (lease events are no mail). The
+        caller bounds ``after``: the work is a scan of the events above it."""
+
+    async def size(self) -> int | None:
+        """Bytes the store takes on disk (None: it is not on disk)."""
+        return None
 
     @abc.abstractmethod
     async def seq_at_ts(self, ts: float) -> int:

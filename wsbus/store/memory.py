@@ -9,7 +9,15 @@ from collections.abc import Sequence
 
 from ..leases import BOOK, MAX_TTL
 from ..schema import BROADCAST, Event, ThreadInfo
-from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
+from .base import (
+    MemberRecord,
+    Pending,
+    Query,
+    ReceiptRecord,
+    Store,
+    StoreInfo,
+    StoreMismatch,
+)
 from .filters import matches
 
 __all__ = ["MemoryStore"]
@@ -77,6 +85,21 @@ class MemoryStore(Store):
         if q.latest:
             out.reverse()
         return out
+
+    async def pending(self, after: int) -> list[Pending]:
+        found: dict[tuple[str, str], Pending] = {}
+        for i in range(bisect.bisect_right(self._seqs, after), len(self._seqs)):
+            ev = self._events[i]
+            if ev.to in (BROADCAST, BOOK) or self._acked(ev):
+                continue
+            key = (ev.channel, ev.to)
+            seen = found.get(key)
+            found[key] = (
+                Pending(ev.channel, ev.to, 1, ev.seq, ev.ts)
+                if seen is None
+                else Pending(ev.channel, ev.to, seen.count + 1, seen.oldest_seq, seen.oldest_ts)
+            )
+        return list(found.values())
 
     async def get(self, seq: int) -> Event | None:
         i = bisect.bisect_left(self._seqs, seq)

@@ -23,6 +23,7 @@ The tables, rows and queries are in :mod:`.sqlquery`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -37,9 +38,17 @@ from typing import TypeVar
 
 from msgspec.structs import astuple
 
-from ..leases import MAX_TTL
-from ..schema import Event, ThreadInfo
-from .base import MemberRecord, Query, ReceiptRecord, Store, StoreInfo, StoreMismatch
+from ..leases import BOOK, MAX_TTL
+from ..schema import BROADCAST, Event, ThreadInfo
+from .base import (
+    MemberRecord,
+    Pending,
+    Query,
+    ReceiptRecord,
+    Store,
+    StoreInfo,
+    StoreMismatch,
+)
 from .dbfiles import FileGuard, HubLock, StoreLocked
 from .sqlquery import (
     COLUMNS,
@@ -391,6 +400,31 @@ class SqliteStore(Store):
             return {(r[0], r[1]): r[2] for r in rows}, max((r[3] for r in rows), default=0)
 
         return await self._on(self._reader, work)
+
+    async def pending(self, after: int) -> list[Pending]:
+        def work() -> list[Pending]:
+            rows = (
+                self._rconn()
+                .execute(
+                    "SELECT channel, recipient, count(*), min(seq), min(ts) FROM events"
+                    " WHERE seq > ? AND recipient != ? AND recipient != ?"
+                    " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.seq = events.seq"
+                    " AND r.name = events.recipient AND r.final = 1)"
+                    " GROUP BY channel, recipient",
+                    (after, BROADCAST, BOOK),
+                )
+                .fetchall()
+            )
+            return [Pending(*row) for row in rows]
+
+        return await self._on(self._reader, work)
+
+    async def size(self) -> int | None:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):  # no WAL file between checkpoints
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
 
     async def seq_at_ts(self, ts: float) -> int:
         bound = math.nextafter(ts, math.inf)  # "at most ts" = "below the next float"

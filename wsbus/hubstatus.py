@@ -1,0 +1,102 @@
+"""``hub_status``: how the hub is doing, for ``wsbus status``, the dashboard and
+``/metrics``' gauges that need the store or the engine.
+
+The mail still waiting for a final receipt is counted over the newest
+:data:`PENDING_WINDOW` events only: the answer costs the same however much history
+the store keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, cast
+
+from .auth import may_use_channel, party_of
+from .schema import Connected, HubStatus, HubStatusResult, Waiting
+from .session import Session
+from .store import Pending
+from .version import __version__
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["PENDING_WINDOW", "gauges", "status"]
+
+#: how many of the newest events the pending-mail count looks at
+PENDING_WINDOW = 100_000
+
+
+async def _pending(hub: Hub) -> list[Pending]:
+    after = max(hub.pruned_seq, hub.committed_seq - PENDING_WINDOW)
+    return await hub.store.pending(after)
+
+
+async def gauges(hub: Hub) -> None:
+    """Set the gauges a scrape cannot count as it goes (store, engine, mail)."""
+    m = hub.metrics
+    m.healthy.set(0 if hub.log.problem() else 1)
+    m.store_bytes.set(await hub.store.size() or 0)
+    lag = await hub.log.lag()
+    m.engine_lag.set(lag or 0)
+    m.pending.set(sum(p.count for p in await _pending(hub)))
+
+
+async def status(hub: Hub, session: Session, frame: HubStatus) -> HubStatusResult:
+    """The answer to ``hub_status``: in full without ``--auth`` or for an admin token;
+    else the token's channels and its names' mail only."""
+    grant = session.grant
+    party = None if grant is None else party_of(grant)
+    full = party is None
+
+    def visible(channel: str) -> bool:
+        return grant is None or may_use_channel(grant, channel)
+
+    channels: dict[str, list[Connected]] = {}
+    for channel, names in sorted(hub.router.everyone().items()):
+        if not visible(channel):
+            continue
+        rows = []
+        for name, sessions in sorted(names.items()):
+            info = cast(Session, sessions[0]).info
+            rows.append(
+                Connected(
+                    name=name,
+                    connections=len(sessions),
+                    kind=info.get("kind"),
+                    model=info.get("model"),
+                    role=info.get("role"),
+                    host=info.get("host"),
+                )
+            )
+        channels[channel] = rows
+    waiting = [
+        Waiting(p.channel, p.recipient, p.count, p.oldest_seq, p.oldest_ts)
+        for p in await _pending(hub)
+        if visible(p.channel) and (party is None or p.recipient in party)
+    ]
+    waiting.sort(key=lambda w: (w.channel, w.name))
+    problem = hub.log.problem()
+    engine = "sqlite" if not hub.log.shared else "nats"
+    return HubStatusResult(
+        ref=frame.ref,
+        version=__version__,
+        hub=hub.hub_id,
+        engine=engine,
+        uptime=round(time.time() - hub.started, 3),
+        healthy=problem is None,
+        problem=problem,
+        seq=hub.committed_seq,
+        pruned_seq=hub.pruned_seq,
+        retention_days=hub.config.retention_days,
+        retention_count=hub.config.retention_count,
+        connections=len(hub.sessions),
+        queued=hub.ingest.queued() if full else 0,
+        channels=channels,
+        pending=waiting,
+        pending_window=PENDING_WINDOW,
+        full=full,
+        store=(hub.log.location or hub.store.location) if full else None,
+        store_bytes=await hub.store.size() if full else None,
+        lag=await hub.log.lag() if full else None,
+        oldest_pending=min(waiting, key=lambda w: w.oldest_seq, default=None),
+    )
