@@ -28,6 +28,7 @@ __all__ = ["COMMANDS", "build_parser", "load_command", "main"]
 #: checks each help line is the one the module gives ``add_parser``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the hub"),
+    "status": ("status", "the hub's health, connections and mail waiting for a receipt"),
     "send": ("send", "send a message (durable; prints seq and time)"),
     "listen": ("listen", "print messages for a name as they arrive"),
     "chat": ("chat.app", "a terminal chat for people: follow and steer the agents"),

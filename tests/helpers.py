@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LISTEN_RE = re.compile(r"listening on (wss?://\S+)")
 HTTP_RE = re.compile(r"HTTP shim on (https?://\S+)")
@@ -182,6 +183,18 @@ class RawClient:
         while True:
             frame = await self.recv(max(0.01, deadline - _time.monotonic()))
             if frame["op"] == op:
+                return frame
+
+    async def recv_until(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The next frame ``match`` accepts (others are skipped)."""
+        import time as _time
+
+        deadline = _time.monotonic() + timeout
+        while True:
+            frame = await self.recv(max(0.01, deadline - _time.monotonic()))
+            if match(frame):
                 return frame
 
     async def close(self) -> None:

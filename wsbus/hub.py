@@ -125,7 +125,7 @@ class Hub:
         #: history and threads, within what a token may read
         self.queries = Queries(store, self.access, self.config.max_history)
         #: what a (re)connecting session missed, then what arrived meanwhile
-        self.replayer = Replay(store, self.config.replay_page)
+        self.replayer = Replay(store, self.config.replay_page, self.metrics)
         #: presence frames to each channel's members
         self.presence = Announcer(self.router, self.writer)
         #: registered members and bridge claims

@@ -25,7 +25,7 @@ from .store import ReceiptRecord
 __all__ = ["CONTENT_TYPE_LATEST", "KINDS", "MAX_CHANNEL_LABELS", "HubMetrics"]
 
 # the ``_created`` series say when a counter began: the process's start time says it
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: connection kinds with a label of their own (``hello.kind``); others count as ``other``
 KINDS = ("agent", "human", "bridge", "relay")
@@ -99,7 +99,9 @@ class HubMetrics:
             max_channel_labels,
         )
         self.deliveries = Counter(
-            "wsbus_deliveries", "Event frames written to live connections", registry=r
+            "wsbus_deliveries",
+            "Event frames written to connections (fan-out, and replays on (re)connect)",
+            registry=r,
         )
         self.delivery_latency = Histogram(
             "wsbus_delivery_latency_seconds",

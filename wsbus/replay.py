@@ -9,6 +9,7 @@ so nothing is skipped or written twice, whatever arrives during the replay.
 from __future__ import annotations
 
 from .loopguard import own_loop
+from .metrics import HubMetrics
 from .schema import BROADCAST, Synced
 from .session import Session
 from .store import Query, Store
@@ -19,9 +20,11 @@ __all__ = ["Replay"]
 class Replay:
     """Stored events to a session, in pages (see the module docstring)."""
 
-    def __init__(self, store: Store, page: int = 500) -> None:
+    def __init__(self, store: Store, page: int = 500, metrics: HubMetrics | None = None) -> None:
         self.store = store
         self.page = page
+        #: replayed and held events count as deliveries
+        self.metrics = metrics or HubMetrics()
 
     async def run(self, session: Session, resume: int | None, pending: bool = False) -> None:
         """Send stored events the session missed, then what was held, then go live.
@@ -50,6 +53,7 @@ class Replay:
         for ev in held:
             mine = own_loop(ev, session.names) if ev.loop and ev.to == BROADCAST else ev
             session.write(encode(mine))
+        self.metrics.deliveries.inc(len(held))
         session.live = True
         session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
 
@@ -77,6 +81,7 @@ class Replay:
                 if session.closed:
                     return
                 await session.write_async(session.codec.encode(ev))
+                self.metrics.deliveries.inc()
             if len(events) < page:
                 return
             cursor = events[-1].seq

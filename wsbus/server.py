@@ -109,7 +109,7 @@ def ws_broadcast(
                 other.write(payload)
                 if other.buffered() > limit:
                     slow.append(other)
-    conns = [cast(WsSession, s).conn for s in ws]
+    conns = [s.conn for s in ws]
     broadcast(conns, payload, text=not binary)
     for s, conn in zip(ws, conns, strict=True):
         transport = conn.transport
