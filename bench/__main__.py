@@ -6,7 +6,9 @@ legacy agent-bus HTTP scenarios against the hub's HTTP shim and, when given, the
 original agent-bus reference server (never part of this repository); the tmux
 delivery scenarios (bench/tmux.py) through a hub and ``wsbus bridge`` and by direct
 injection into the same pane; the MCP rows (bench/mcp.py) time ``wait``'s wake-up
-beside ``wsbus listen`` and a tool call's round trip; the CLI start-up rows
+beside ``wsbus listen`` and a tool call's round trip; the operations rows
+(bench/ops.py) time ``/ws`` on the HTTP port beside the websocket port, a
+``/metrics`` scrape and a ``hub_status``; the CLI start-up rows
 (bench/startup.py) time whole ``wsbus`` processes beside ``python -c pass``,
 agent-bus's ``bus_send.py`` (given its path) and ``curl``. With ``--vs-python``, the
 hub-based rows (websocket, secured hub, legacy HTTP) also run against the hub of
@@ -34,6 +36,8 @@ from .manyhubs import manyhubs_rows
 from .manyhubs import section as manyhubs_section
 from .mcp import McpParams, mcp_rows
 from .mcp import section as mcp_section
+from .ops import OpsParams, ops_rows
+from .ops import section as ops_section
 from .report import machine_info, machine_text, markdown, rows, write_json
 from .scenarios import Params, durable_publish, fanout, latency
 from .servers import ServerProcess, bench_env, probe_other
@@ -215,6 +219,7 @@ async def run(
     hp = HostileParams.quick() if quick else HostileParams()
     sp = StartupParams.quick() if quick else StartupParams()
     mp = McpParams.quick() if quick else McpParams()
+    op = OpsParams.quick() if quick else OpsParams()
     tmux_skipped: str | None = None
     vs: dict[str, str] | None = None
     started = time.monotonic()
@@ -318,6 +323,7 @@ async def run(
             tmux_skipped = await tmux_section(runs, errors, tmp, env, tp, p.repeat)
             await hostile_section(runs, errors, tmp, env, hp)
             await mcp_section(runs, errors, tmp, env, mp)
+            await ops_section(runs, errors, tmp, env, op)
             await startup_section(runs, errors, tmp, env, sp, agent_bus_send)
             for s in servers:
                 if s.proc is not None and s.proc.poll() is not None:
@@ -341,6 +347,7 @@ async def run(
     table += manyhubs_rows(results, max(p.fanout)[0])
     table += hostile_rows(results, hp)
     table += mcp_rows(results)
+    table += ops_rows(results)
     table += startup_rows(results, agent_bus_send is not None)
     notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped, sp)
     if vs is not None:
@@ -362,6 +369,7 @@ async def run(
             "agent_bus_send": str(agent_bus_send) if agent_bus_send is not None else None,
             "startup_params": vars(sp),
             "mcp_params": vars(mp),
+            "ops_params": vars(op),
             **({"vs": vs} if vs is not None else {}),
             "seconds": round(time.monotonic() - started, 1),
             "table": [r.as_dict(vs is not None) for r in table],

@@ -217,6 +217,32 @@ async def test_query_pending_only(store: Store) -> None:
     assert await seqs(store, entitled=["bob"], pending_only=True, limit=1) == [3]
 
 
+async def test_pending_counts_the_mail_waiting_per_recipient(store: Store) -> None:
+    """What `hub_status` reports: direct events without a final receipt by their
+    recipient, per (channel, recipient), with the oldest; never broadcasts or lease
+    events; only above ``after`` (the bound of the scan)."""
+    await store.append(
+        [
+            ev(1, "alice", "bob"),
+            ev(2, "alice", "bob"),
+            ev(3, "alice", BROADCAST),
+            ev(4, "alice", "bob", channel="ops"),
+            ev(5, "carol", "~leases"),
+            ev(6, "alice", "carol"),
+            ev(7, "alice", "bob"),
+        ]
+    )
+    await store.append([], [rc(1, "bob", "read"), rc(2, "bob", "session_down", final=False)])
+    found = {(p.channel, p.recipient): p for p in await store.pending(0)}
+    assert set(found) == {("default", "bob"), ("ops", "bob"), ("default", "carol")}
+    bob = found[("default", "bob")]
+    assert (bob.count, bob.oldest_seq, bob.oldest_ts) == (2, 2, T0 + 2)
+    assert found[("ops", "bob")].count == 1
+    assert [(p.recipient, p.count) for p in await store.pending(6)] == [("bob", 1)]
+    await store.append([], [rc(2, "bob", "failed"), rc(7, "bob", "read"), rc(6, "carol")])
+    assert {(p.channel, p.recipient) for p in await store.pending(0)} == {("ops", "bob")}
+
+
 # ------------------------------------------------------------------ get, receipts, refs
 
 

@@ -8,8 +8,10 @@ the store keeps.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, cast
+import weakref
+from typing import TYPE_CHECKING, Any, cast
 
 from .auth import may_use_channel, party_of
 from .schema import Connected, HubStatus, HubStatusResult, Waiting
@@ -24,11 +26,48 @@ __all__ = ["PENDING_WINDOW", "gauges", "status"]
 
 #: how many of the newest events the pending-mail count looks at
 PENDING_WINDOW = 100_000
+#: seconds an answer of the store, or a walk of the connections, is reused: a client
+#: asking many times a second (each frame is allowed) costs one scan a second
+REUSE = 1.0
+
+
+class _Reused:
+    """The last scans, and when they were made (one per hub)."""
+
+    def __init__(self) -> None:
+        self.pending: tuple[float, list[Pending]] | None = None
+        self.everyone: tuple[float, dict[str, dict[str, list[Any]]]] | None = None
+        self.lock = asyncio.Lock()
+
+
+_reused: weakref.WeakKeyDictionary[Hub, _Reused] = weakref.WeakKeyDictionary()
+
+
+def _cache(hub: Hub) -> _Reused:
+    cache = _reused.get(hub)
+    if cache is None:
+        cache = _reused[hub] = _Reused()
+    return cache
 
 
 async def _pending(hub: Hub) -> list[Pending]:
-    after = max(hub.pruned_seq, hub.committed_seq - PENDING_WINDOW)
-    return await hub.store.pending(after)
+    cache = _cache(hub)
+    async with cache.lock:  # concurrent askers share one scan
+        now = time.monotonic()
+        if cache.pending is not None and now - cache.pending[0] < REUSE:
+            return cache.pending[1]
+        after = max(hub.pruned_seq, hub.committed_seq - PENDING_WINDOW)
+        found = await hub.store.pending(after)
+        cache.pending = (time.monotonic(), found)
+        return found
+
+
+def _everyone(hub: Hub) -> dict[str, dict[str, list[Any]]]:
+    cache = _cache(hub)
+    now = time.monotonic()
+    if cache.everyone is None or now - cache.everyone[0] >= REUSE:
+        cache.everyone = (now, hub.router.everyone())
+    return cache.everyone[1]
 
 
 async def gauges(hub: Hub) -> None:
@@ -52,7 +91,7 @@ async def status(hub: Hub, session: Session, frame: HubStatus) -> HubStatusResul
         return grant is None or may_use_channel(grant, channel)
 
     channels: dict[str, list[Connected]] = {}
-    for channel, names in sorted(hub.router.everyone().items()):
+    for channel, names in sorted(_everyone(hub).items()):
         if not visible(channel):
             continue
         rows = []

@@ -285,13 +285,16 @@ class JetStreamLog(IndexedLog):
 
     async def _nats_down(self) -> None:
         if not self._closing:
-            log.warning("NATS connection lost: sends are refused until it is back")
+            log.warning(
+                "NATS connection lost: sends are refused until it is back",
+                extra={"event": "engine_disconnect"},
+            )
 
     async def _nats_up(self) -> None:
         # (a consumer the restarted server lost misses its heartbeats: the ordered
         # consumer is made again from the last message received, and again until
         # it works)
-        log.warning("NATS connection back: catching up")
+        log.warning("NATS connection back: catching up", extra={"event": "engine_reconnect"})
 
     def _refuse_now(self) -> str | None:
         """Why a send cannot be stored right now (retryable), or None. (An index that
