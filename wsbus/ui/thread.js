@@ -8,10 +8,11 @@ const PAGE = 500;
 const $ = (id) => document.getElementById(id);
 
 export class ThreadView {
-  /** app: {conn, me, receipts, limits} (read when needed: they change on reconnect). */
+  /** app: {conn, me, receipts, limits, stick} (read when needed: they change). */
   constructor(app) {
     this.app = app;
     this.open = null; // {channel, thread, seqs, oldest, loaded}
+    this.streamTop = 0; // where the stream was scrolled: a hidden element forgets it
     $('thread-back').addEventListener('click', () => this.close());
     $('thread-older').addEventListener('click', () => this.load(true));
     document.addEventListener('keydown', (e) => {
@@ -20,6 +21,7 @@ export class ThreadView {
   }
 
   show(channel, thread) {
+    if (!this.open) this.streamTop = $('stream').scrollTop;
     this.open = {channel, thread, seqs: new Set(), oldest: null, loaded: false};
     $('stream-view').hidden = true;
     $('thread-view').hidden = false;
@@ -36,6 +38,9 @@ export class ThreadView {
     this.open = null;
     $('thread-view').hidden = true;
     $('stream-view').hidden = false;
+    const stream = $('stream');
+    stream.scrollTop = this.app.stick ? stream.scrollHeight : this.streamTop;
+    this.app.autoTop = stream.scrollTop; // the page's own scroll, not the person's
     if (open && $('compose-thread').value === open.thread) $('compose-thread').value = '';
   }
 
