@@ -224,6 +224,7 @@ def dashboards_fixture(
     """Open dashboards on hubs, each in a new context; screenshots at the end."""
     contexts = []
     made: list[Dashboard] = []
+    expect.set_options(timeout=TIMEOUT_MS)  # Playwright's default is 5 s
 
     def make(hub: HubProcess) -> Dashboard:
         context = browser.new_context(viewport={"width": 1280, "height": 800})

@@ -261,6 +261,7 @@ def test_reconnects_after_a_hub_restart_without_loss_or_duplicates(
     # sent while the page may still be waiting to retry: replayed from its resume point
     wsbus_cmd(env, "send", "--url", hub.url, "--as", "bob", "*", "right after the restart")
     dash.connected()
+    expect(dash.by("conn-error")).to_have_text("")  # resumed: nothing is missing
     alice.send("*", "after the restart")  # its client reconnected on its own
     for body in ("before the restart", "right after the restart", "after the restart"):
         expect(dash.events(body)).to_have_count(1)

@@ -162,14 +162,16 @@ export class Connection {
       return;
     }
     this.hubId = w.hub;
-    if (!w.recovered && this.lastSeq !== null && this.lastSeq > w.seq) {
+    // Fields equal to their default are left out of frames: `recovered` absent is true.
+    const recovered = w.recovered !== false;
+    if (!recovered && this.lastSeq !== null && this.lastSeq > w.seq) {
       this.lastSeq = w.seq; // the hub never had our resume point: take its events from here
     }
     this.welcome = w;
     this.backoff = BACKOFF_MIN;
     this.attempt = 0;
     // `recovered` means something only for a resume point sent
-    const gap = this.sentResume !== null && !w.recovered;
+    const gap = this.sentResume !== null && !recovered;
     this.h.state('connected', {names: w.names, channels: w.channels, gap});
     this.h.welcome(w, this.sentResume === null);
     for (const s of this.sends.values()) this.write(s.frame); // same ref: stored once
