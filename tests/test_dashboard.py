@@ -131,6 +131,8 @@ def test_the_page_loads_under_its_policy(hub: HubProcess, dashboards: Dashboards
 def test_an_agent_comes_online_and_goes_down(
     hub: HubProcess, dashboards: Dashboards, bus: Bus
 ) -> None:
+    bob = bus.agent(hub.url, "bob")
+    bus.run(bob.client.reserve(["src/parser/**"], 600, reason="refactoring the lexer"))
     dash = dashboards(hub).open().connected()
     alice = bus.agent(hub.url, "alice", model="claude-opus-4", role="reviewer", host="devbox")
     member = dash.member("alice")
@@ -139,6 +141,15 @@ def test_an_agent_comes_online_and_goes_down(
     alice.close()
     expect(member).to_have_attribute("data-state", "offline")
     expect(member).to_contain_text("down since")
+    expect(dash.member("bob")).to_have_attribute("data-state", "online")
+    # the leases in force on the channel, under its members
+    lease = dash.page.locator('[data-testid="roster"][data-channel="default"]').get_by_test_id(
+        "lease"
+    )
+    expect(lease).to_have_attribute("data-holder", "bob")
+    expect(lease).to_contain_text("src/parser/**")
+    expect(lease).to_contain_text("bob · exclusive")
+    expect(lease).to_contain_text("refactoring the lexer")
     dash.assert_clean()
 
 

@@ -9,6 +9,8 @@ import {clear, duration, eventRow, pendingNote, showReceipts} from './view.js';
 
 const MAX_EVENTS = 2000; // rows kept in the stream; the oldest go first
 const BACKFILL = 200; // events per channel shown on a fresh connection
+const LEASES_EVERY = 10000;
+const STATUS_EVERY = 20000;
 const STORE_KEY = 'wsbus.dashboard.v1'; // sessionStorage only: the token never outlives the tab
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -167,9 +169,6 @@ function onFrame(f) {
       clearTimeout(state.statusTimer); // the connection counts changed: ask again, once
       state.statusTimer = setTimeout(refreshStatus, 1000);
       break;
-    case 'synced':
-      showHub();
-      break;
     case 'error': {
       const err = $('conn-error');
       err.textContent = `${f.message} (${f.code})`;
@@ -223,8 +222,6 @@ function showHub() {
     if (typeof st.connections === 'number') parts.push(`${st.connections} connections`);
     if (st.healthy === false) parts.push(`NOT STORING: ${st.problem ?? 'unhealthy'}`);
   }
-  const seq = state.conn?.lastSeq;
-  if (seq !== null && seq !== undefined) parts.push(`seq ${seq}`);
   const info = $('hub-info');
   info.textContent = parts.join(' · ');
   info.classList.toggle('bad', st?.healthy === false);
@@ -287,7 +284,6 @@ function later() {
   state.frame = requestAnimationFrame(() => {
     state.frame = 0;
     showCount();
-    showHub(); // the seq moved
     const stream = $('stream');
     if (state.stick) {
       stream.scrollTop = stream.scrollHeight;
@@ -491,11 +487,12 @@ function start() {
   $('compose').addEventListener('submit', submitCompose);
   $('compose-body').addEventListener('keydown', composeKey);
   document.addEventListener('visibilitychange', ackShown);
-  // leases expire and hub status ages: refresh both now and then
+  // Leases come and go without a frame to anyone (lease events are not delivered), and
+  // the hub's status ages: ask again now and then.
   setInterval(() => {
     if (state.conn?.connected) roster.refreshLeases(state.conn);
-    refreshStatus();
-  }, 20000);
+  }, LEASES_EVERY);
+  setInterval(refreshStatus, STATUS_EVERY);
   saveSettings(settings);
   connect(settings);
 }
