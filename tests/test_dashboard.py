@@ -255,8 +255,13 @@ def test_filters_and_the_thread_view(
     dash.assert_clean()
 
 
+@pytest.mark.parametrize("how", ["kill", "stop"])
 def test_reconnects_after_a_hub_restart_without_loss_or_duplicates(
-    hub_factory: Callable[..., HubProcess], dashboards: Dashboards, bus: Bus, env: dict[str, str]
+    hub_factory: Callable[..., HubProcess],
+    dashboards: Dashboards,
+    bus: Bus,
+    env: dict[str, str],
+    how: str,
 ) -> None:
     hub = hub_factory()
     dash = dashboards(hub).open().connected()
@@ -265,9 +270,15 @@ def test_reconnects_after_a_hub_restart_without_loss_or_duplicates(
     dash.compose("alice", "to alice before")
     expect(dash.events()).to_have_count(2)
 
-    hub.kill()  # no goodbye: the page learns from the dropped connection
+    if how == "kill":
+        hub.kill()  # no goodbye: the page learns from the dropped connection
+    else:
+        hub.stop()  # SIGTERM: the hub closes with 1001 (going away) and exits
     dash.expect_state("reconnecting")
     expect(dash.by("conn-state")).to_contain_text("reconnecting in")
+    # why it went away stays on show while the retries fail
+    why = "hub shutting down" if how == "stop" else "connection lost"
+    expect(dash.by("conn-state")).to_contain_text(why)
     hub.start(hub.port)  # the same ports and data
     # sent while the page may still be waiting to retry: replayed from its resume point
     wsbus_cmd(env, "send", "--url", hub.url, "--as", "bob", "*", "right after the restart")

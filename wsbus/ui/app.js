@@ -119,7 +119,8 @@ function showState(name, d) {
   const err = $('conn-error');
   switch (name) {
     case 'connecting':
-      box.textContent = d.attempt > 1 ? `connecting… (attempt ${d.attempt})` : 'connecting…';
+      box.textContent = (d.attempt > 1 ? `connecting… (attempt ${d.attempt})` : 'connecting…')
+        + (d.reason ? ` — ${d.reason}` : '');
       break;
     case 'connected': {
       const who = d.names.length ? d.names.join(', ') : '(no name: read only)';
@@ -129,7 +130,8 @@ function showState(name, d) {
       break;
     }
     case 'reconnecting':
-      box.textContent = `reconnecting in ${(d.delay / 1000).toFixed(1)} s — ${d.reason}`;
+      box.textContent = `reconnecting in ${(d.delay / 1000).toFixed(1)} s — ${d.reason}`
+        + (d.failed > 1 ? ` (${d.failed} tries)` : '');
       break;
     case 'refused':
       box.textContent = `refused: ${d.reason}`;

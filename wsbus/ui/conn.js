@@ -60,6 +60,7 @@ export class Connection {
     this.timer = null;
     this.pinger = null;
     this.refusal = null; // the error frame that came before a close
+    this.dropReason = null; // why the last good connection ended, until the next welcome
     this.requests = new Map(); // ref -> {resolve, reject, timer}
     this.sends = new Map(); // ref -> {frame, resolve, reject}: until ok or error
     this.acks = []; // acks made while down
@@ -88,7 +89,7 @@ export class Connection {
 
   open() {
     this.attempt += 1;
-    this.h.state('connecting', {attempt: this.attempt});
+    this.h.state('connecting', {attempt: this.attempt, reason: this.dropReason});
     let ws;
     try {
       ws = new WebSocket(hubURL(), SUBPROTOCOL);
@@ -168,6 +169,7 @@ export class Connection {
       this.lastSeq = w.seq; // the hub never had our resume point: take its events from here
     }
     this.welcome = w;
+    this.dropReason = null;
     this.backoff = BACKOFF_MIN;
     this.attempt = 0;
     // `recovered` means something only for a resume point sent
@@ -191,6 +193,7 @@ export class Connection {
   }
 
   closed(e) {
+    const wasUp = this.welcome !== null;
     this.detach();
     this.failAll(new Error('connection lost'));
     if (this.stopped) return;
@@ -200,6 +203,9 @@ export class Connection {
       this.stopped = true;
       return;
     }
+    // Why the connection went away says more than each failed retry after it (a
+    // browser learns nothing from a refused upgrade but 1006).
+    if (wasUp) this.dropReason = this.refusal?.message || e.reason || closeWords(e.code);
     this.retry(e);
   }
 
@@ -213,6 +219,7 @@ export class Connection {
       // already closing
     }
     this.failAll(new Error('connection lost'));
+    this.dropReason = reason;
     this.retry({code: 4000, reason});
   }
 
@@ -230,8 +237,8 @@ export class Connection {
     // full backoff from 0.5 s to 5 s, a little jitter so many pages do not come back at once
     const delay = Math.round(this.backoff * (0.8 + 0.4 * Math.random()));
     this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX);
-    const reason = this.refusal?.message || e.reason || closeWords(e.code);
-    this.h.state('reconnecting', {delay, code: e.code, reason, attempt: this.attempt});
+    const reason = this.dropReason || this.refusal?.message || e.reason || closeWords(e.code);
+    this.h.state('reconnecting', {delay, code: e.code, reason, failed: this.attempt});
     clearTimeout(this.timer);
     this.timer = setTimeout(() => { if (!this.stopped) this.open(); }, delay);
   }
