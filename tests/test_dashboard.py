@@ -125,6 +125,11 @@ def test_the_page_loads_under_its_policy(hub: HubProcess, dashboards: Dashboards
     # styles applied (not blocked): the sidebar is laid out as a grid column
     layout = dash.page.locator("main").evaluate("e => getComputedStyle(e).display")
     assert layout == "grid"
+    # a wrong field is said at once and the connection goes on
+    dash.connect(channels="default, not a channel!")
+    expect(dash.by("conn-error")).to_contain_text('"not a channel!" is not a channel name')
+    expect(dash.by("conn-state")).to_have_attribute("data-session", "1")
+    dash.expect_state("connected")
     dash.assert_clean()
 
 

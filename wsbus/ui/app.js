@@ -250,7 +250,7 @@ function matches(ev) {
   return true;
 }
 
-// Where seq goes in the ascending list (events come mostly in order: look from the end).
+// Where seq goes in the ascending list (history can arrive after live events: bisect).
 function position(seq) {
   let lo = 0;
   let hi = state.order.length;
@@ -459,7 +459,10 @@ function start() {
     e.preventDefault();
     const s = readForm();
     if (s.error) {
-      showState('refused', {reason: s.error});
+      // the connection as it is goes on: only the form is wrong
+      const err = $('conn-error');
+      err.textContent = s.error;
+      err.className = 'conn-error bad';
       return;
     }
     saveSettings(s);
