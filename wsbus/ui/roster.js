@@ -83,7 +83,11 @@ export class Roster {
     }
     // names seen this session that are gone now: down
     for (const [name, m] of before) {
-      if (!now.has(name)) now.set(name, {...m, online: false, connections: 0});
+      if (!now.has(name)) {
+        // gone without a presence frame (a hub restart): down since it was noticed
+        const seen = m.online ? Date.now() / 1000 : m.seen;
+        now.set(name, {...m, online: false, connections: 0, seen});
+      }
     }
     this.members.set(channel, now);
     this.onNames([...now.keys()]);
