@@ -501,7 +501,9 @@ async def run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
         say("wsbus hub stopping: committing pending writes, asking clients to reconnect")
         if shim is not None:
-            await shim.stop()  # answers every pending long-poll
-        await server.stop()
+            shim.stop_taking()  # answers every pending long-poll
+        await server.stop()  # commits, then closes every connection (/ws too) with 1001
+        if shim is not None:
+            await shim.stop()
         say("wsbus hub stopped")
     return Exit.OK

@@ -32,6 +32,7 @@ examples:
   wsbus token create alice --channel ops --channel dev
   wsbus token create host1 --role bridge --name alice --name bob
   wsbus token invite bob                          # --share hub: prints `wsbus join CODE`
+  wsbus token create prometheus --role metrics     # for scraping /metrics only
   wsbus token list                                # ids, names, roles; never secrets
   wsbus token revoke 3f9a1c2e                     # by id, or every live token of a name
   wsbus token create ci --auth ./tokens.json      # another token file
@@ -70,7 +71,10 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     )
     c.add_argument("name", metavar="NAME", help="who the token is for")
     add_grant_args(
-        c, ROLES, "agent: acts as NAME; bridge: acts for each --name; admin: anyone (default agent)"
+        c,
+        ROLES,
+        "agent: acts as NAME; bridge: acts for each --name; admin: anyone; "
+        "metrics: reads /metrics only, for Prometheus (default agent)",
     )
     _add_auth(c)
     c.set_defaults(func=run)

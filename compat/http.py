@@ -30,9 +30,9 @@ from wsbus.access import channels_refused, names_refused
 from wsbus.auth import (
     TokenRecord,
     bearer,
+    may_scrape,
     may_use_channel,
     party_of,
-    reads_all,
 )
 from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
@@ -182,6 +182,8 @@ class HttpShim:
         self.max_polls = max_polls
         self._callers: OrderedDict[Caller, Throttle] = OrderedDict()
         self._polls: dict[str, int] = {}
+        #: shutting down: new requests are answered 503
+        self.closing = False
         self._runner: web.ServerRunner | None = None
         #: the route table: path -> (method, handler)
         self.routes: dict[str, tuple[str, Handler]] = {
@@ -222,9 +224,17 @@ class HttpShim:
         if addresses:
             self.port = addresses[0][1]
 
-    async def stop(self) -> None:
-        """Answer every pending poll, tell ``/ws`` clients to reconnect, stop serving."""
+    def stop_taking(self) -> None:
+        """The first step of a shutdown: answer every pending poll, and 503 to new
+        requests (``/healthz`` but). ``/ws`` connections stay: the hub's drain commits
+        what they sent and then closes them (1001), as on the websocket port."""
+        self.closing = True
         self.longpoll.stop()
+
+    async def stop(self) -> None:
+        """Stop serving (after :meth:`stop_taking` and the hub's drain); a ``/ws``
+        client still connected is told to reconnect."""
+        self.stop_taking()
         if self.websocket is not None:
             await self.websocket.close_all()
         if self._runner is not None:
@@ -245,6 +255,8 @@ class HttpShim:
             if route is None:
                 raise LegacyError(404, f"not found: {path[:100]}")
             method, handler = route
+            if self.closing and path != "/healthz":
+                raise LegacyError(503, "the hub is shutting down; retry", retry_after=1.0)
             if request.method != method:
                 raise LegacyError(
                     405, f"method {request.method} not allowed on {path}; use {method}"
@@ -257,7 +269,9 @@ class HttpShim:
         except LegacyError as err:
             response = _error(err.status, err.message)
             if err.status == 401:
-                self.hub.metrics.auth_failed("unauthorized")
+                self.hub.metrics.auth_failed(
+                    "unauthorized", request.remote or "", f"http {path[:64]}", err.message
+                )
                 response.headers["WWW-Authenticate"] = 'Bearer realm="wsbus"'
             elif err.status == 429:
                 self.hub.metrics.rate_limited_on("http")
@@ -285,11 +299,11 @@ class HttpShim:
         own = origin is not None and len(hosts) == 1 and origin == f"{self.scheme}://{hosts[0]}"
         refused = None if own else self.guards.origin_refused(origin)
         if refused is not None:
-            self.hub.metrics.auth_failed("origin")
+            self.hub.metrics.auth_failed("origin", request.remote or "", "http", refused)
             raise LegacyError(403, refused)
         refused = self.guards.host_refused(hosts)
         if refused is not None:
-            self.hub.metrics.auth_failed("host")
+            self.hub.metrics.auth_failed("host", request.remote or "", "http", refused)
             raise LegacyError(403, refused)
 
     def _authenticate(self, request: web.BaseRequest, path_token: str | None) -> TokenRecord | None:
@@ -453,8 +467,10 @@ class HttpShim:
 
     async def metrics(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
         """Prometheus' text format; with ``--auth``, for an admin token only."""
-        if grant is not None and not reads_all(grant):
-            self.hub.metrics.auth_failed("forbidden")
+        if grant is not None and not may_scrape(grant):
+            self.hub.metrics.auth_failed(
+                "forbidden", request.remote or "", "http /metrics", "not a metrics token"
+            )
             raise LegacyError(
                 403, "/metrics needs an admin token (wsbus token create NAME --role admin)"
             )

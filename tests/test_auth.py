@@ -22,7 +22,10 @@ from wsbus.auth import (
     TokenStore,
     default_auth_path,
     may_act_as,
+    may_scrape,
     may_use_channel,
+    party_of,
+    reads_all,
 )
 
 from .test_cli import one_line_error
@@ -465,3 +468,15 @@ def test_token_help_has_examples(env: dict[str, str]) -> None:
         r = wsbus(env, *args)
         assert r.returncode == 0, r.stderr
         assert "examples:" in r.stdout and "wsbus token create" in r.stdout
+
+
+def test_a_metrics_token_reads_metrics_and_nothing_else(store: TokenStore) -> None:
+    token = store.create("prometheus", role="metrics")
+    rec = store.verify(token)
+    assert rec is not None and rec.role == "metrics"
+    assert may_scrape(rec) and not reads_all(rec)
+    assert not may_act_as(rec, "prometheus") and not may_use_channel(rec, "default")
+    assert party_of(rec) == []
+    with pytest.raises(AuthError, match="no channels or names"):
+        store.create("prom2", role="metrics", channels=["ops"])
+    assert not may_scrape(store.verify(store.create("alice")))  # type: ignore[arg-type]

@@ -38,6 +38,9 @@ SCENARIOS = [
     "2 x 200 old-cursor /recv (vs /healthz): worst ping",
     "300 bodies of 64 KB stored: hub RSS growth",
     "write lock held 1 s by another process: worst ping",
+    "latency to a `/ws` subscriber p50",
+    "`/metrics` scrape p50",
+    "`hub_status` round trip p50",
     "`wsbus --help` (ms; baseline `python -c pass`)",
     "`wsbus send`, stdin to durable ok (ms; baseline agent-bus `bus_send.py`",
 ]

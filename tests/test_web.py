@@ -170,6 +170,22 @@ async def test_ws_clients_reconnect_and_resume_after_a_hub_restart(
     await again.close()
 
 
+async def test_watchers_get_every_receipt_of_their_channels(hub: Any) -> None:
+    """The dashboard watches: it sees the receipts of others' messages too."""
+    watcher = RawClient(ws_url(hub))
+    await watcher.open({"name": "ops", "kind": "human", "watch": True, "channels": ["team"]})
+    alice, bob = RawClient(hub.url), RawClient(hub.url)
+    await alice.open({"name": "alice", "channels": ["team"]})
+    await bob.open({"name": "bob", "channels": ["team"]})
+    await alice.send({"op": "send", "ref": "a1", "to": "bob", "channel": "team", "body": "x"})
+    event = await bob.recv_until(lambda f: f.get("op") == "event")
+    await bob.send({"op": "ack", "seq": event["seq"], "status": "submitted"})
+    seen = await watcher.recv_until(lambda f: f.get("op") == "receipt")
+    assert (seen["seq"], seen["by"], seen["status"]) == (event["seq"], "bob", "submitted")
+    for c in (watcher, alice, bob):
+        await c.close()
+
+
 # ---------------------------------------------------------------------- /ui
 
 
@@ -264,6 +280,7 @@ def auth(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     tokens = {
         "admin": store.create("root", role="admin"),
         "agent": store.create("jo", channels=["ops"]),
+        "metrics": store.create("prometheus", role="metrics"),
     }
     return store.path, tokens
 
@@ -279,8 +296,26 @@ def test_metrics_need_an_admin_token_with_auth(
     assert status == 403 and b"admin token" in body
     status, _, body = http(url, {"Authorization": f"Bearer {tokens['admin']}"})
     assert status == 200
+    status, _, body = http(url, {"Authorization": f"Bearer {tokens['metrics']}"})
+    assert status == 200
     assert metric(body, "wsbus_auth_failures_total", 'reason="unauthorized"') >= 1
     assert metric(body, "wsbus_auth_failures_total", 'reason="forbidden"') >= 1
+    # a metrics token does nothing else: no send on the shim, no inbox counts
+    send = f"http://127.0.0.1:{hub.http_port}/send"
+    req = urllib.request.Request(
+        send,
+        data=json.dumps({"from": "prometheus", "to": "x", "msg": "hi"}).encode(),
+        headers={"Authorization": f"Bearer {tokens['metrics']}"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 403
+    inbox = http(
+        f"http://127.0.0.1:{hub.http_port}/inbox",
+        {"Authorization": f"Bearer {tokens['metrics']}"},
+    )
+    assert inbox[0] == 200 and json.loads(inbox[2])["recipients"] == {}
 
 
 async def test_ws_with_auth_takes_the_token_in_hello(
@@ -300,6 +335,9 @@ async def test_ws_with_auth_takes_the_token_in_hello(
         await watcher.open({"token": tokens["agent"], "channels": ["ops"], "watch": True})
     with pytest.raises(InvalidStatus, match="401"):
         await connect(ws_url(hub), additional_headers={"Authorization": "Bearer wsb_bad"})
+    scraper = RawClient(ws_url(hub))
+    with pytest.raises(AssertionError, match="metrics token"):
+        await scraper.open({"token": tokens["metrics"], "channels": []})
 
 
 # ---------------------------------------------------------------------- wsbus status

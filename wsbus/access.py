@@ -71,6 +71,12 @@ class Access:
                 "this hub needs a valid token (Authorization: Bearer, or WSBUS_TOKEN for "
                 "the wsbus tools): none given, or it is unknown or revoked",
             )
+        if grant.role == "metrics":
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"token {grant.id} ({grant.name}) is a metrics token: it reads /metrics on "
+                "the HTTP port only",
+            )
         if not names and grant.role != "admin":
             names = [grant.name] if grant.role == "agent" else list(grant.names)
         forbidden = [n for n in names if not may_act_as(grant, n)]

@@ -55,6 +55,7 @@ __all__ = [
     "is_loopback",
     "loopback_host_header",
     "may_act_as",
+    "may_scrape",
     "may_use_channel",
     "party_of",
     "reads_all",
@@ -62,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger("wsbus.auth")
 
-Role = Literal["agent", "bridge", "admin"]
+Role = Literal["agent", "bridge", "admin", "metrics"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
 PREFIX = "wsbus_"
@@ -221,6 +222,8 @@ class TokenStore:
             raise AuthError("a bridge token needs the names it acts for")
         elif role == "admin":
             acts = _unique([name, *acts])
+        elif role == "metrics" and (acts or chans):
+            raise AuthError("a metrics token reads /metrics only: it takes no channels or names")
         token_id = secrets.token_hex(4)
         while token_id in self._records:
             token_id = secrets.token_hex(4)
@@ -281,7 +284,7 @@ class TokenStore:
 
 def may_act_as(rec: TokenRecord, name: str) -> bool:
     """Whether the holder of ``rec`` may send as, or receive for, ``name``."""
-    if rec.revoked is not None:
+    if rec.revoked is not None or rec.role == "metrics":
         return False
     if rec.role == "admin":
         return True
@@ -292,7 +295,7 @@ def may_act_as(rec: TokenRecord, name: str) -> bool:
 
 def may_use_channel(rec: TokenRecord, channel: str) -> bool:
     """Whether the holder of ``rec`` may join ``channel`` (no channels listed: all)."""
-    if rec.revoked is not None:
+    if rec.revoked is not None or rec.role == "metrics":
         return False
     return rec.role == "admin" or not rec.channels or channel in rec.channels
 
@@ -307,7 +310,14 @@ def party_of(rec: TokenRecord) -> list[str] | None:
     broadcast of its channels); None when it reads everything."""
     if reads_all(rec):
         return None
+    if rec.role == "metrics":
+        return []
     return [rec.name] if rec.role == "agent" else list(rec.names)
+
+
+def may_scrape(rec: TokenRecord) -> bool:
+    """Whether the holder of ``rec`` may read ``/metrics`` (an admin or metrics token)."""
+    return rec.revoked is None and rec.role in ("admin", "metrics")
 
 
 def bearer(header: str | None) -> str | None:

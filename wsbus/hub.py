@@ -26,7 +26,7 @@ from typing import Any, assert_never, cast
 
 from . import hubstatus
 from .access import Access
-from .auth import Gate, may_use_channel
+from .auth import Gate
 from .broadcast import Broadcaster, Writer, default_broadcast
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
 from .hubconfig import HubConfig
@@ -36,7 +36,7 @@ from .loopguard import own_loop
 from .metrics import HubMetrics
 from .presence import Announcer
 from .queries import Queries
-from .receipts import Receipts
+from .receipts import Receipts, tell_senders
 from .replay import Replay
 from .reservations import Reservations
 from .rosters import Rosters
@@ -55,7 +55,6 @@ from .schema import (
     Limits,
     Ping,
     Pong,
-    Receipt,
     Register,
     Registered,
     Release,
@@ -118,8 +117,6 @@ class Hub:
         #: ts of the last event the tail yielded
         self.committed_ts = 0.0
         self._joining: dict[Session, list[str]] = {}
-        #: name -> every open session acting for it (any channels, or none)
-        self._by_name: dict[str, set[Session]] = {}
         #: the ack check and its cache of recent events
         self.receipts = Receipts(store, self.config.ref_window)
         #: history and threads, within what a token may read
@@ -256,8 +253,7 @@ class Hub:
                 self.close_session(old)
                 old.close(CloseCode.REPLACED, "a newer bridge connection from this host took over")
         session.names = tuple(names)
-        for n in names:
-            self._by_name.setdefault(n, set()).add(session)
+        self.router.add_names(session)
         self.access.opened(session)
         session.watch = hello.watch
         session.wants_presence = hello.presence
@@ -380,12 +376,7 @@ class Hub:
         session.closed = True
         self.sessions.discard(session)
         self.access.closed(session)
-        for n in session.names:
-            owners = self._by_name.get(n)
-            if owners is not None:
-                owners.discard(session)
-                if not owners:
-                    del self._by_name[n]
+        self.router.drop_names(session)
         if session.info.get("kind") == "bridge":
             self.rosters.release(session)
         self.presence.announce(self.router.detach(session), session.info)
@@ -422,23 +413,7 @@ class Hub:
 
     def _tell_senders(self, receipts: list[ReceiptFor]) -> None:
         """Push committed receipts to the senders of the events they acknowledge."""
-        for record, sender in receipts:
-            frame = Receipt(
-                seq=record.seq,
-                channel=record.channel,
-                by=record.name,
-                status=record.status,
-                ts=record.ts,
-                reason=record.reason,
-            )
-            # the sender's connections, whatever their channels, but never to a token
-            # that may not use the event's channel (a name can have several tokens)
-            targets = [
-                s
-                for s in self._by_name.get(sender, ())
-                if s.grant is None or may_use_channel(s.grant, record.channel)
-            ]
-            self.writer.push(targets, frame)
+        tell_senders(receipts, self.router, self.writer)
 
     async def _tail_loop(self) -> None:
         """Fan out what the log's tail yields until the log is sealed. Reading it may
@@ -508,10 +483,11 @@ class Hub:
         if ev.loop and ev.to == BROADCAST:
             # each recipient learns the count of its own pair only: the others tell who
             # exchanged direct messages with the sender
-            special = {s for n in ev.loop for s in self._by_name.get(n, ()) if s.live}
+            by_name = cast(dict[str, set[Session]], self.router.by_name)
+            special = {s for n in ev.loop for s in by_name.get(n, ()) if s.live}
             self.writer.write_all([s for s in live if s not in special], own_loop(ev, ()))
-            for s in special.intersection(live):
-                self.writer.write_all([s], own_loop(ev, s.names))
+            for one in special.intersection(live):
+                self.writer.write_all([one], own_loop(ev, one.names))
         else:
             self.writer.write_all(live, ev)
 

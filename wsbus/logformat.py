@@ -43,9 +43,13 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                keep = isinstance(value, int | float | bool)
-                line[key] = value if keep else redact(str(value))
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            # what a library passes in ``extra`` may be any object: only plain values
+            if isinstance(value, bool | int | float) or value is None:
+                line[key] = value
+            elif isinstance(value, str):
+                line[key] = redact(value)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -192,8 +192,20 @@ class HubMetrics:
     def rate_limited_on(self, transport: str) -> None:
         self.rate_limited.labels(transport).inc()
 
-    def auth_failed(self, reason: str) -> None:
-        self.auth_failures.labels(reason if reason in AUTH_REASONS else "unauthorized").inc()
+    def auth_failed(self, reason: str, peer: str = "", where: str = "", why: str = "") -> None:
+        """Count a refusal; with ``where`` (a refusal before any hello: the HTTP port,
+        the websocket upgrade), also log it (a refused hello is logged by the hub)."""
+        reason = reason if reason in AUTH_REASONS else "unauthorized"
+        self.auth_failures.labels(reason).inc()
+        if where:
+            log.info(
+                "auth failure reason=%s peer=%s on=%s: %s",
+                reason,
+                peer or "-",
+                where,
+                why,
+                extra={"event": "auth_failure"},
+            )
 
     # -- the scrape
 

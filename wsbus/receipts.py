@@ -11,14 +11,41 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Collection
+from typing import cast
 
 from .auth import may_use_channel
+from .broadcast import Writer
 from .errors import ErrorCode, FrameError
-from .schema import BROADCAST, FINAL_STATUSES, Ack, Event
+from .routing import Router
+from .schema import BROADCAST, FINAL_STATUSES, Ack, Event, Receipt
 from .session import Session
 from .store import ReceiptRecord, Store
 
-__all__ = ["Receipts"]
+__all__ = ["Receipts", "tell_senders"]
+
+
+def tell_senders(receipts: list[tuple[ReceiptRecord, str]], router: Router, writer: Writer) -> None:
+    """Push committed receipts to the connections of the senders of the events they
+    acknowledge, whatever their channels — but never to a token that may not use the
+    event's channel (a name can have several tokens) — and to the connections that
+    watch the event's channel (they read every event of it: the dashboard)."""
+    for record, sender in receipts:
+        frame = Receipt(
+            seq=record.seq,
+            channel=record.channel,
+            by=record.name,
+            status=record.status,
+            ts=record.ts,
+            reason=record.reason,
+        )
+        targets = {
+            s
+            for s in cast(set[Session], router.by_name.get(sender, ()))
+            if s.grant is None or may_use_channel(s.grant, record.channel)
+        }
+        targets.update(cast(Collection[Session], router.watchers(record.channel)))
+        writer.push(targets, frame)
 
 
 class Receipts:

@@ -57,6 +57,24 @@ class Router:
         self._channel: dict[str, dict[int, Routable]] = {}
         self._direct: dict[tuple[str, str], dict[int, Routable]] = {}
         self._watchers: dict[str, dict[int, Routable]] = {}
+        #: name -> every open session acting for it (any channels, or none)
+        self.by_name: dict[str, set[Routable]] = {}
+
+    # -- names
+
+    def add_names(self, session: Routable) -> None:
+        """``session`` acts for its names from now on."""
+        for n in session.names:
+            self.by_name.setdefault(n, set()).add(session)
+
+    def drop_names(self, session: Routable) -> None:
+        """``session`` is gone: it acts for nobody."""
+        for n in session.names:
+            owners = self.by_name.get(n)
+            if owners is not None:
+                owners.discard(session)
+                if not owners:
+                    del self.by_name[n]
 
     # -- membership
 
@@ -109,6 +127,11 @@ class Router:
         return changes
 
     # -- queries
+
+    def watchers(self, channel: str) -> Collection[Routable]:
+        """The sessions that watch ``channel`` (they read every event of it)."""
+        found = self._watchers.get(channel)
+        return found.values() if found is not None else ()
 
     def recipients(self, channel: str, sender: str, to: str) -> list[Routable]:
         """Sessions that receive an event, each once."""

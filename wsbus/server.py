@@ -214,18 +214,20 @@ class WsServer:
             return conn.respond(200, self.ca_pem.decode())
         refused = self.guards.host_refused(request.headers.get_all("Host") or [None])
         if refused is not None:
-            self.hub.metrics.auth_failed("host")
+            self.hub.metrics.auth_failed("host", _peer(conn), "websocket", refused)
             return conn.respond(403, refused + "\n")
         # (websockets checks the Origin too, with the same rule: this one is counted)
         refused = self.guards.origin_refused(request.headers.get("Origin"))
         if refused is not None:
-            self.hub.metrics.auth_failed("origin")
+            self.hub.metrics.auth_failed("origin", _peer(conn), "websocket", refused)
             return conn.respond(403, refused + "\n")
         gate = self.hub.access.gate
         header = request.headers.get("Authorization")
         token = self._token_id(header)
         if gate is not None and header is not None and token is None:
-            self.hub.metrics.auth_failed("unauthorized")
+            self.hub.metrics.auth_failed(
+                "unauthorized", _peer(conn), "websocket", "unknown, malformed or revoked token"
+            )
             response = conn.respond(401, "unauthorized: unknown, malformed or revoked token\n")
             response.headers["WWW-Authenticate"] = 'Bearer realm="wsbus"'
             return response

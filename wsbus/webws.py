@@ -180,6 +180,7 @@ class WebSocketRoute:
             heartbeat=self.ping_interval,
             max_msg_size=self.max_frame,
             compress=False,
+            timeout=3.0,  # a peer that does not answer our close frame: gone in 3 s
         )
         await ws.prepare(request)
         header = request.headers.get("Authorization")

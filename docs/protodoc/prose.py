@@ -203,7 +203,9 @@ same answer whether the seq does not exist, was pruned, or is another name's or 
 channel's event: an `ack` reveals nothing about events the connection may not read.
 The receipt is stored with the next commit, then pushed as a `receipt` frame to every
 connection of the sender, whatever its channels (a send-only connection can wait for
-the receipt of what it sent), except those whose token may not use the event's channel.
+the receipt of what it sent), except those whose token may not use the event's channel,
+and to every connection that watches the event's channel (`hello.watch`: they read
+every event of it, so their receipts too).
 
 {statuses}
 
