@@ -187,6 +187,30 @@ def test_direct_messages_and_their_receipts(
     dash.assert_clean()
 
 
+def test_a_watching_page_shows_others_receipts_live_and_from_history(
+    hub: HubProcess, dashboards: Dashboards, bus: Bus
+) -> None:
+    """Receipts on each message: a page that watches (no --auth: anyone may) sees the
+    receipt of a message between two agents as it comes, and, opened later, the stored
+    receipts of the history it loads."""
+    alice = bus.agent(hub.url, "alice")
+    bob = bus.agent(hub.url, "bob")
+    before = alice.send("bob", "sent before the page opened")
+    bob.ack(before.seq, "submitted")
+    alice.wait(Receipt, lambda r: r.seq == before.seq)
+    dash = dashboards(hub).open(watch="1").connected()
+    old = dash.event(before.seq).get_by_test_id("receipt")
+    expect(old).to_have_attribute("data-status", "submitted")
+    expect(old).to_have_attribute("data-by", "bob")
+    live = alice.send("bob", "sent while the page watches")
+    expect(dash.event(live.seq)).to_be_visible()
+    bob.ack(live.seq, "read")
+    chip = dash.event(live.seq).get_by_test_id("receipt")
+    expect(chip).to_have_attribute("data-status", "read")
+    expect(dash.event(before.seq).get_by_test_id("receipt")).to_have_count(1)
+    dash.assert_clean()
+
+
 def test_the_compose_box_reaches_wsbus_listen(
     hub: HubProcess, dashboards: Dashboards, listeners: Callable[[str, str], Listener]
 ) -> None:

@@ -186,6 +186,39 @@ async def test_watchers_get_every_receipt_of_their_channels(hub: Any) -> None:
         await c.close()
 
 
+async def test_history_carries_the_receipts_a_token_may_see(
+    hub_factory: Callable[..., Any], auth: tuple[Path, dict[str, str]]
+) -> None:
+    """`history.receipts`: the receipts of what the token's names sent; an admin's
+    history carries every receipt (the dashboard's view of older messages)."""
+    path, tokens = auth
+    hub = hub_factory("--auth", str(path))
+    jo, bob = RawClient(hub.url), RawClient(hub.url)
+    await jo.open({"token": tokens["agent"], "channels": ["ops"]})
+    await bob.open({"token": tokens["bob"], "channels": ["ops"]})
+    await jo.send({"op": "send", "ref": "j1", "to": "bob", "channel": "ops", "body": "to bob"})
+    to_bob = await bob.recv_until(lambda f: f.get("op") == "event")
+    await bob.send({"op": "ack", "seq": to_bob["seq"], "status": "read"})
+    await bob.send({"op": "send", "ref": "b1", "to": "*", "channel": "ops", "body": "all"})
+    everyone = await jo.recv_until(lambda f: f.get("op") == "event" and f["to"] == "*")
+    await jo.send({"op": "ack", "seq": everyone["seq"], "status": "read"})
+    await bob.recv_until(lambda f: f.get("op") == "receipt" and f["by"] == "jo")  # stored
+
+    async def history(client: RawClient) -> dict[str, Any]:
+        await client.send({"op": "history", "ref": "h", "channel": "ops", "receipts": True})
+        return await client.recv_until(lambda f: f.get("op") == "history_result")
+
+    mine = await history(jo)
+    assert [(r["seq"], r["by"]) for r in mine["receipts"]] == [(to_bob["seq"], "bob")]
+    theirs = await history(bob)  # bob sent the broadcast: jo's receipt of it
+    assert [(r["seq"], r["by"]) for r in theirs["receipts"]] == [(everyone["seq"], "jo")]
+    root = RawClient(hub.url)
+    await root.open({"token": tokens["admin"], "channels": ["ops"]})
+    assert len((await history(root))["receipts"]) == 2
+    for c in (jo, bob, root):
+        await c.close()
+
+
 # ---------------------------------------------------------------------- /ui
 
 
@@ -281,6 +314,7 @@ def auth(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "admin": store.create("root", role="admin"),
         "agent": store.create("jo", channels=["ops"]),
         "metrics": store.create("prometheus", role="metrics"),
+        "bob": store.create("bob", channels=["ops"]),
     }
     return store.path, tokens
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .access import Access
 from .auth import may_use_channel, party_of, reads_all
 from .errors import ErrorCode, FrameError
-from .schema import BROADCAST, History, HistoryResult, Threads, ThreadsResult
+from .schema import BROADCAST, History, HistoryResult, Receipt, Threads, ThreadsResult
 from .session import Session
 from .store import Query, Store
 
@@ -57,7 +57,23 @@ class Queries:
             latest=h.after is None,
         )
         events = await self.store.query(q)
-        return HistoryResult(ref=h.ref, events=events, more=len(events) == h.limit)
+        result = HistoryResult(ref=h.ref, events=events, more=len(events) == h.limit)
+        if h.receipts and events:
+            # as pushed live: to the senders (an admin reads them all, as a watcher)
+            senders = None if party is None else set(party)
+            seqs = [e.seq for e in events if senders is None or e.from_ in senders]
+            result.receipts = [
+                Receipt(
+                    seq=r.seq,
+                    channel=r.channel,
+                    by=r.name,
+                    status=r.status,
+                    ts=r.ts,
+                    reason=r.reason,
+                )
+                for r in await self.store.receipts_of(seqs)
+            ]
+        return result
 
     async def threads(self, session: Session, t: Threads) -> ThreadsResult:
         self.access.check_channels(session, [t.channel], t.ref)

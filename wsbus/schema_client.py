@@ -134,7 +134,9 @@ class History(Frame, tag="history"):
     With ``after`` the page runs forward from that seq; otherwise it holds the
     latest ``limit`` events before ``before`` (or the head). Events come in seq
     order either way. ``pending`` (needs ``to``): only direct events to ``to``
-    that have no final receipt by it yet (its unread inbox).
+    that have no final receipt by it yet (its unread inbox). ``receipts``: the
+    answer also carries the stored receipts of the events the connection's names
+    sent (with an admin token, or without ``--auth``: of every event returned).
     """
 
     ref: Ref
@@ -146,6 +148,7 @@ class History(Frame, tag="history"):
     before: Seq | None = None
     limit: Annotated[int, msgspec.Meta(ge=1)] = 100
     pending: bool = False
+    receipts: bool = False
 
 
 class Roster(Frame, tag="roster"):

@@ -158,11 +158,14 @@ class Receipt(Frame, tag="receipt"):
 
 class HistoryResult(Frame, tag="history_result"):
     """Answer to ``history``. ``more``: the page is full, so the range may hold more
-    (ask again with ``before`` = the first seq, or ``after`` = the last)."""
+    (ask again with ``before`` = the first seq, or ``after`` = the last).
+    ``receipts`` (asked with ``history.receipts``): those stored for the events, in
+    seq then time order, as the ``receipt`` frames their senders were pushed."""
 
     ref: str
     events: list[Event]
     more: bool = False
+    receipts: list[Receipt] = []
 
 
 class Member(msgspec.Struct, omit_defaults=True):

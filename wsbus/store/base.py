@@ -154,6 +154,13 @@ class Store(abc.ABC):
     async def receipts(self, seq: int) -> list[ReceiptRecord]:
         """Receipts stored for event ``seq``."""
 
+    async def receipts_of(self, seqs: Sequence[int]) -> list[ReceiptRecord]:
+        """Receipts stored for the events ``seqs`` (in seq, then time order)."""
+        out: list[ReceiptRecord] = []
+        for seq in sorted(set(seqs)):
+            out += await self.receipts(seq)
+        return out
+
     @abc.abstractmethod
     async def recent_refs(self, limit: int) -> list[tuple[str, str, int, float]]:
         """``(sender, ref, seq, ts)`` of the newest ``limit`` events that carry a ref."""

@@ -371,6 +371,24 @@ class SqliteStore(Store):
 
         return await self._on(self._reader, work)
 
+    async def receipts_of(self, seqs: Sequence[int]) -> list[ReceiptRecord]:
+        wanted = sorted(set(seqs))
+
+        def work() -> list[ReceiptRecord]:
+            out: list[ReceiptRecord] = []
+            conn = self._rconn()
+            for i in range(0, len(wanted), 500):  # SQLite's bound on parameters
+                part = wanted[i : i + 500]
+                rows = conn.execute(
+                    f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE seq IN "
+                    f"({','.join('?' * len(part))}) ORDER BY seq, ts",
+                    part,
+                ).fetchall()
+                out += [row_to_receipt(r) for r in rows]
+            return out
+
+        return await self._on(self._reader, work)
+
     async def recent_refs(self, limit: int) -> list[tuple[str, str, int, float]]:
         def work() -> list[tuple[str, str, int, float]]:
             rows = (

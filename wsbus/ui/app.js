@@ -38,6 +38,7 @@ const state = {
 };
 const roster = new Roster($('rosters'), (names) => rememberNames(names));
 const thread = new ThreadView(state);
+state.onReceipt = onReceipt; // the thread view's history brings receipts too
 const openThread = (channel, name) => thread.show(channel, name);
 
 // ------------------------------------------------------------------ settings
@@ -193,8 +194,11 @@ async function backfill(channels) {
   const limit = Math.min(BACKFILL, state.limits?.max_history ?? BACKFILL);
   await Promise.all(channels.map(async (channel) => {
     try {
-      const page = await state.conn.request({op: 'history', channel, limit});
+      const page = await state.conn.request({op: 'history', channel, limit, receipts: true});
       for (const ev of page.events) if (mayShow(ev)) addEvent(ev);
+      // the stored receipts of what this page may see them of (its own messages; all
+      // of them with an admin token), as the live ones arrive
+      for (const r of page.receipts ?? []) onReceipt(r);
     } catch (err) {
       notice(`history of #${channel}: ${err.message}`);
     }
@@ -310,6 +314,8 @@ function onReceipt(r) {
     state.receipts.delete(state.receipts.keys().next().value);
   }
   const list = state.receipts.get(r.seq) ?? [];
+  // the same receipt may come twice: pushed live, and with a page of history
+  if (list.some((x) => x.by === r.by && x.status === r.status && x.ts === r.ts)) return;
   list.push(r);
   state.receipts.set(r.seq, list);
   const item = state.events.get(r.seq);

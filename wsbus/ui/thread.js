@@ -52,13 +52,14 @@ export class ThreadView {
     const status = $('thread-status');
     status.textContent = 'loading…';
     const limit = Math.min(PAGE, this.app.limits?.max_history ?? PAGE);
-    const q = {op: 'history', channel: t.channel, thread: t.thread, limit};
+    const q = {op: 'history', channel: t.channel, thread: t.thread, limit, receipts: true};
     if (older && t.oldest !== null) q.before = t.oldest;
     try {
       const page = await conn.request(q);
       if (this.open !== t) return; // closed, or another thread, meanwhile
       const events = page.events.filter((ev) => ev.kind !== 'lease');
       for (const ev of older ? events.reverse() : events) this.add(ev, older);
+      for (const r of page.receipts ?? []) this.app.onReceipt?.(r);
       if (older || !t.loaded) $('thread-older').hidden = !page.more;
       t.loaded = true;
       status.textContent = `${t.seqs.size} messages`;
