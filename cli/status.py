@@ -11,6 +11,7 @@ import argparse
 import time
 
 from wsbus.codec import encode_json
+from wsbus.errors import ConnectionLost, ErrorCode, SendRefused
 from wsbus.oneshot import OneShot
 from wsbus.refs import new_ref
 from wsbus.schema import HubStatus, HubStatusResult, Waiting
@@ -49,6 +50,8 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .bridge.inject import sanitize
+
     settings = settings_from(args)
     try:
         with OneShot(settings.url, None, timeout=settings.timeout, **settings.access()) as bus:
@@ -59,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
             f"the hub at {settings.url} did not answer within {settings.timeout:g} s",
             Exit.UNREACHABLE,
         ) from None
+    except SendRefused as err:
+        raise _refused(err) from None
+    except ConnectionLost as err:
+        status = Exit.REFUSED if err.code in (4001, 4002) else Exit.UNREACHABLE
+        why = sanitize(err.reason) or "no reason given"
+        raise CliError(f"the hub closed the connection ({err.code}): {why}", status) from None
     if not isinstance(answer, HubStatusResult):
         raise CliError(f"unexpected answer from the hub: {type(answer).__name__}")
     if args.json:
@@ -66,6 +75,23 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(render(answer, time.time()))
     return Exit.OK if answer.healthy else Exit.FAILURE
+
+
+def _refused(err: SendRefused) -> CliError:
+    """The hub answered ``hub_status`` with an error: a refused token (4), or a hub
+    that cannot answer it (1)."""
+    from .bridge.inject import sanitize
+
+    message = sanitize(err.message)
+    if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN):
+        return CliError(f"the hub refused: {message} ({err.code})", Exit.REFUSED)
+    if err.code in (ErrorCode.UNKNOWN_OP, ErrorCode.INVALID_FRAME):
+        return CliError(
+            "this hub does not answer hub_status (an older wsbus): upgrade it, or use "
+            f"GET /healthz on its HTTP port ({err.code})",
+            Exit.FAILURE,
+        )
+    return CliError(f"the hub could not answer: {message} ({err.code})", Exit.FAILURE)
 
 
 def _ago(seconds: float) -> str:
@@ -89,9 +115,11 @@ def _size(n: int) -> str:
 
 
 def _waiting(w: Waiting, now: float) -> str:
+    from .bridge.inject import sanitize
+
     plural = "" if w.count == 1 else "s"
     return (
-        f"  #{w.channel}  {w.name}  {w.count} message{plural}, "
+        f"  #{sanitize(w.channel)}  {sanitize(w.name)}  {w.count} message{plural}, "
         f"oldest #{w.oldest_seq} ({_ago(now - w.oldest_ts)} ago)"
     )
 
@@ -100,11 +128,15 @@ def render(s: HubStatusResult, now: float) -> str:
     """The answer as a person reads it (control characters in peers' labels removed)."""
     from .bridge.inject import sanitize
 
-    verdict = "healthy" if s.healthy else f"DEGRADED: {s.problem}"
-    lines = [f"wsbus {s.version} · hub {s.hub} · {s.engine} · up {_ago(s.uptime)} · {verdict}"]
+    clean = sanitize  # every string comes from the hub: no escape sequence reaches the terminal
+    verdict = "healthy" if s.healthy else f"DEGRADED: {clean(s.problem or '')}"
+    lines = [
+        f"wsbus {clean(s.version)} · hub {clean(s.hub)} · {clean(s.engine)} · "
+        f"up {_ago(s.uptime)} · {verdict}"
+    ]
     if s.full:
         size = f" ({_size(s.store_bytes)})" if s.store_bytes else ""
-        lines.append(f"store: {s.store}{size}")
+        lines.append(f"store: {clean(s.store or '')}{size}")
         lag = f" · engine lag {s.lag} events" if s.lag is not None else ""
         keep = f"{s.retention_days:g} days" + (
             f" or {s.retention_count:,} events" if s.retention_count else ""
@@ -114,7 +146,7 @@ def render(s: HubStatusResult, now: float) -> str:
     if not s.channels:
         lines.append("nobody connected" + ("" if s.full else " on your channels"))
     for channel, rows in s.channels.items():
-        lines.append(f"#{channel}")
+        lines.append(f"#{clean(channel)}")
         for c in rows:
             labels = [c.kind, c.model, c.role, c.host]
             extra = "  ".join(sanitize(x) for x in labels if x)
@@ -128,7 +160,8 @@ def render(s: HubStatusResult, now: float) -> str:
         if s.oldest_pending is not None:
             o = s.oldest_pending
             lines.append(
-                f"oldest unacknowledged: #{o.oldest_seq} to {o.name} on #{o.channel}, "
+                f"oldest unacknowledged: #{o.oldest_seq} to {clean(o.name)} on "
+                f"#{clean(o.channel)}, "
                 f"{_ago(now - o.oldest_ts)} ago"
             )
     else:

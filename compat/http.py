@@ -214,7 +214,9 @@ class HttpShim:
             lingering_time=1.0,
             logger=parser_log,
         )
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        # at shutdown the hub has drained already: what a handler still holds (a peer
+        # that does not read) is not waited for long
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=3.0)
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.host, self.port, backlog=4096, ssl_context=self.ssl_context
@@ -250,14 +252,15 @@ class HttpShim:
         path, path_token = _split_token(request.path)
         route = self.routes.get(path)
         try:
-            if route is None and self.ui is not None and (path == "/ui" or path.startswith("/ui/")):
+            path_is_ui = path == "/ui" or path.startswith("/ui/")
+            if route is None and self.ui is not None and path_is_ui:
                 route = ("GET", self.static)
             if route is None:
                 raise LegacyError(404, f"not found: {path[:100]}")
             method, handler = route
             if self.closing and path != "/healthz":
                 raise LegacyError(503, "the hub is shutting down; retry", retry_after=1.0)
-            if request.method != method:
+            if request.method != method and not (request.method == "HEAD" and path_is_ui):
                 raise LegacyError(
                     405, f"method {request.method} not allowed on {path}; use {method}"
                 )
@@ -294,9 +297,8 @@ class HttpShim:
         Host the hub does not answer to."""
         hosts = request.headers.getall("Host", [None])
         origin = request.headers.get("Origin")
-        # a page this port served (the dashboard) is at home here: Origin is this
-        # scheme and Host (a rebound DNS name still fails the Host check below)
-        own = origin is not None and len(hosts) == 1 and origin == f"{self.scheme}://{hosts[0]}"
+        # a page this port served (the dashboard) is at home here (Guards.own_origin)
+        own = self.guards.own_origin(origin, hosts, self.scheme)
         refused = None if own else self.guards.origin_refused(origin)
         if refused is not None:
             self.hub.metrics.auth_failed("origin", request.remote or "", "http", refused)

@@ -28,3 +28,19 @@ def test_browser_origins_need_allowing() -> None:
     anyone = Guards("127.0.0.1", authenticated=False, allow_origins=["*"])
     assert anyone.origin_refused("https://x.example") is None
     assert anyone.websocket_origins() is None
+
+
+def test_own_origin_only_where_rebinding_cannot_forge_it() -> None:
+    """A page of the port's own origin: granted with tokens, or when Host is an
+    address or localhost; never for a name a rebound page could have."""
+    open_hub = Guards("127.0.0.1", authenticated=False)
+    for host in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.0.0.5:8080"):
+        assert open_hub.own_origin(f"http://{host}", [host], "http"), host
+    for host in ("devbox:8080", "evil", "evil.example:8080"):
+        assert not open_hub.own_origin(f"http://{host}", [host], "http"), host
+    assert not open_hub.own_origin("http://127.0.0.1:9", ["127.0.0.1:8080"], "http")
+    assert not open_hub.own_origin("https://127.0.0.1:8080", ["127.0.0.1:8080"], "http")
+    assert not open_hub.own_origin("http://a:1", ["a:1", "a:1"], "http")
+    assert not open_hub.own_origin(None, ["127.0.0.1:8080"], "http")
+    with_tokens = Guards("0.0.0.0", authenticated=True)
+    assert with_tokens.own_origin("https://hub.example", ["hub.example"], "https")

@@ -4,9 +4,11 @@ log lines. Real hub processes, real websocket and HTTP clients."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from wsbus.auth import TokenStore
 from wsbus.metrics import HubMetrics
@@ -140,6 +142,14 @@ async def test_ws_admits_the_page_own_origin_only(hub: Any) -> None:
     await raw.close()
     with pytest.raises(InvalidStatus, match="403"):
         await connect(hub.url, origin=own)  # type: ignore[arg-type]
+    # DNS rebinding: a page of `evil` (a single-label name a resolver may rebind to
+    # 127.0.0.1) asks with its own name as Host and Origin: not at home here
+    base = f"http://127.0.0.1:{hub.http_port}"
+    for name in ("evil", f"evil:{hub.http_port}", "evil.example"):
+        status, _, body = http(base + "/ws", {"Host": name, "Origin": f"http://{name}"})
+        assert status == 403, (name, body)
+        status, _, _ = http(base + "/metrics", {"Host": name, "Origin": f"http://{name}"})
+        assert status == 403
     with pytest.raises(InvalidStatus, match="403"):
         await connect(ws_url(hub), origin=f"http://127.0.0.1:{hub.port}")  # type: ignore[arg-type]
 
@@ -500,3 +510,134 @@ def test_status_and_metrics_say_degraded_when_nats_is_gone(
     )
     nats.start()
     wait_for(lambda: wsbus("status", "-q", "--url", hub.url, env=env).returncode == 0, timeout=30)
+
+
+# ---------------------------------------------------------------------- hostile clients
+
+
+@pytest.mark.parametrize("port", ["websocket", "http"])
+async def test_a_client_that_asks_and_never_reads_is_closed_as_slow(
+    hub_factory: Callable[..., Any], port: str
+) -> None:
+    """Answers count against send_queue like fan-out: a client that floods queries and
+    reads nothing is closed with 4008 instead of filling the hub's memory."""
+    hub = hub_factory("--send-queue", "262144", "--rate-events", "0", "--rate-bytes", "0")
+    url = hub.url if port == "websocket" else ws_url(hub)
+    filler = RawClient(hub.url)
+    await filler.open({"name": "filler"})
+    for i in range(60):
+        await filler.send({"op": "send", "ref": f"f{i}", "to": "*", "body": "x" * 4000})
+    await filler.recv_until(lambda f: f.get("op") == "ok" and f["ref"] == "f59")
+    metrics = f"http://127.0.0.1:{hub.http_port}/metrics"
+    async with connect(url, subprotocols=["wsbus.v1.json"], max_queue=1) as conn:  # type: ignore[list-item]
+        await conn.send(json.dumps({"op": "hello", "name": "sink", "channels": []}))
+        for i in range(300):  # 300 answers of 240 kB would be 72 MB
+            await conn.send(json.dumps({"op": "history", "ref": f"h{i}", "limit": 60}))
+
+        def closed_as_slow() -> bool:
+            return metric(http(metrics)[2], "wsbus_slow_consumer_disconnects_total") >= 1
+
+        await async_wait_for(closed_as_slow, timeout=20, interval=0.1)  # before any read
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(1000):
+                await asyncio.wait_for(conn.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+    status, _, _ = http(f"http://127.0.0.1:{hub.http_port}/healthz")
+    assert status == 200
+    await filler.close()
+
+
+def test_peer_text_cannot_forge_a_text_log_line(hub_factory: Callable[..., Any]) -> None:
+    hub = hub_factory("--log-level", "info")
+
+    async def run() -> None:
+        bridge, sender = RawClient(hub.url), RawClient(hub.url)
+        await bridge.open({"names": ["pane"], "kind": "bridge", "host": "h1"})
+        await sender.open({"name": "boss"})
+        await sender.send({"op": "send", "ref": "b1", "to": "pane", "body": "go"})
+        ev = await bridge.recv_until(lambda f: f.get("op") == "event")
+        reason = "oops\n2026-01-01 00:00:00 WARNING wsbus.hub: FORGED\x1b[2J"
+        await bridge.send({"op": "ack", "seq": ev["seq"], "status": "failed", "reason": reason})
+        await sender.recv_until(lambda f: f.get("op") == "receipt")
+        await bridge.close()
+        await sender.close()
+
+    asyncio.run(run())
+    wait_for(lambda: "bridge delivery failed" in "".join(hub.output))
+    lines = "".join(hub.output).splitlines()
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    assert "\x1b" not in "".join(hub.output)
+    assert any("oops\\x0a2026-01-01" in line for line in lines)
+
+
+async def test_ws_disconnect_lines_name_the_code_the_hub_closed_with(
+    hub_factory: Callable[..., Any],
+) -> None:
+    hub = hub_factory("--log-level", "info", "--log-format", "json")
+    raw = RawClient(ws_url(hub))
+    await raw.open({"name": "noisy"})
+    for _ in range(20):
+        await raw.send("{not json")
+    with pytest.raises(Exception, match="1008"):
+        for _ in range(100):
+            await raw.recv(timeout=5)
+
+    def logged() -> list[dict[str, Any]]:
+        return [
+            json.loads(line)
+            for line in "".join(hub.output).splitlines()
+            if line.startswith("{") and '"disconnect"' in line
+        ]
+
+    wait_for(logged)
+    assert "code=1008" in logged()[0]["msg"]
+
+
+def test_a_ws_client_that_stopped_reading_does_not_hold_up_the_shutdown(
+    hub_factory: Callable[..., Any],
+) -> None:
+    """SIGTERM with a /ws client that reads nothing while under send_queue: the hub
+    still exits within seconds (the close is bounded, then the connection dropped)."""
+    hub = hub_factory("--send-queue", str(64 << 20), "--rate-events", "0", "--rate-bytes", "0")
+
+    async def fill() -> Any:
+        stalled = await connect(ws_url(hub), subprotocols=["wsbus.v1.json"], max_queue=1)  # type: ignore[list-item]
+        await stalled.send(json.dumps({"op": "hello", "name": "stalled"}))
+        sender = RawClient(hub.url)
+        await sender.open({"name": "firehose"})
+        for i in range(100):
+            body = "y" * 60_000
+            await sender.send({"op": "send", "ref": f"s{i}", "to": "*", "body": body})
+        await sender.recv_until(lambda f: f.get("op") == "ok" and f["ref"] == "s99", 30)
+        await sender.close()
+        return stalled
+
+    loop = asyncio.new_event_loop()
+    try:
+        stalled = loop.run_until_complete(fill())
+        began = time.monotonic()
+        code, output = hub.stop()
+        took = time.monotonic() - began
+        assert code == 0, output[-2000:]
+        assert took < 12, took
+        loop.run_until_complete(stalled.close())
+    finally:
+        loop.close()
+
+
+def test_status_text_never_carries_escape_sequences() -> None:
+    from wsbus.cli.status import render
+
+    from wsbus.schema import Connected, HubStatusResult, Waiting
+
+    evil = "\x1b]0;pwned\x07\x1b[2J"
+    waiting = Waiting(channel=f"c{evil}", name=f"n{evil}", count=1, oldest_seq=1, oldest_ts=0.0)
+    answer = HubStatusResult(
+        ref="r", version=f"1{evil}", hub=f"h{evil}", engine=f"e{evil}", uptime=1.0,
+        healthy=False, problem=f"p{evil}", seq=1, pruned_seq=0, retention_days=1.0,
+        retention_count=0, connections=1, queued=0,
+        channels={f"c{evil}": [Connected(name=f"n{evil}", connections=1, kind=f"k{evil}")]},
+        pending=[waiting], pending_window=10, full=True, store=f"s{evil}", oldest_pending=waiting,
+    )  # fmt: skip
+    text = render(answer, 10.0)
+    assert "\x1b" not in text and "\x07" not in text and "DEGRADED: p" in text

@@ -129,6 +129,7 @@ class Conversation:
             )
             replay = asyncio.create_task(self._replay(session, hello.resume, hello.pending))
             bad = 0
+            limit = hub.config.send_queue
             loop = asyncio.get_running_loop()
             throttle = self.rates.throttle(loop.time())
             async for data in session.incoming():
@@ -141,6 +142,10 @@ class Conversation:
                 try:
                     await hub.handle(session, codec.decode_client(data))
                     bad = 0
+                    # answers count as unread bytes too: a client that asks and never
+                    # reads is closed as slow, before its answers fill the hub's memory
+                    if session.buffered() > limit:
+                        hub.slow(session)
                 except FrameError as err:
                     ref = err.ref or salvage_ref(data, codec.binary)
                     session.send(Error(code=err.code, message=err.message, ref=ref))

@@ -97,7 +97,7 @@ class Hub:
         self.log: Log = log or LocalLog(store, self.config.ref_window)
         #: writes one frame to many sessions, with the transport's ``broadcast`` (the
         #: websocket server's ``ws_broadcast``), else one write per session
-        self.writer = Writer(broadcast, self.config.send_queue, self._slow)
+        self.writer = Writer(broadcast, self.config.send_queue, self.slow)
         #: authentication, the channel and name checks, revocation
         self.access = Access(gate, self.config.max_identity_connections)
         self.router = Router()
@@ -299,12 +299,15 @@ class Hub:
         except FrameError as err:
             if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN):
                 self.metrics.auth_failed(err.code)
+                # (the unauthorized sentence quotes the header's name, which the
+                # redaction of tokens would take for a token)
+                why = "no valid token" if err.code == ErrorCode.UNAUTHORIZED else err.message
                 logger.info(
                     "auth failure session=%s peer=%s code=%s: %s",
                     session.id,
                     getattr(session, "peer", "") or "-",
                     err.code,
-                    err.message,
+                    why,
                     extra={"event": "auth_failure"},
                 )
             session.send(Error(code=err.code, message=err.message))
@@ -476,7 +479,7 @@ class Hub:
             elif not s.closed:
                 s.held.append(ev)  # replaying: written after the replay, in order
                 if len(s.held) > max_held:
-                    self._slow(s)
+                    self.slow(s)
         if not live:
             return
         self.metrics.deliveries.inc(len(live))
@@ -491,7 +494,9 @@ class Hub:
         else:
             self.writer.write_all(live, ev)
 
-    def _slow(self, s: Session) -> None:
+    def slow(self, s: Session) -> None:
+        """Close a session that does not read what it is sent (4008); it resumes from
+        its cursor without loss."""
         if s.closed:
             return
         logger.info(

@@ -13,7 +13,10 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, cast
 
+import msgspec
+
 from .auth import may_use_channel, party_of
+from .errors import ErrorCode, FrameError
 from .schema import Connected, HubStatus, HubStatusResult, Waiting
 from .session import Session
 from .store import Pending
@@ -31,12 +34,20 @@ PENDING_WINDOW = 100_000
 REUSE = 1.0
 
 
+#: seconds a connection waits between two ``hub_status`` (each answer may be large)
+PER_CONNECTION = 0.5
+
+
 class _Reused:
-    """The last scans, and when they were made (one per hub)."""
+    """The last scans and answers, and when they were made (one per hub)."""
 
     def __init__(self) -> None:
         self.pending: tuple[float, list[Pending]] | None = None
         self.everyone: tuple[float, dict[str, dict[str, list[Any]]]] | None = None
+        #: token id (None: no --auth) -> (when, the answer built for that token)
+        self.answers: dict[str | None, tuple[float, HubStatusResult]] = {}
+        #: when each connection last asked
+        self.asked: weakref.WeakKeyDictionary[Session, float] = weakref.WeakKeyDictionary()
         self.lock = asyncio.Lock()
 
 
@@ -82,7 +93,32 @@ async def gauges(hub: Hub) -> None:
 
 async def status(hub: Hub, session: Session, frame: HubStatus) -> HubStatusResult:
     """The answer to ``hub_status``: in full without ``--auth`` or for an admin token;
-    else the token's channels and its names' mail only."""
+    else the token's channels and its names' mail only. One answer per token is built
+    at most every :data:`REUSE` seconds, and a connection asks at most every
+    :data:`PER_CONNECTION` seconds (else ``rate_limited``)."""
+    cache = _cache(hub)
+    now = time.monotonic()
+    last = cache.asked.get(session)
+    if last is not None and now - last < PER_CONNECTION:
+        raise FrameError(
+            ErrorCode.RATE_LIMITED,
+            f"hub_status at most every {PER_CONNECTION:g} s per connection; "
+            f"retry in {PER_CONNECTION - (now - last):.1f} s",
+            frame.ref,
+        )
+    cache.asked[session] = now
+    scope = session.grant.id if session.grant is not None else None
+    kept = cache.answers.get(scope)
+    if kept is not None and now - kept[0] < REUSE:
+        return msgspec.structs.replace(kept[1], ref=frame.ref)
+    answer = await _build(hub, session, frame)
+    if len(cache.answers) >= 1000:  # tokens come and go: keep the recent ones
+        cache.answers.clear()
+    cache.answers[scope] = (time.monotonic(), answer)
+    return answer
+
+
+async def _build(hub: Hub, session: Session, frame: HubStatus) -> HubStatusResult:
     grant = session.grant
     party = None if grant is None else party_of(grant)
     full = party is None

@@ -17,7 +17,7 @@ import msgspec
 
 from .redact import redact
 
-__all__ = ["FORMATS", "JsonFormatter", "setup"]
+__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "setup"]
 
 FORMATS = ("text", "json")
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -28,6 +28,18 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "asctime",
 }
 _encode = msgspec.json.Encoder().encode
+
+
+#: control characters (C0, DEL, C1) as ``\\xNN``: what a peer put in a name, a reason
+#: or a path can neither start a line of its own nor drive the terminal
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record (a traceback's own lines follow it)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPES)
 
 
 class JsonFormatter(logging.Formatter):
@@ -60,7 +72,7 @@ class JsonFormatter(logging.Formatter):
 def setup(level: str, fmt: str = "text") -> None:
     """Log to stderr at ``level`` in ``fmt``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

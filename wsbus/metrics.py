@@ -4,20 +4,27 @@ Every metric lives in the hub's own registry (several hubs can share a process i
 tests). Labels are bounded: a connection's kind is one of :data:`KINDS` or
 ``other``; a channel label names at most :data:`MAX_CHANNEL_LABELS` channels, later
 ones count as ``other``; per-agent figures are in ``wsbus status``, never labels.
-The counters sit on the hot paths, so each is a bound child looked up in a dict.
+What the hot paths count (events in and out, deliveries, latencies) is plain
+Python arithmetic, a fraction of a microsecond, exported by a collector of
+prometheus_client when scraped; the rest are prometheus_client's own metrics.
 The gauges that need the store or the engine (pending deliveries, engine lag, store
 size) are refreshed when scraped, at most every :data:`REFRESH` seconds.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .session import Session
 from .store import ReceiptRecord
@@ -49,23 +56,93 @@ def kind_label(session: Session) -> str:
     return kind if kind in KINDS else "other"
 
 
-class _ChannelCounter:
-    """A counter labelled by channel, with at most ``MAX_CHANNEL_LABELS`` labels."""
+class Count:
+    """A counter on a hot path: a plain int (no lock: the hub is one thread), read by
+    :class:`_HotPath` when scraped."""
 
-    def __init__(self, counter: Counter, limit: int) -> None:
-        self._counter = counter
-        self._limit = limit
-        self._children: dict[str, Counter] = {}
-        self._other = counter.labels("other")
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class ChannelCounts:
+    """Counts per channel on a hot path, at most ``limit`` channels by name; the rest
+    are counted as ``other``."""
+
+    __slots__ = ("by_channel", "limit", "other")
+
+    def __init__(self, limit: int) -> None:
+        self.by_channel: dict[str, int] = {}
+        self.limit = limit
+        self.other = 0
 
     def inc(self, channel: str, amount: int = 1) -> None:
-        child = self._children.get(channel)
-        if child is None:
-            if len(self._children) >= self._limit:
-                child = self._other
-            else:
-                child = self._children[channel] = self._counter.labels(channel)
-        child.inc(amount)
+        counts = self.by_channel
+        if channel in counts:
+            counts[channel] += amount
+        elif len(counts) < self.limit:
+            counts[channel] = amount
+        else:
+            self.other += amount
+
+
+class Buckets:
+    """A histogram on a hot path: counts per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class _HotPath(Collector):
+    """Exports the hot-path figures of a :class:`HubMetrics` in the text format."""
+
+    def __init__(self, m: HubMetrics) -> None:
+        self.m = m
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        m = self.m
+        for name, doc, counts in (
+            ("wsbus_events_in", "Sends this hub committed", m.events_in),
+            ("wsbus_events_out", "Events this hub fanned out (from any hub)", m.events_out),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["channel"])
+            for channel, value in counts.by_channel.items():
+                family.add_metric([channel], value)
+            family.add_metric(["other"], counts.other)
+            yield family
+        yield CounterMetricFamily(
+            "wsbus_deliveries",
+            "Event frames written to connections (fan-out, and replays on (re)connect)",
+            value=m.deliveries.value,
+        )
+        for name, doc, hist in (
+            (
+                "wsbus_delivery_latency_seconds",
+                "An event's commit stamp to its fan-out on this hub",
+                m.delivery_latency,
+            ),
+            ("wsbus_commit_seconds", "One batch's commit to the store or engine", m.commit_seconds),
+        ):
+            cumulative, running = [], 0
+            for bound, count in zip((*hist.bounds, math.inf), hist.counts, strict=True):
+                running += count
+                cumulative.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
+            yield HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=hist.sum)
 
 
 class HubMetrics:
@@ -85,36 +162,13 @@ class HubMetrics:
         )
         for kind in (*KINDS, "other"):
             self.connections.labels(kind)
-        self.events_in = _ChannelCounter(
-            Counter("wsbus_events_in", "Sends this hub committed", ["channel"], registry=r),
-            max_channel_labels,
-        )
-        self.events_out = _ChannelCounter(
-            Counter(
-                "wsbus_events_out",
-                "Events this hub fanned out (from any hub)",
-                ["channel"],
-                registry=r,
-            ),
-            max_channel_labels,
-        )
-        self.deliveries = Counter(
-            "wsbus_deliveries",
-            "Event frames written to connections (fan-out, and replays on (re)connect)",
-            registry=r,
-        )
-        self.delivery_latency = Histogram(
-            "wsbus_delivery_latency_seconds",
-            "An event's commit stamp to its fan-out on this hub",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.commit_seconds = Histogram(
-            "wsbus_commit_seconds",
-            "One batch's commit to the store or engine",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        #: the hot paths' figures: plain counting, exported by ``_HotPath``
+        self.events_in = ChannelCounts(max_channel_labels)
+        self.events_out = ChannelCounts(max_channel_labels)
+        self.deliveries = Count()
+        self.delivery_latency = Buckets(_LATENCY_BUCKETS)
+        self.commit_seconds = Buckets(_LATENCY_BUCKETS)
+        r.register(_HotPath(self))
         self.slow_consumers = Counter(
             "wsbus_slow_consumer_disconnects",
             "Connections closed for not reading (4008)",

@@ -32,6 +32,9 @@ __all__ = ["WebSocketRoute", "WebWsSession"]
 
 log = logging.getLogger("wsbus.server")
 
+#: seconds a close may take before the connection is dropped
+CLOSE_GRACE = 3.0
+
 
 class WebWsSession(StreamSession):
     """A hub session on an aiohttp websocket."""
@@ -50,6 +53,7 @@ class WebWsSession(StreamSession):
         self._empty = asyncio.Event()
         self._empty.set()
         self._gone = False
+        self._code: int | None = None
         self._closing: asyncio.Task[None] | None = None
         self._pump = asyncio.get_running_loop().create_task(self._send_queued())
 
@@ -95,11 +99,17 @@ class WebWsSession(StreamSession):
         if not self._gone:
             with contextlib.suppress(TimeoutError):  # a peer that does not read
                 await asyncio.wait_for(self._empty.wait(), 1.0)
-        await self.ws.close(code=code, message=reason.encode())
+        self._code = code
+        try:  # a peer that does not read: aiohttp's close waits on the drain, unbounded
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_GRACE)
+        except (TimeoutError, ConnectionError):
+            if self._transport is not None:
+                self._transport.abort()
         self.stop()
 
     def close_code(self) -> int | None:
-        return self.ws.close_code
+        # the code the hub closed with (aiohttp reports 1000 for any close it answered)
+        return self._code if self._code is not None else self.ws.close_code
 
     def stop(self) -> None:
         """Drop what is still queued and end the sending task."""
@@ -180,7 +190,7 @@ class WebSocketRoute:
             heartbeat=self.ping_interval,
             max_msg_size=self.max_frame,
             compress=False,
-            timeout=3.0,  # a peer that does not answer our close frame: gone in 3 s
+            timeout=CLOSE_GRACE,  # a peer that does not answer our close frame
         )
         await ws.prepare(request)
         header = request.headers.get("Authorization")
@@ -194,7 +204,7 @@ class WebSocketRoute:
             ticket.close()
             self.sessions.discard(session)
             if not ws.closed:
-                await ws.close(code=CloseCode.GOING_AWAY, message=b"closing")
+                await session.shut(CloseCode.GOING_AWAY, "closing")
             session.stop()
         return ws
 
