@@ -254,7 +254,9 @@ class HubStatus(Frame, tag="hub_status"):
     """How the hub is doing: version, uptime, engine, store, who is connected, the
     mail waiting for a final receipt. Answered by ``hub_status_result``: in full
     without ``--auth`` or to an admin token; to another token, only its channels and
-    its own names' mail, without the store's location and size."""
+    its own names' mail, without the store's location and size. The answer is built
+    at most once a second per token (it may be a second old); a connection asking
+    again within half a second gets ``rate_limited``."""
 
     ref: Ref
 

@@ -60,8 +60,10 @@ CONNECTING = f"""\
   so a page the hub serves (the dashboard at `/ui/`) is same-origin and one public URL
   serves everything (docs/OPERATIONS.md: reverse proxies). There, a browser page of
   the port's own origin (`Origin` = the scheme and `Host` it asked) is allowed besides
-  `--allow-origin`; a client offering only unknown subprotocols gets 400, a request
-  without `Upgrade: websocket` 426. `--no-http` turns it off with the rest of the port.
+  `--allow-origin`, when the hub has `--auth` or `Host` is an IP address or `localhost`
+  (docs/SECURITY.md: DNS rebinding); a client offering only unknown subprotocols gets
+  400, a request without `Upgrade: websocket` 426. `--no-http` turns it off with the
+  rest of the port.
 - Authentication (`--auth FILE`, docs/SECURITY.md): the token travels as
   `Authorization: Bearer TOKEN` on the upgrade request (a wrong one is answered
   HTTP 401 before the upgrade), or, for browsers that cannot set headers, in
