@@ -34,6 +34,7 @@ __all__ = [
     "child_argv",
     "decode",
     "event_frame",
+    "events_of",
     "handshake",
     "hello_frame",
     "open_ws",
@@ -97,7 +98,19 @@ def body(tag: str, size: int = BODY_SIZE) -> str:
 
 
 def hello_frame(name: str) -> bytes:
-    return _encode({"op": "hello", "name": name, "channels": [CHANNEL]})
+    """A subscriber's hello; it reads batches (``events``, ``presences``), as the
+    Python client does (an older hub ignores the field)."""
+    return _encode({"op": "hello", "name": name, "channels": [CHANNEL], "capabilities": ["batch"]})
+
+
+def events_of(frame: Any) -> list[Any]:
+    """The events a decoded hub frame carries: an ``event``, or the list of ``events``."""
+    op = frame.get("op") if isinstance(frame, dict) else None
+    if op == "event":
+        return [frame]
+    if op == "events":
+        return list(frame["events"])
+    return []
 
 
 def send_frame(ref: str, text: str) -> bytes:

@@ -99,7 +99,7 @@ async def ops_scenario(
                     began = time.perf_counter()
                     frame = {"op": "send", "ref": f"{label}{i}", "to": name, "body": str(i)}
                     await pub.send(json.dumps(frame))
-                    while json.loads(await conn.recv())["op"] != "event":
+                    while json.loads(await conn.recv())["op"] not in ("event", "events"):
                         pass
                     delays[label].append(time.perf_counter() - began)
             scrapes, healths, statuses, pings = [], [], [], []

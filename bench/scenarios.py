@@ -15,7 +15,17 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from .common import BenchError, Mode, body, decode, event_frame, handshake, open_ws, send_frame
+from .common import (
+    BenchError,
+    Mode,
+    body,
+    decode,
+    event_frame,
+    events_of,
+    handshake,
+    open_ws,
+    send_frame,
+)
 from .servers import ServerProcess
 from .workers import Worker
 
@@ -156,13 +166,12 @@ async def latency(
         errors: list[Any] = []
 
         def on_sub(frame: Any) -> None:
-            if frame.get("op") != "event":
-                return
-            now = time.perf_counter_ns()  # after parsing the frame
-            i, sent, _ = frame["body"].split(" ", 2)
-            fut = waiting["fut"]
-            if int(i) == waiting["i"] and fut is not None and not fut.done():
-                fut.set_result(now - int(sent))
+            for ev in events_of(frame):
+                now = time.perf_counter_ns()  # after parsing the frame
+                i, sent, _ = ev["body"].split(" ", 2)
+                fut = waiting["fut"]
+                if int(i) == waiting["i"] and fut is not None and not fut.done():
+                    fut.set_result(now - int(sent))
 
         def on_pub(frame: Any) -> None:
             if frame.get("op") == "error":
@@ -362,11 +371,10 @@ async def durable_publish(server: ServerProcess, events: int, p: Params) -> dict
                 all_done.set()
 
         def on_sub(frame: Any) -> None:
-            if frame.get("op") != "event":
-                return
-            state["delivered"] += 1
-            if mode == "bare":
-                finish(int(frame["ref"].split("-")[1]))
+            for ev in events_of(frame):
+                state["delivered"] += 1
+                if mode == "bare":
+                    finish(int(ev["ref"].split("-")[1]))
 
         def on_pub(k: int) -> Any:
             def handle(frame: Any) -> None:

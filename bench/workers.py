@@ -29,7 +29,16 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from .common import BenchError, Mode, child_argv, decode, handshake, open_ws, raise_nofile
+from .common import (
+    BenchError,
+    Mode,
+    child_argv,
+    decode,
+    events_of,
+    handshake,
+    open_ws,
+    raise_nofile,
+)
 
 __all__ = ["Worker", "main"]
 
@@ -56,8 +65,9 @@ class _State:
         try:
             while True:
                 frame: Any = decode(await ws.recv(decode=False))
-                if frame.get("op") == "event":
-                    sub.count += 1
+                got = len(events_of(frame))
+                if got:
+                    sub.count += got
                     self.last = time.monotonic()
         except ConnectionClosed:
             pass

@@ -10,12 +10,14 @@ from wsbus.schema import BROADCAST
 
 @dataclass(eq=False)
 class Sess:
-    """The minimum the router needs: names, channels, watch."""
+    """The minimum the router needs: names, channels, watch, how it takes presence."""
 
     names: tuple[str, ...]
     watch: bool = False
     channels: set[str] = field(default_factory=set)
     label: str = ""
+    wants_presence: bool = True
+    batch: bool = False
 
     def __repr__(self) -> str:
         return f"Sess({self.label or '/'.join(self.names)})"

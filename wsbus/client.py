@@ -40,10 +40,12 @@ from .codec import JSON, MSGPACK, Codec
 from .errors import ConnectionLost
 from .handshake import SendResult, hello_frame, new_ref, send_frame
 from .schema import (
+    CAP_BATCH,
     DEFAULT_CHANNEL,
     Ack,
     Error,
     Event,
+    Events,
     Hello,
     History,
     HistoryResult,
@@ -54,6 +56,7 @@ from .schema import (
     Ping,
     Pong,
     Presence,
+    Presences,
     Receipt,
     Register,
     Registered,
@@ -420,6 +423,7 @@ class Client:
             role=self.info["role"],
             host=self.info["host"],
             tmux=self.info["tmux"],
+            capabilities=[CAP_BATCH],
         )
 
     async def _opened(self, send: Writer) -> None:
@@ -429,6 +433,12 @@ class Client:
         match frame:
             case Event():
                 await self._inbox.event(frame)
+            case Events():
+                for ev in frame.events:
+                    await self._inbox.event(ev)
+            case Presences():
+                for change in frame.changes:
+                    await self._inbox.put(change)
             case Ok():
                 self._requests.on_ok(frame)
             case Error():

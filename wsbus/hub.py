@@ -22,17 +22,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, assert_never, cast
+from typing import Any, assert_never
 
 from . import hubstatus
 from .access import Access
 from .auth import Gate
 from .broadcast import Broadcaster, Writer, default_broadcast
 from .errors import HELLO_CLOSE_CODES, CloseCode, ErrorCode, FrameError
+from .fanout import FanOut
 from .hubconfig import HubConfig
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log, Tail
-from .loopguard import own_loop
 from .metrics import HubMetrics
 from .presence import Announcer
 from .queries import Queries
@@ -42,7 +42,8 @@ from .reservations import Reservations
 from .rosters import Rosters
 from .routing import Router
 from .schema import (
-    BROADCAST,
+    CAP_BATCH,
+    CAPABILITIES,
     Ack,
     ClientFrame,
     Error,
@@ -125,6 +126,10 @@ class Hub:
         self.replayer = Replay(store, self.config.replay_page, self.metrics)
         #: presence frames to each channel's members
         self.presence = Announcer(self.router, self.writer)
+        #: committed events to their recipients (one frame each, or batches)
+        self.fanout = FanOut(
+            self.router, self.writer, self.metrics, self.config.max_held, self.slow
+        )
         #: registered members and bridge claims
         self.rosters = Rosters(store, self.router, self.access, self.presence)
         #: retention, checkpoints, token-file checks
@@ -257,6 +262,8 @@ class Hub:
         self.access.opened(session)
         session.watch = hello.watch
         session.wants_presence = hello.presence
+        granted = [c for c in CAPABILITIES if c in hello.capabilities]
+        session.batch = CAP_BATCH in granted
         session.info = {
             "kind": hello.kind,
             "model": hello.model,
@@ -287,6 +294,7 @@ class Hub:
             server=f"wsbus/{__version__}",
             limits=self.limits(),
             refused=refused,
+            capabilities=granted,
         )
 
     def hello(self, session: Session, hello: Hello) -> tuple[int, str] | None:
@@ -447,14 +455,22 @@ class Hub:
         """Fan out a batch the tail yielded (whichever hub committed it)."""
         metrics = self.metrics
         now = time.time()
+        if self.presence.gathered:  # presence changes go before the events after them
+            self.presence.flush()
+        fanout = self.fanout
+        batched = fanout.start()
         for ev in events:
             try:
                 self.receipts.remember(ev)
-                self._fanout(ev)
+                fanout.event(ev, batched)
                 metrics.events_out.inc(ev.channel)
                 metrics.delivery_latency.observe(max(0.0, now - ev.ts))
             except Exception:  # never let one event stop the tail
                 logger.exception("delivering event %d failed", ev.seq)
+        try:
+            fanout.finish(batched)
+        except Exception:
+            logger.exception("writing a batch of %d events failed", len(events))
         self.committed_seq = events[-1].seq
         self.committed_ts = events[-1].ts
         try:
@@ -466,33 +482,6 @@ class Hub:
                 listener(events)
             except Exception:
                 logger.exception("commit listener failed")
-
-    def _fanout(self, ev: Event) -> None:
-        targets = self.router.recipients(ev.channel, ev.from_, ev.to)
-        if not targets:
-            return
-        live: list[Session] = []
-        max_held = self.config.max_held
-        for s in cast(list[Session], targets):
-            if s.live:
-                live.append(s)
-            elif not s.closed:
-                s.held.append(ev)  # replaying: written after the replay, in order
-                if len(s.held) > max_held:
-                    self.slow(s)
-        if not live:
-            return
-        self.metrics.deliveries.inc(len(live))
-        if ev.loop and ev.to == BROADCAST:
-            # each recipient learns the count of its own pair only: the others tell who
-            # exchanged direct messages with the sender
-            by_name = cast(dict[str, set[Session]], self.router.by_name)
-            special = {s for n in ev.loop for s in by_name.get(n, ()) if s.live}
-            self.writer.write_all([s for s in live if s not in special], own_loop(ev, ()))
-            for one in special.intersection(live):
-                self.writer.write_all([one], own_loop(ev, one.names))
-        else:
-            self.writer.write_all(live, ev)
 
     def slow(self, s: Session) -> None:
         """Close a session that does not read what it is sent (4008); it resumes from

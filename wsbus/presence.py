@@ -4,6 +4,12 @@ The router (:mod:`wsbus.routing`) says which names changed when a session attach
 or detaches; this part turns each change into a ``presence`` frame, written once to
 every member of the channel that asked for presence (``hello.presence``).
 
+A member that reads ``presences`` frames (``hello.capabilities``: ``batch``) gets a
+channel's changes gathered for :data:`TICK` seconds and written as one frame, so a
+crowd reconnecting costs one frame per member per tick instead of one per change;
+the gathered changes are always written before the events that follow them
+(:meth:`Hub._deliver` flushes first). Other members get each change at once.
+
 With several hubs on one bus (:meth:`Announcer.share`), each local change is also
 written to the bus's presence bucket, and the other hubs' changes come back from it:
 a name is up on a channel when it is connected to any hub, and a frame is sent only
@@ -12,6 +18,7 @@ when that changes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -19,11 +26,16 @@ from typing import Any, Protocol, cast
 from .broadcast import Writer
 from .routing import PresenceChange, Router
 from .schema import Presence as PresenceFrame
+from .schema import Presences as PresencesFrame
 from .session import Session
 
-__all__ = ["Announcer", "SharedPresence"]
+__all__ = ["TICK", "Announcer", "SharedPresence"]
 
 Info = dict[str, Any]
+
+#: seconds a channel's presence changes are gathered for the members that read
+#: ``presences`` frames (a crowd of n joining over t seconds costs n·t/TICK writes)
+TICK = 0.1
 
 
 class SharedPresence(Protocol):
@@ -45,6 +57,9 @@ class Announcer:
         self.shared: SharedPresence | None = None
         #: channel -> name -> {hub: info}: connected to other hubs of the bus
         self.remote: dict[str, dict[str, dict[str, Info]]] = {}
+        #: channel -> the changes not yet written to its batch-reading members
+        self.gathered: dict[str, list[PresenceFrame]] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     def share(self, shared: SharedPresence) -> None:
         """Write this hub's changes to the bus's presence, and hear the others'."""
@@ -104,9 +119,23 @@ class Announcer:
             role=info.get("role"),
             host=info.get("host"),
         )
-        targets = [
-            cast(Session, s)
-            for s in self.router.channel_sessions(channel)
-            if cast(Session, s).wants_presence
-        ]
-        self.writer.push(targets, frame)
+        now_ = cast(list[Session], self.router.presence_one_by_one(channel))
+        if now_:
+            self.writer.push(now_, frame)
+        self.gathered.setdefault(channel, []).append(frame)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(TICK, self.flush)
+
+    def flush(self) -> None:
+        """Write the gathered changes to each channel's batch-reading members: one
+        ``presence`` alone, else one ``presences`` frame."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        gathered, self.gathered = self.gathered, {}
+        for channel, frames in gathered.items():
+            members = cast(list[Session], self.router.channel_sessions(channel))
+            targets = [s for s in members if s.wants_presence and s.batch]
+            if targets:
+                batch = frames[0] if len(frames) == 1 else PresencesFrame(changes=frames)
+                self.writer.push(targets, batch)

@@ -8,6 +8,7 @@ so nothing is skipped or written twice, whatever arrives during the replay.
 
 from __future__ import annotations
 
+from .fanout import batches
 from .loopguard import own_loop
 from .metrics import HubMetrics
 from .schema import BROADCAST, Synced
@@ -50,9 +51,15 @@ class Replay:
         if resume is not None:  # a cursor ahead of this hub's tail: those it has had
             held = [ev for ev in held if ev.seq > resume]
         encode = session.codec.encode
-        for ev in held:
-            mine = own_loop(ev, session.names) if ev.loop and ev.to == BROADCAST else ev
-            session.write(encode(mine))
+        mine = [
+            own_loop(ev, session.names) if ev.loop and ev.to == BROADCAST else ev for ev in held
+        ]
+        if session.batch:
+            for frame in batches(mine):
+                session.write(encode(frame))
+        else:
+            for ev in mine:
+                session.write(encode(ev))
         self.metrics.deliveries.inc(len(held))
         session.live = True
         session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
@@ -77,11 +84,11 @@ class Replay:
                 pending_only=pending_only,
             )
             events = await self.store.query(q)
-            for ev in events:
+            for frame in batches(events) if session.batch else events:
                 if session.closed:
                     return
-                await session.write_async(session.codec.encode(ev))
-                self.metrics.deliveries.inc()
+                await session.write_async(session.codec.encode(frame))
+            self.metrics.deliveries.inc(len(events))
             if len(events) < page:
                 return
             cursor = events[-1].seq

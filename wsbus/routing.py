@@ -35,6 +35,8 @@ class Routable(Protocol):
     names: tuple[str, ...]
     channels: set[str]
     watch: bool
+    wants_presence: bool
+    batch: bool
 
 
 class PresenceChange(msgspec.Struct, frozen=True):
@@ -57,6 +59,9 @@ class Router:
         self._channel: dict[str, dict[int, Routable]] = {}
         self._direct: dict[tuple[str, str], dict[int, Routable]] = {}
         self._watchers: dict[str, dict[int, Routable]] = {}
+        #: channel -> its members that want presence one frame per change (they do
+        #: not read ``presences``): kept apart, so a change costs no walk of a crowd
+        self._one_by_one: dict[str, dict[int, Routable]] = {}
         #: name -> every open session acting for it (any channels, or none)
         self.by_name: dict[str, set[Routable]] = {}
 
@@ -89,6 +94,8 @@ class Router:
             self._channel.setdefault(ch, {})[key] = session
             if session.watch:
                 self._watchers.setdefault(ch, {})[key] = session
+            if session.wants_presence and not session.batch:
+                self._one_by_one.setdefault(ch, {})[key] = session
             for name in session.names:
                 group = self._direct.setdefault((ch, name), {})
                 if not group:
@@ -111,11 +118,12 @@ class Router:
                 subs.pop(key, None)
                 if not subs:
                     del self._channel[ch]
-            watchers = self._watchers.get(ch)
-            if watchers is not None:
-                watchers.pop(key, None)
-                if not watchers:
-                    del self._watchers[ch]
+            for index in (self._watchers, self._one_by_one):
+                found = index.get(ch)
+                if found is not None:
+                    found.pop(key, None)
+                    if not found:
+                        del index[ch]
             for name in session.names:
                 group = self._direct.get((ch, name))
                 if group is None:
@@ -157,6 +165,11 @@ class Router:
         """Sessions acting for ``name`` on ``channel``."""
         group = self._direct.get((channel, name))
         return list(group.values()) if group else []
+
+    def presence_one_by_one(self, channel: str) -> list[Routable]:
+        """The members of ``channel`` that want each presence change as its own frame."""
+        found = self._one_by_one.get(channel)
+        return list(found.values()) if found else []
 
     def channel_sessions(self, channel: str) -> list[Routable]:
         """Every session subscribed to ``channel``."""

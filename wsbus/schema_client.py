@@ -61,6 +61,10 @@ class Hello(Frame, tag="hello"):
     ``token``: for a hub with ``--auth``, when the client cannot send the
     ``Authorization: Bearer`` header (browsers); the header wins when both are
     given. With a token and no names, the connection acts as the token's name(s).
+    ``capabilities``: what the client can read besides the base frames (unknown ones
+    are ignored; ``welcome.capabilities`` says which the hub grants). ``batch``: the
+    hub may write several events as one ``events`` frame and several presence
+    changes as one ``presences`` frame (fewer, larger writes under load).
     """
 
     name: Name | None = None
@@ -77,6 +81,9 @@ class Hello(Frame, tag="hello"):
     watch: bool = False
     presence: bool = True
     pending: bool = False
+    capabilities: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=32)]], msgspec.Meta(max_length=16)
+    ] = []
 
 
 class Send(Frame, tag="send"):

@@ -45,6 +45,12 @@ SUBPROTOCOL_JSON = "wsbus.v1.json"
 SUBPROTOCOL_MSGPACK = "wsbus.v1.msgpack"
 SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 
+#: ``hello.capabilities``: the client reads ``events`` (several events in one frame)
+#: and ``presences`` (several presence changes in one frame); the hub may then batch
+CAP_BATCH = "batch"
+#: the capabilities this hub grants (``welcome.capabilities``)
+CAPABILITIES = (CAP_BATCH,)
+
 DEFAULT_CHANNEL = "default"
 BROADCAST = "*"
 

@@ -17,6 +17,7 @@ __all__ = [
     "Connected",
     "Error",
     "Event",
+    "Events",
     "HistoryResult",
     "HubFrame",
     "HubStatusResult",
@@ -27,6 +28,7 @@ __all__ = [
     "Ok",
     "Pong",
     "Presence",
+    "Presences",
     "Receipt",
     "Registered",
     "Released",
@@ -70,6 +72,7 @@ class Welcome(Frame, tag="welcome"):
     server: str = ""
     limits: Limits | None = None
     refused: list[str] = []
+    capabilities: list[str] = []
 
 
 class Event(Frame, tag="event"):
@@ -141,6 +144,24 @@ class Presence(Frame, tag="presence"):
     model: str | None = None
     role: str | None = None
     host: str | None = None
+
+
+class Events(Frame, tag="events"):
+    """Several events in one frame, in seq order: exactly as many ``event`` frames
+    would have been (to a client whose ``hello.capabilities`` has ``batch``). The hub
+    writes them when a connection has more than one event waiting (a burst of fan-out,
+    a replay); each element is an ``event``."""
+
+    events: list[Event]
+
+
+class Presences(Frame, tag="presences"):
+    """Several presence changes in one frame, in the order they happened (to a client
+    whose ``hello.capabilities`` has ``batch``): the hub gathers a channel's changes
+    for a few milliseconds (a crowd reconnecting) and writes them at once, and always
+    before the events that follow them."""
+
+    changes: list[Presence]
 
 
 class Receipt(Frame, tag="receipt"):
@@ -342,6 +363,8 @@ class Pong(Frame, tag="pong"):
 HubFrame = (
     Welcome
     | Event
+    | Events
+    | Presences
     | Synced
     | Subscribed
     | Ok

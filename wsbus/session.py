@@ -35,6 +35,8 @@ class Session(abc.ABC):
         self.grant: TokenRecord | None = None
         self.watch = False
         self.wants_presence = True
+        #: reads ``events`` and ``presences`` frames (``hello.capabilities``: batch)
+        self.batch = False
         self.info: dict[str, Any] = {}
         self.live = False
         self.upto = 0

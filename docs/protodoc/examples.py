@@ -11,6 +11,7 @@ from wsbus.schema import (
     Connected,
     Error,
     Event,
+    Events,
     Hello,
     History,
     HistoryResult,
@@ -25,6 +26,7 @@ from wsbus.schema import (
     Ping,
     Pong,
     Presence,
+    Presences,
     Receipt,
     Register,
     Registered,
@@ -41,10 +43,10 @@ from wsbus.schema import (
     Subscribed,
     Synced,
     ThreadInfo,
-    Waiting,
     Threads,
     ThreadsResult,
     Unsubscribe,
+    Waiting,
     Welcome,
 )
 
@@ -66,9 +68,7 @@ _EVENT = Event(
     ref="7f3a9c1e04b2",
 )
 
-_WAITING = Waiting(
-    channel="build", name="bob", count=2, oldest_seq=1041, oldest_ts=1733400000.0
-)
+_WAITING = Waiting(channel="build", name="bob", count=2, oldest_seq=1041, oldest_ts=1733400000.0)
 _LEASE = Lease(
     id=1044,
     channel="acme-web",
@@ -103,6 +103,7 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         tmux="alice",
         host="devbox",
         client="wsbus-python",
+        capabilities=["batch"],
     ),
     Send: Send(
         ref="7f3a9c1e04b2",
@@ -151,6 +152,7 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
             max_history=DEFAULTS.max_history,
             max_channels=DEFAULTS.max_channels,
         ),
+        capabilities=["batch"],
     ),
     Event: _EVENT,
     Synced: Synced(seq=1043, channels=["build", "default"]),
@@ -163,6 +165,15 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
     ),
     Presence: Presence(
         channel="build", name="bob", state="up", ts=_TS, kind="agent", host="devbox"
+    ),
+    Events: Events(
+        events=[_EVENT, msgspec.structs.replace(_EVENT, seq=1044, ts=_TS + 0.001, body="done")]
+    ),
+    Presences: Presences(
+        changes=[
+            Presence(channel="build", name="bob", state="up", ts=_TS, kind="agent"),
+            Presence(channel="build", name="carol", state="up", ts=_TS + 0.01, kind="agent"),
+        ]
     ),
     Receipt: Receipt(seq=1043, channel="build", by="bob", status="read", ts=_TS + 2.5),
     HistoryResult: HistoryResult(ref="h-1", events=[_EVENT]),

@@ -91,6 +91,12 @@ CONNECTING = f"""\
 
   A binary frame on the JSON subprotocol (or text on msgpack) gets `wrong_frame_type`.
 - A frame larger than `max_frame` bytes closes the connection with 1009.
+- Batches: a client that lists `batch` in `hello.capabilities` (the Python client,
+  the tools and the dashboard do) may get several events as one `events` frame (a
+  burst of fan-out, a replay) and several presence changes as one `presences` frame
+  (gathered for up to 0.1 s, always written before the events that follow them):
+  the same frames, in the same order, fewer writes. `welcome.capabilities` lists what
+  the hub granted; a client that asks for nothing gets every frame on its own.
 - Keepalive: the hub sends websocket pings every {SETTINGS.ping_interval:g} s and drops a
   peer that does not answer within as long. `ping`/`pong` frames are an
   application-level check on top.
