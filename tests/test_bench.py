@@ -40,7 +40,7 @@ SCENARIOS = [
     "write lock held 1 s by another process: worst ping",
     "latency to a `/ws` subscriber p50",
     "`/metrics` scrape p50",
-    "`hub_status` round trip p50",
+    "`hub_status` round trip",
     "`wsbus --help` (ms; baseline `python -c pass`)",
     "`wsbus send`, stdin to durable ok (ms; baseline agent-bus `bus_send.py`",
 ]
