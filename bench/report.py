@@ -174,6 +174,7 @@ def rows(
         n = max(fanout_sizes)
         pair(f"RSS per idle connection at {n} conns (KiB)", f"fanout_{n}", "rss_per_conn_kib")
         pair(f"connect + handshake {n} subs (s)", f"fanout_{n}", "connect_s")
+        pair(f"connect + handshake {n} subs: server CPU (s)", f"fanout_{n}", "connect_cpu_s")
 
     out.append(_section(SECURE_SECTION))
 

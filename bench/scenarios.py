@@ -238,6 +238,7 @@ async def fanout(
     active = [(w, n) for w, n in zip(workers, share, strict=True) if n]
     result: dict[str, Any] = {"subscribers": subs, "events": events, "rate": rate}
     rss0 = sum(h.rss() for h in hubs)
+    cpu0 = sum(h.cpu() for h in hubs)
     t0 = time.monotonic()
     pub: ClientConnection | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -259,6 +260,7 @@ async def fanout(
             )
         )
         result["connect_s"] = time.monotonic() - t0
+        result["connect_cpu_s"] = sum(h.cpu() for h in hubs) - cpu0  # server CPU of the storm
         pub = await open_ws(server.url, mode, publisher=True, **server.connect_kw)
         await handshake(pub, mode, "pub")
         oks: list[int] = [0]

@@ -24,6 +24,7 @@ SCENARIOS = [
     "durable publish (64 in flight): events/s",
     "durable publish --fsync: events/s",
     "RSS per idle connection",
+    "connect + handshake 1000 subs: server CPU",
     "long-poll delivery p50 (ms)",
     "long-poll delivery p99 (ms)",
     "POST /send, 8 senders: sends/s",

@@ -56,6 +56,8 @@ class Sess:
     names: tuple[str, ...]
     watch: bool = False
     channels: set[str] = field(default_factory=set)
+    wants_presence: bool = True
+    batch: bool = False
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -117,16 +117,17 @@ class Conversation:
             welcomed()
             welcome = True
             hub.metrics.connected(session)
-            log.info(
-                "connect session=%s names=%s kind=%s channels=%s peer=%s via=%s",
-                session.id,
-                ",".join(session.names) or "-",
-                session.info.get("kind"),
-                ",".join(sorted(session.channels)) or "-",
-                session.peer or "-",
-                session.transport,
-                extra={"event": "connect", "session": session.id},
-            )
+            if log.isEnabledFor(logging.INFO):  # a crowd reconnecting: no formatting for nothing
+                log.info(
+                    "connect session=%s names=%s kind=%s channels=%s peer=%s via=%s",
+                    session.id,
+                    ",".join(session.names) or "-",
+                    session.info.get("kind"),
+                    ",".join(sorted(session.channels)) or "-",
+                    session.peer or "-",
+                    session.transport,
+                    extra={"event": "connect", "session": session.id},
+                )
             replay = asyncio.create_task(self._replay(session, hello.resume, hello.pending))
             bad = 0
             limit = hub.config.send_queue
@@ -171,6 +172,7 @@ class Conversation:
         finally:
             if welcome:
                 hub.metrics.disconnected(session)
+            if welcome and log.isEnabledFor(logging.INFO):
                 log.info(
                     "disconnect session=%s names=%s code=%s",
                     session.id,
