@@ -1,7 +1,9 @@
 """The agent-bus HTTP contract on aiohttp.web, over the same hub and store.
 
-Routes: ``POST /send``, ``GET /recv``, ``GET /inbox``, ``GET /healthz``. Every
-answer is JSON; every error is ``{"error": "..."}`` with its status (400 bad
+Routes: ``POST /send``, ``GET /recv``, ``GET /inbox``, ``GET /healthz``; besides the
+legacy contract, ``GET /metrics`` (Prometheus), ``/ui/`` (the dashboard's files,
+``wsbus/webui.py``) and ``/ws`` (the websocket protocol, ``wsbus/webws.py``). Every
+answer but those three is JSON; every error is ``{"error": "..."}`` with its status (400 bad
 input, 401 no valid token, 403 token does not allow it or browser origin not
 allowed, 404 unknown path, 405 wrong method, 408 body too slow, 413 body over
 ``max_body``, 429 over a rate or poll limit, 503 while shutting down).
@@ -468,13 +470,15 @@ class HttpShim:
         return _json(health, status)
 
     async def metrics(self, request: web.BaseRequest, grant: TokenRecord | None) -> web.Response:
-        """Prometheus' text format; with ``--auth``, for an admin token only."""
+        """Prometheus' text format; with ``--auth``, for a metrics or admin token."""
         if grant is not None and not may_scrape(grant):
             self.hub.metrics.auth_failed(
                 "forbidden", request.remote or "", "http /metrics", "not a metrics token"
             )
             raise LegacyError(
-                403, "/metrics needs an admin token (wsbus token create NAME --role admin)"
+                403,
+                "/metrics needs a metrics or admin token "
+                "(wsbus token create prometheus --role metrics)",
             )
         await self.hub.refresh_gauges()
         return web.Response(
