@@ -306,18 +306,11 @@ class Hub:
             welcome = self.open_session(session, hello)
         except FrameError as err:
             if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN):
-                self.metrics.auth_failed(err.code)
                 # (the unauthorized sentence quotes the header's name, which the
                 # redaction of tokens would take for a token)
                 why = "no valid token" if err.code == ErrorCode.UNAUTHORIZED else err.message
-                logger.info(
-                    "auth failure session=%s peer=%s code=%s: %s",
-                    session.id,
-                    getattr(session, "peer", "") or "-",
-                    err.code,
-                    why,
-                    extra={"event": "auth_failure"},
-                )
+                peer = getattr(session, "peer", "")
+                self.metrics.auth_failed(err.code, peer, f"hello session={session.id}", why)
             session.send(Error(code=err.code, message=err.message))
             return HELLO_CLOSE_CODES.get(err.code, CloseCode.BAD_HELLO), err.message
         session.send(welcome)
