@@ -628,7 +628,7 @@ def test_a_ws_client_that_stopped_reading_does_not_hold_up_the_shutdown(
 def test_status_text_never_carries_escape_sequences() -> None:
     from wsbus.cli.status import render
 
-    from wsbus.schema import Connected, HubStatusResult, Waiting
+    from wsbus.schema import HubStatusResult, Member, Waiting
 
     evil = "\x1b]0;pwned\x07\x1b[2J"
     waiting = Waiting(channel=f"c{evil}", name=f"n{evil}", count=1, oldest_seq=1, oldest_ts=0.0)
@@ -636,7 +636,7 @@ def test_status_text_never_carries_escape_sequences() -> None:
         ref="r", version=f"1{evil}", hub=f"h{evil}", engine=f"e{evil}", uptime=1.0,
         healthy=False, problem=f"p{evil}", seq=1, pruned_seq=0, retention_days=1.0,
         retention_count=0, connections=1, queued=0,
-        channels={f"c{evil}": [Connected(name=f"n{evil}", connections=1, kind=f"k{evil}")]},
+        channels={f"c{evil}": [Member(name=f"n{evil}", connections=1, kind=f"k{evil}")]},
         pending=[waiting], pending_window=10, full=True, store=f"s{evil}", oldest_pending=waiting,
     )  # fmt: skip
     text = render(answer, 10.0)

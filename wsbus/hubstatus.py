@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .auth import may_use_channel, party_of
 from .errors import ErrorCode, FrameError
-from .schema import Connected, HubStatus, HubStatusResult, Waiting
+from .rosters import member_of
+from .schema import HubStatus, HubStatusResult, Member, Waiting
 from .session import Session
 from .store import Pending
 from .version import __version__
@@ -126,24 +127,11 @@ async def _build(hub: Hub, session: Session, frame: HubStatus) -> HubStatusResul
     def visible(channel: str) -> bool:
         return grant is None or may_use_channel(grant, channel)
 
-    channels: dict[str, list[Connected]] = {}
-    for channel, names in sorted(_everyone(hub).items()):
-        if not visible(channel):
-            continue
-        rows = []
-        for name, sessions in sorted(names.items()):
-            info = cast(Session, sessions[0]).info
-            rows.append(
-                Connected(
-                    name=name,
-                    connections=len(sessions),
-                    kind=info.get("kind"),
-                    model=info.get("model"),
-                    role=info.get("role"),
-                    host=info.get("host"),
-                )
-            )
-        channels[channel] = rows
+    channels: dict[str, list[Member]] = {
+        channel: [member_of(name, sessions) for name, sessions in sorted(names.items())]
+        for channel, names in sorted(_everyone(hub).items())
+        if visible(channel)
+    }
     waiting = [
         Waiting(p.channel, p.recipient, p.count, p.oldest_seq, p.oldest_ts)
         for p in await _pending(hub)

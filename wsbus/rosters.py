@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
@@ -18,8 +18,8 @@ import msgspec
 from .access import Access
 from .auth import may_act_as, may_use_channel
 from .errors import CloseCode, ErrorCode, FrameError
-from .presence import Announcer
-from .routing import Router
+from .presence import Announcer, Info
+from .routing import Routable, Router
 from .schema import (
     DEFAULT_CHANNEL,
     Error,
@@ -66,6 +66,24 @@ def _same_grant(a: Session, b: Session) -> bool:
     if a.grant is None or b.grant is None:
         return a.grant is None and b.grant is None
     return a.grant.id == b.grant.id
+
+
+def member_of(name: str, sessions: Sequence[Routable] | int, info: Info | None = None) -> Member:
+    """A connected name as rosters and ``hub_status`` show it: its sessions (the first
+    one's labels), or a count of connections with the labels ``info`` gives."""
+    if isinstance(sessions, int):
+        count, labels = sessions, info or {}
+    else:
+        count, labels = len(sessions), cast(Session, sessions[0]).info if sessions else {}
+    return Member(
+        name=name,
+        connections=count,
+        kind=labels.get("kind"),
+        model=labels.get("model"),
+        role=labels.get("role"),
+        host=labels.get("host"),
+        tmux=labels.get("tmux"),
+    )
 
 
 class Rosters:
@@ -273,31 +291,12 @@ class Rosters:
         channel = r.channel or (min(session.channels) if session.channels else DEFAULT_CHANNEL)
         self.access.check_channels(session, [channel], r.ref)
         members = []
-        for name, sessions in sorted(self.router.online(channel).items()):
-            info = cast(Session, sessions[0]).info if sessions else {}
-            members.append(
-                Member(
-                    name=name,
-                    connections=len(sessions),
-                    kind=info.get("kind"),
-                    model=info.get("model"),
-                    role=info.get("role"),
-                    host=info.get("host"),
-                    tmux=info.get("tmux"),
-                )
-            )
+        members = [
+            member_of(name, sessions)
+            for name, sessions in sorted(self.router.online(channel).items())
+        ]
         for name, (hubs, info) in self.presence.remote_online(channel).items():
-            members.append(  # connected to other hubs of the bus
-                Member(
-                    name=name,
-                    connections=hubs,
-                    kind=info.get("kind"),
-                    model=info.get("model"),
-                    role=info.get("role"),
-                    host=info.get("host"),
-                    tmux=info.get("tmux"),
-                )
-            )
+            members.append(member_of(name, hubs, info))  # connected to other hubs of the bus
         members.sort(key=lambda m: m.name)
         return RosterResult(
             ref=r.ref, channel=channel, members=members, registered=self._registered(channel)

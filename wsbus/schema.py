@@ -67,7 +67,6 @@ from .schema_fields import Seq as Seq
 from .schema_fields import Target as Target
 from .schema_fields import Thread as Thread
 from .schema_hub import (
-    Connected,
     Error,
     Event,
     Events,
@@ -108,7 +107,6 @@ __all__ = [
     "SUBPROTOCOL_MSGPACK",
     "Ack",
     "ClientFrame",
-    "Connected",
     "Error",
     "Event",
     "Events",

@@ -14,7 +14,6 @@ import msgspec
 from .schema_fields import Frame
 
 __all__ = [
-    "Connected",
     "Error",
     "Event",
     "Events",
@@ -190,7 +189,7 @@ class HistoryResult(Frame, tag="history_result"):
 
 
 class Member(msgspec.Struct, omit_defaults=True):
-    """One connected name in a roster."""
+    """One connected name in a roster (and in ``hub_status_result``)."""
 
     name: str
     connections: int
@@ -301,17 +300,6 @@ class LeasesResult(Frame, tag="leases_result"):
     leases: list[Lease]
 
 
-class Connected(msgspec.Struct, omit_defaults=True):
-    """One name connected on a channel, in ``hub_status_result``."""
-
-    name: str
-    connections: int
-    kind: str | None = None
-    model: str | None = None
-    role: str | None = None
-    host: str | None = None
-
-
 class Waiting(msgspec.Struct, omit_defaults=True):
     """Direct messages to ``name`` on ``channel`` that no final receipt of theirs
     acknowledges yet: how many, and the oldest."""
@@ -342,7 +330,7 @@ class HubStatusResult(Frame, tag="hub_status_result"):
     retention_count: int
     connections: int
     queued: int
-    channels: dict[str, list[Connected]]
+    channels: dict[str, list[Member]]
     pending: list[Waiting]
     pending_window: int
     full: bool

@@ -8,7 +8,6 @@ import msgspec
 from wsbus.errors import ErrorCode
 from wsbus.schema import (
     Ack,
-    Connected,
     Error,
     Event,
     Events,
@@ -211,8 +210,8 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         queued=0,
         channels={
             "build": [
-                Connected(name="alice", connections=1, kind="human"),
-                Connected(name="bob", connections=2, kind="agent", model="claude-opus-4"),
+                Member(name="alice", connections=1, kind="human"),
+                Member(name="bob", connections=2, kind="agent", model="claude-opus-4"),
             ]
         },
         pending=[_WAITING],
