@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 from wsbus.compat.http import HttpShim
 
 from wsbus import logformat, redact
@@ -170,7 +171,10 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
         "--rate-bytes", type=int, help="bytes/s per connection or caller (default 4 MiB; 0: none)"
     )
     p.add_argument(
-        "--max-connections", type=int, help="websocket connections in total (default 10000)"
+        "--max-connections",
+        type=int,
+        help=f"websocket connections in total (default {Settings().max_connections}; each "
+        "takes an open file: the hub raises its limit to the hard limit)",
     )
     p.add_argument(
         "--max-unauthenticated",
@@ -219,6 +223,11 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=run, fast_loop=True)
     return p
+
+
+#: open files a hub needs besides its websocket connections: the store, its
+#: listening sockets, HTTP requests and long-polls (max_polls per name, bounded)
+FILES_BESIDES_CONNECTIONS = 1024
 
 
 def _raise_nofile() -> int:
@@ -401,6 +410,17 @@ async def run(args: argparse.Namespace) -> int:
             f"no live tokens in {gate.path}: nobody can connect; "
             f"create one with: wsbus token create NAME --auth {gate.path}"
         )
+    nofile = _raise_nofile()
+    fits = max(1, nofile - FILES_BESIDES_CONNECTIONS)
+    if settings.max_connections > fits:
+        if settings.max_connections == Settings().max_connections:  # the default: fit it
+            settings = msgspec.structs.replace(settings, max_connections=fits)
+        else:
+            warn(
+                f"max_connections ({settings.max_connections}) is above what the open-file "
+                f"limit ({nofile}) allows: connections past about {fits} will fail; raise "
+                "the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower --max-connections"
+            )
     if settings.unauthenticated_budget() >= settings.max_connections:
         warn(
             f"max_unauthenticated ({settings.unauthenticated_budget()}) is not below "
@@ -412,7 +432,6 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    nofile = _raise_nofile()
     store = make_store(settings)
     log = make_log(settings, store)
     hub = Hub(
@@ -479,7 +498,10 @@ async def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot listen on {host}:{settings.port}: {err.strerror or err}") from None
     shown = f"[{host}]" if ":" in host else host
     where = store.location if log is None else f"{log.location}; index {store.location}"
-    say(f"data: {where}; seq {hub.committed_seq}; open files limit {nofile}")
+    say(
+        f"data: {where}; seq {hub.committed_seq}; open files limit {nofile}, "
+        f"max connections {settings.max_connections}"
+    )
     if gate is not None:
         say(f"auth: tokens from {gate.path} ({gate.live()} live)")
     if shim is not None:

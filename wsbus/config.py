@@ -153,7 +153,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_bytes: int = 4 << 20
     rate_burst: float = 5.0
     rate_abuse: float = 30.0
-    max_connections: int = 10_000
+    #: 10,000 idle connections take about 140 MiB on the hub (docs/SCALE.md); the
+    #: hub raises its open-file limit to the hard limit and warns when that is lower
+    max_connections: int = 50_000
     #: connections not yet authenticated (no token on the upgrade, no hello yet);
     #: None: a tenth of max_connections (see unauthenticated_budget)
     max_unauthenticated: int | None = None

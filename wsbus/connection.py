@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
 import msgspec
@@ -36,6 +36,8 @@ class Closed(Exception):
 class StreamSession(Session):
     """A session on a websocket: frames in as well as out."""
 
+    __slots__ = ()
+
     #: the transport, for the logs ("websocket" port, or "http" for ``/ws``)
     transport = "websocket"
     #: the client's address ("" when the transport does not say)
@@ -44,10 +46,6 @@ class StreamSession(Session):
     @abc.abstractmethod
     async def receive(self) -> str | bytes:
         """The next frame (text: str, binary: bytes); raises :class:`Closed`."""
-
-    @abc.abstractmethod
-    def incoming(self) -> AsyncIterator[str | bytes]:
-        """The frames that follow, until the peer closes (it may raise :class:`Closed`)."""
 
     @abc.abstractmethod
     async def shut(self, code: int, reason: str) -> None:
@@ -98,11 +96,13 @@ class Conversation:
         self.hello_timeout = hello_timeout
         self.max_bad_frames = max_bad_frames
         self.rates = rates or RateLimits()
+        #: each session's replay while it runs: what a connection holds for its whole
+        #: life is a budget (10,000 of them per hub), so a finished replay is let go
+        self._replays: dict[StreamSession, asyncio.Task[None]] = {}
 
     async def run(self, session: StreamSession, welcomed: Callable[[], None]) -> None:
         """Serve ``session`` until it closes; ``welcomed`` is called once the hub
         took its hello (the connection is authenticated from then on)."""
-        replay: asyncio.Task[None] | None = None
         welcome = False
         hub = self.hub
         codec = session.codec
@@ -129,13 +129,19 @@ class Conversation:
                     extra={"event": "connect", "session": session.id},
                 )
             replay = asyncio.create_task(self._replay(session, hello.resume, hello.pending))
+            self._replays[session] = replay  # held until done, then freed (see __init__)
+            replay.add_done_callback(lambda _: self._replays.pop(session, None))
+            del hello, replay
             bad = 0
             limit = hub.config.send_queue
             loop = asyncio.get_running_loop()
-            throttle = self.rates.throttle(loop.time())
-            async for data in session.incoming():
+            throttle: Throttle | None = None  # made at the first frame: a listener never sends
+            while True:
+                data = await session.receive()
                 if session.closed:
                     continue  # closing: drain what the peer still sends until its close frame
+                if throttle is None:
+                    throttle = self.rates.throttle(loop.time())
                 if throttle.enabled:
                     await self._throttle(session, throttle, len(data), loop.time())
                     if session.closed:
@@ -182,8 +188,9 @@ class Conversation:
                 )
             hub.close_session(session)
             session.closed = True
-            if replay is not None:
-                replay.cancel()
+            replaying = self._replays.pop(session, None)
+            if replaying is not None:
+                replaying.cancel()
 
     async def _hello(self, session: StreamSession) -> Hello | None:
         try:

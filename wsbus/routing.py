@@ -171,6 +171,10 @@ class Router:
         found = self._one_by_one.get(channel)
         return list(found.values()) if found else []
 
+    def size(self, channel: str) -> int:
+        """How many sessions are subscribed to ``channel`` (no list built)."""
+        return len(self._channel.get(channel, ()))
+
     def channel_sessions(self, channel: str) -> list[Routable]:
         """Every session subscribed to ``channel``."""
         subs = self._channel.get(channel)

@@ -24,6 +24,25 @@ _ids = itertools.count(1)
 class Session(abc.ABC):
     """One client connection's hub-side state."""
 
+    # slots, not a dict: a hub holds tens of thousands of these (docs/SCALE.md)
+    __slots__ = (
+        "__weakref__",
+        "batch",
+        "channels",
+        "closed",
+        "codec",
+        "grant",
+        "held",
+        "id",
+        "info",
+        "live",
+        "names",
+        "token",
+        "upto",
+        "wants_presence",
+        "watch",
+    )
+
     def __init__(self, codec: Codec) -> None:
         self.id = next(_ids)
         self.codec = codec

@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
@@ -86,13 +85,6 @@ class WebWsSession(StreamSession):
             data: str | bytes = msg.data
             return data
         raise Closed
-
-    async def incoming(self) -> AsyncIterator[str | bytes]:
-        while True:
-            try:
-                yield await self.receive()
-            except Closed:
-                return
 
     async def shut(self, code: int, reason: str) -> None:
         # what was queued before the close goes first, as on the websocket port

@@ -1,0 +1,117 @@
+"""What a hub holds per connection, and how many connections it takes (docs/SCALE.md).
+
+A hub is meant to hold tens of thousands of mostly idle connections, so what each
+one keeps for its whole life is a budget: no handshake headers once read, no
+finished replay task, no per-connection dict. And the default ``max_connections``
+never promises more connections than the hub has open files for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wsbus import Client, Event
+from wsbus.hub import Hub
+from wsbus.hubconfig import HubConfig
+from wsbus.server import WsServer, WsSession, ws_broadcast
+from wsbus.store import MemoryStore
+
+from .helpers import async_wait_for
+
+
+async def test_an_idle_connection_keeps_no_headers_no_replay_task_and_no_dict() -> None:
+    hub = Hub(MemoryStore(), HubConfig(prune_interval=0), ws_broadcast)
+    await hub.start()
+    server = WsServer(hub, "127.0.0.1", 0)
+    await server.start()
+    clients = [
+        Client(f"ws://127.0.0.1:{server.port}", name=f"idle{i}", channels=["c"]) for i in range(3)
+    ]
+    try:
+        for c in clients:
+            await c.connect()
+        replays = server.conversation._replays
+        await async_wait_for(lambda: len(server._sessions) == 3 and not replays)
+        for conn in (s.conn for s in server._sessions):
+            assert conn.request is not None and conn.response is not None
+            assert len(conn.request.headers) == 0 and len(conn.response.headers) == 0
+        assert not any(hasattr(s, "__dict__") for s in server._sessions)  # slots, no dict
+        # the connections still work after their headers went: a send reaches the others
+        got = asyncio.get_running_loop().create_future()
+
+        async def first(c: Client) -> None:
+            async for ev in c:
+                if isinstance(ev, Event):
+                    got.set_result(ev.body)
+                    return
+
+        reader = asyncio.create_task(first(clients[1]))
+        await clients[0].send("*", "still here", channel="c")
+        assert await asyncio.wait_for(got, 10) == "still here"
+        reader.cancel()
+    finally:
+        for c in clients:
+            await c.close()
+        await server.stop()
+    del reader, first, conn
+    gc.collect()
+    leaked = [o for o in gc.get_objects() if isinstance(o, WsSession)]
+    assert not leaked, "a session outlived its connection"
+
+
+def _serve(tmp: Path, env: dict[str, str], nofile: int, *extra: str) -> tuple[str, str]:
+    """Start ``wsbus serve`` with an open-file hard limit of ``nofile``; return its
+    output up to the listening line, and what it wrote to stderr."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    cmd = [sys.executable, "-m", "wsbus", "serve", "--memory", "--no-http", "--port", "0",
+           *extra]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp,
+        preexec_fn=limit,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                break
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return "".join(lines), err
+
+
+@pytest.mark.skipif(
+    resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 3000, reason="hard open-file limit < 3000"
+)
+def test_the_default_max_connections_fits_the_open_file_limit(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    out, err = _serve(tmp_path, env, 3000)
+    assert "open files limit 3000, max connections 1976" in out, out
+    assert err == "", err
+    # a number set on purpose is kept, with one line saying what will fail
+    out, err = _serve(tmp_path, env, 3000, "--max-connections", "20000")
+    assert "max connections 20000" in out, out
+    assert err.count("\n") == 1, err
+    assert "max_connections (20000) is above what the open-file limit (3000) allows" in err
+    assert "LimitNOFILE" in err and "Traceback" not in err
