@@ -39,6 +39,8 @@ from .mcp import section as mcp_section
 from .ops import OpsParams, ops_rows
 from .ops import section as ops_section
 from .report import machine_info, machine_text, markdown, rows, write_json
+from .scale import ScaleParams, scale_rows
+from .scale import section as scale_section
 from .scenarios import Params, durable_publish, fanout, latency
 from .servers import ServerProcess, bench_env, probe_other
 from .startup import StartupParams, agent_bus_send_arg, checked_path, startup_rows
@@ -220,6 +222,7 @@ async def run(
     sp = StartupParams.quick() if quick else StartupParams()
     mp = McpParams.quick() if quick else McpParams()
     op = OpsParams.quick() if quick else OpsParams()
+    scp = ScaleParams.quick() if quick else ScaleParams()
     tmux_skipped: str | None = None
     vs: dict[str, str] | None = None
     started = time.monotonic()
@@ -324,6 +327,9 @@ async def run(
             await hostile_section(runs, errors, tmp, env, hp)
             await mcp_section(runs, errors, tmp, env, mp)
             await ops_section(runs, errors, tmp, env, op)
+            # after every other section: 10,000 connections leave the machine's
+            # memory and sockets (TIME_WAIT) busier for a while
+            await scale_section(runs, errors, tmp, env, scp, p)
             await startup_section(runs, errors, tmp, env, sp, agent_bus_send)
             for s in servers:
                 if s.proc is not None and s.proc.poll() is not None:
@@ -348,6 +354,7 @@ async def run(
     table += hostile_rows(results, hp)
     table += mcp_rows(results)
     table += ops_rows(results)
+    table += scale_rows(results)
     table += startup_rows(results, agent_bus_send is not None)
     notes = _notes(p, agent_bus is not None, tp, hp, tmux_skipped, sp)
     if vs is not None:
@@ -370,6 +377,7 @@ async def run(
             "startup_params": vars(sp),
             "mcp_params": vars(mp),
             "ops_params": vars(op),
+            "scale_params": vars(scp),
             **({"vs": vs} if vs is not None else {}),
             "seconds": round(time.monotonic() - started, 1),
             "table": [r.as_dict(vs is not None) for r in table],

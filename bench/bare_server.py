@@ -3,7 +3,8 @@
 Every frame received from a connection is written, as the same bytes in a text
 frame, with ``websockets.asyncio.server.broadcast`` to every other connection.
 Connections opened on ``/pub`` only send (publishers never receive broadcasts,
-like a wsbus sender does not receive its own broadcast). Each connection gets
+like a wsbus sender does not receive its own broadcast); connections on ``/idle``
+are held and never sent anything (the background crowd of a latency run). Each connection gets
 one ``{"op":"welcome"}`` frame once it is registered, so clients know they are
 in the broadcast set. Run: ``python -m bench.bare_server --port 0``; it prints
 ``bare websockets listening on ws://127.0.0.1:PORT``.
@@ -18,7 +19,7 @@ import signal
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from .common import PUB_PATH, raise_nofile
+from .common import IDLE_PATH, PUB_PATH, raise_nofile
 
 __all__ = ["main"]
 
@@ -30,7 +31,8 @@ class Bare:
         self.receivers: set[ServerConnection] = set()
 
     async def handle(self, conn: ServerConnection) -> None:
-        receiver = conn.request is None or conn.request.path != PUB_PATH
+        path = conn.request.path if conn.request is not None else "/"
+        receiver = path not in (PUB_PATH, IDLE_PATH)
         if receiver:
             self.receivers.add(conn)
         try:

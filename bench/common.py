@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BODY_SIZE",
     "CHANNEL",
+    "IDLE_CHANNEL",
+    "IDLE_PATH",
+    "NATS_SUBJECT",
     "PUB_PATH",
     "BenchError",
     "Mode",
@@ -42,13 +45,20 @@ __all__ = [
     "send_frame",
 ]
 
-Mode = Literal["wsbus", "bare", "agent-bus"]
-"""The agent-bus reference server speaks only the legacy HTTP contract."""
+Mode = Literal["wsbus", "bare", "agent-bus", "nats"]
+"""The agent-bus reference server speaks only the legacy HTTP contract; ``nats``:
+core NATS subscribers (nats-py), the fan-out baseline of bench/manyhubs.py."""
+
+NATS_SUBJECT = "bench.fanout"
 
 CHANNEL = "bench"
 BODY_SIZE = 100
 PUB_PATH = "/pub"
 """Bare server path of send-only connections (publishers never receive broadcasts)."""
+IDLE_PATH = "/idle"
+"""Bare server path of idle connections: held open, never sent a broadcast (a wsbus
+idle subscriber is on a channel nobody sends to)."""
+IDLE_CHANNEL = "bench-idle"
 
 decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
@@ -97,10 +107,19 @@ def body(tag: str, size: int = BODY_SIZE) -> str:
     return text + "x" * max(0, size - len(text))
 
 
-def hello_frame(name: str) -> bytes:
+def hello_frame(name: str, channel: str = CHANNEL, resume: int | None = None) -> bytes:
     """A subscriber's hello; it reads batches (``events``, ``presences``), as the
-    Python client does (an older hub ignores the field)."""
-    return _encode({"op": "hello", "name": name, "channels": [CHANNEL], "capabilities": ["batch"]})
+    Python client does (an older hub ignores the field); ``resume``: the last seq it
+    had, to get what it missed."""
+    hello: dict[str, Any] = {
+        "op": "hello",
+        "name": name,
+        "channels": [channel],
+        "capabilities": ["batch"],
+    }
+    if resume is not None:
+        hello["resume"] = resume
+    return _encode(hello)
 
 
 def events_of(frame: Any) -> list[Any]:
@@ -134,12 +153,13 @@ def event_frame(seq: int, ref: str, text: str) -> bytes:
 
 
 async def open_ws(
-    url: str, mode: Mode, *, publisher: bool = False, **connect_kw: Any
+    url: str, mode: Mode, *, publisher: bool = False, idle: bool = False, **connect_kw: Any
 ) -> ClientConnection:
     """A raw client connection (loopback, no compression, no proxy, no keepalive);
-    ``connect_kw``: a token header and TLS context for a secured hub."""
-    if mode == "bare" and publisher:
-        url = url.rstrip("/") + PUB_PATH
+    ``connect_kw``: a token header and TLS context for a secured hub; ``idle``: on the
+    bare server, a connection that is never sent anything."""
+    if mode == "bare" and (publisher or idle):
+        url = url.rstrip("/") + (PUB_PATH if publisher else IDLE_PATH)
     subprotocols = [Subprotocol(SUBPROTOCOL_JSON)] if mode == "wsbus" else None
     return await connect(
         url,
@@ -154,12 +174,21 @@ async def open_ws(
     )
 
 
-async def handshake(ws: ClientConnection, mode: Mode, name: str, timeout: float = 30.0) -> None:
-    """wsbus: ``hello``, then wait for ``welcome`` and ``synced``; bare: wait for its greeting."""
+async def handshake(
+    ws: ClientConnection,
+    mode: Mode,
+    name: str,
+    timeout: float = 30.0,
+    channel: str = CHANNEL,
+    resume: int | None = None,
+    on_event: Callable[[Any], None] | None = None,
+) -> None:
+    """wsbus: ``hello``, then wait for ``welcome`` and ``synced`` (``on_event``: sees
+    each event replayed before it); bare: wait for its greeting."""
 
     async def run() -> None:
         if mode == "wsbus":
-            await ws.send(hello_frame(name), text=True)
+            await ws.send(hello_frame(name, channel, resume), text=True)
         want = "synced" if mode == "wsbus" else "welcome"
         while True:
             frame: Any = decode(await ws.recv(decode=False))
@@ -168,6 +197,9 @@ async def handshake(ws: ClientConnection, mode: Mode, name: str, timeout: float 
                 raise BenchError(f"{name}: hub refused hello: {frame}")
             if op == want:
                 return
+            if on_event is not None:
+                for ev in events_of(frame):
+                    on_event(ev)
 
     try:
         await asyncio.wait_for(run(), timeout)

@@ -5,7 +5,9 @@ directory): publish on hub A → deliver on hub B latency, durable events/s thro
 JetStream, and fan-out to subscribers spread over both hubs. Baselines in the same
 run: a bare nats-py publish → subscribe (core NATS: no durability, no hub), a bare
 JetStream publish (acknowledged, the same window as the hubs' durable publish), and
-for the fan-out the single SQLite hub's figures of the same run.
+for the fan-out the single SQLite hub's figures of the same run. Core NATS fan-out
+(nats-py subscribers in the same worker processes, a paced nats-py publisher) is
+the single hub's fan-out's second baseline: the nats-server's CPU per delivery.
 
 ``python -m bench.manyhubs [--quick]`` runs this section alone.
 """
@@ -20,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import BenchError, alone, step
+import psutil
+
+from .common import NATS_SUBJECT, BenchError, alone, body, step
 from .report import Row, _get, _ratio, _section
 from .scenarios import Params, durable_publish, fanout, latency, latency_summary
 from .servers import ServerProcess
@@ -109,6 +113,62 @@ async def nats_latency(url: str, p: Params) -> dict[str, Any]:
         await sub.close()
 
 
+async def nats_fanout(
+    server: NatsProcess, workers: list[Worker], subs: int, events: int, rate: float, p: Params
+) -> dict[str, Any]:
+    """Core NATS fan-out, the hub's fan-out row's second baseline: ``subs`` nats-py
+    connections in the worker processes, each subscribed to one subject; a paced
+    publisher; the nats-server's CPU from the first publish to the last delivery."""
+    import nats
+
+    share = [subs // len(workers) + (1 if i < subs % len(workers) else 0)
+             for i in range(len(workers))]  # fmt: skip
+    active = [(w, n) for w, n in zip(workers, share, strict=True) if n]
+    ps = psutil.Process(server.proc.pid)
+
+    def cpu() -> float:
+        t = ps.cpu_times()
+        return float(t.user + t.system)
+
+    pub = await nats.connect(server.url)
+    try:
+        await asyncio.gather(
+            *(w.call({"cmd": "connect", "url": server.url, "mode": "nats", "n": n,
+                      "prefix": f"nats-w{w.index}-", "timeout": p.connect_timeout},
+                     p.connect_timeout + 15)
+              for w, n in active)
+        )  # fmt: skip
+        cpu0 = cpu()
+        start = time.monotonic()
+        payload = body("x").encode()
+        for i in range(events):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await pub.publish(NATS_SUBJECT, payload)
+        await pub.flush()
+        done = await asyncio.gather(
+            *(w.call({"cmd": "wait", "target": events, "timeout": p.fanout_deadline},
+                     p.fanout_deadline + 15)
+              for w, _ in active)
+        )  # fmt: skip
+        cpu1 = cpu()
+        deliveries = sum(r["events"] for r in done)
+        span = max(max(r["last"] for r in done) - start, 1e-9)
+        return {
+            "subscribers": subs,
+            "deliveries": deliveries,
+            "complete": deliveries == subs * events,
+            "deliveries_per_s": deliveries / span,
+            "cpu_us_per_delivery": (cpu1 - cpu0) / max(deliveries, 1) * 1e6,
+        }
+    finally:
+        await pub.close()
+        await asyncio.gather(
+            *(w.call({"cmd": "close"}, 60) for w, _ in active), return_exceptions=True
+        )
+
+
 async def jetstream_publish(url: str, events: int, p: Params) -> dict[str, Any]:
     """Bare JetStream: acknowledged publishes with as many in flight as the hubs'
     durable publish (``durable_conns`` x ``durable_window``)."""
@@ -175,6 +235,13 @@ async def section(
             await step(
                 runs,
                 errors,
+                f"nats_fanout_{subs}",
+                "bare-nats",
+                nats_fanout(nats, workers, subs, events, rate, p),
+            )
+            await step(
+                runs,
+                errors,
                 f"cross_fanout_{subs}",
                 "wsbus",
                 fanout(a, workers, subs, events, rate, p, spread=[a, b]),
@@ -225,6 +292,18 @@ def manyhubs_rows(results: dict[str, Any], fanout_subs: int) -> list[Row]:
         ("durable", "wsbus", "events_per_s"),
     )
     n = fanout_subs
+    for what, field in (
+        ("deliveries/s", "deliveries_per_s"),
+        ("server CPU µs/delivery", "cpu_us_per_delivery"),
+    ):
+        pair(
+            f"fan-out {n} subs, 1 SQLite hub: {what} (baseline core NATS: nats-server, "
+            "nats-py subscribers)",
+            f"fanout_{n}",
+            "wsbus",
+            field,
+            (f"nats_fanout_{n}", "bare-nats", field),
+        )
     pair(
         f"fan-out {n} subs over 2 hubs: deliveries/s (baseline 1 SQLite hub)",
         f"cross_fanout_{n}",

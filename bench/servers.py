@@ -174,6 +174,16 @@ class ServerProcess:
         self.http_url = m.group(1) if m else ""
         return True
 
+    def restart(self, timeout: float = 30.0) -> ServerProcess:
+        """Stop (SIGTERM, graceful) and start again on the same websocket port, so
+        clients reconnect to the address they had."""
+        port = self.url.rsplit(":", 1)[1]
+        self.stop()
+        args = list(self.args)
+        args[args.index("--port") + 1] = port
+        self.args = args
+        return self.start(timeout)
+
     def output(self) -> str:
         try:
             return self.log.read_text(errors="replace")

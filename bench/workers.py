@@ -5,7 +5,14 @@ stdin and answering one JSON line per command on stdout:
 
 - ``{"cmd": "connect", "url", "mode", "n", "prefix", "timeout"}``: open ``n``
   connections, handshake each (wsbus: hello until ``synced``), then count the
-  ``event`` frames each one receives (every frame is parsed as JSON);
+  ``event`` frames each one receives (every frame is parsed as JSON); optional:
+  ``"channel"`` (wsbus) or ``"idle": true`` (bare: ``/idle``) for a background
+  crowd, ``"reconnect": true`` to reconnect whenever the server closes (wsbus: with
+  ``resume`` at the last seq received, so nothing is missed); mode ``nats``: core
+  NATS connections (nats-py) each subscribed to ``bench.fanout``;
+- ``{"cmd": "live", "since", "timeout"}``: wait until every connection is open again
+  (handshaken) after ``since`` (a ``time.monotonic()``), e.g. a server restart;
+  answers how many are and when the last one came back;
 - ``{"cmd": "wait", "target", "timeout"}``: wait until every open connection
   has counted ``target`` events (or the timeout); answers the totals and the
   ``time.monotonic()`` of the last event received (system-wide on Linux);
@@ -20,16 +27,20 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .common import (
+    CHANNEL,
+    NATS_SUBJECT,
     BenchError,
     Mode,
     child_argv,
@@ -43,14 +54,19 @@ from .common import (
 __all__ = ["Worker", "main"]
 
 CONNECT_PARALLEL = 16
+#: seconds between a reconnecting connection's tries (with jitter, as clients do)
+RETRY = (0.05, 0.25)
 
 
 class _Sub:
-    __slots__ = ("closed", "count", "task", "ws")
+    __slots__ = ("closed", "count", "live_at", "name", "seq", "task", "ws")
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, name: str) -> None:
         self.ws = ws
+        self.name = name
         self.count = 0
+        self.seq = 0  # the last event seq received (wsbus), to resume from
+        self.live_at = time.monotonic()  # when it was last handshaken
         self.closed = False
         self.task: asyncio.Task[None] | None = None
 
@@ -59,46 +75,90 @@ class _State:
     def __init__(self) -> None:
         self.subs: list[_Sub] = []
         self.last = 0.0
+        self.stopping = False
+        self.nats_ready = 0
 
-    async def count(self, sub: _Sub) -> None:
-        ws = sub.ws
+    def _got(self, sub: _Sub, ev: Any) -> None:
+        sub.count += 1
+        sub.seq = max(sub.seq, int(ev.get("seq") or 0))
+        self.last = time.monotonic()
+
+    async def count(self, sub: _Sub, again: dict[str, Any] | None = None) -> None:
+        """Count ``sub``'s events until it closes; ``again`` (url, mode, channel,
+        deadline): reconnect with ``resume`` each time the server closes it."""
         try:
             while True:
-                frame: Any = decode(await ws.recv(decode=False))
-                got = len(events_of(frame))
-                if got:
-                    sub.count += got
-                    self.last = time.monotonic()
-        except ConnectionClosed:
-            pass
+                try:
+                    while True:
+                        frame: Any = decode(await sub.ws.recv(decode=False))
+                        for ev in events_of(frame):
+                            self._got(sub, ev)
+                except ConnectionClosed:
+                    pass
+                if again is None or self.stopping or not await self._reconnect(sub, again):
+                    return
         finally:
             sub.closed = True
+
+    async def _reconnect(self, sub: _Sub, again: dict[str, Any]) -> bool:
+        """Open ``sub`` again until the deadline (wsbus: resume at its last seq; what
+        the hub replays is counted); True once handshaken."""
+        mode: Mode = again["mode"]
+        while time.monotonic() < again["deadline"] and not self.stopping:
+            await asyncio.sleep(random.uniform(*RETRY))
+            try:
+                ws = await open_ws(again["url"], mode)
+            except (OSError, TimeoutError, ConnectionClosed, websockets.InvalidHandshake):
+                continue
+            try:
+                await handshake(
+                    ws, mode, sub.name, 30, again["channel"], sub.seq or None,
+                    lambda ev: self._got(sub, ev),
+                )  # fmt: skip
+            except (BenchError, ConnectionClosed, OSError):
+                await ws.close()
+                continue
+            sub.ws = ws
+            sub.live_at = time.monotonic()
+            return True
+        return False
 
     async def connect(self, cmd: dict[str, Any]) -> dict[str, Any]:
         url: str = cmd["url"]
         mode: Mode = cmd["mode"]
         n: int = cmd["n"]
         prefix: str = cmd["prefix"]
+        channel: str = cmd.get("channel", CHANNEL)
+        idle = bool(cmd.get("idle"))
+        again = (
+            {"url": url, "mode": mode, "channel": channel, "deadline": time.monotonic() + 3600}
+            if cmd.get("reconnect")
+            else None
+        )
         gate = asyncio.Semaphore(CONNECT_PARALLEL)
         errors: list[str] = []
+        self.stopping = False
 
         async def one(i: int) -> None:
             async with gate:
+                if mode == "nats":
+                    await self._nats(url, f"{prefix}{i}", errors)
+                    return
                 try:
-                    ws = await open_ws(url, mode)
+                    ws = await open_ws(url, mode, idle=idle)
                 except Exception as err:
                     errors.append(f"connect: {err!r}")
                     return
-                sub = _Sub(ws)
+                sub = _Sub(ws, f"{prefix}{i}")
                 self.subs.append(sub)
                 try:
-                    await handshake(ws, mode, f"{prefix}{i}")
+                    await handshake(ws, mode, sub.name, channel=channel)
                 except Exception as err:
                     errors.append(f"handshake: {err!r}")
                     sub.closed = True
                     await ws.close()
                     return
-                sub.task = asyncio.create_task(self.count(sub))
+                sub.task = asyncio.create_task(self.count(sub, again))
 
         started = time.monotonic()
         tasks = [asyncio.create_task(one(i)) for i in range(n)]
@@ -107,7 +167,7 @@ class _State:
             t.cancel()
         if pending:
             errors.append(f"{len(pending)} connections not ready in time")
-        ready = sum(1 for s in self.subs if s.task is not None and not s.closed)
+        ready = sum(1 for s in self.subs if s.task is not None and not s.closed) + self.nats_ready
         return {
             "ok": ready == n,
             "ready": ready,
@@ -130,7 +190,46 @@ class _State:
             "last": self.last,
         }
 
+    async def _nats(self, url: str, name: str, errors: list[str]) -> None:
+        """One core NATS subscriber (the fan-out baseline): counted like the others."""
+        import nats
+
+        try:
+            nc = await nats.connect(url, name=name, allow_reconnect=False)
+        except Exception as err:
+            errors.append(f"nats connect: {err!r}")
+            return
+        sub = _Sub(cast(Any, nc), name)
+        self.subs.append(sub)
+
+        async def got(msg: Any) -> None:
+            sub.count += 1
+            self.last = time.monotonic()
+
+        await nc.subscribe(NATS_SUBJECT, cb=got)
+        await nc.flush()
+        self.nats_ready += 1
+
+    async def live(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        since: float = cmd["since"]
+        deadline = time.monotonic() + float(cmd.get("timeout", 60))
+        while time.monotonic() < deadline:
+            if all(s.live_at > since or s.closed for s in self.subs):
+                break
+            await asyncio.sleep(0.005)
+        back = [s.live_at for s in self.subs if s.live_at > since and not s.closed]
+        return {
+            "ok": True,
+            "live": len(back),
+            "of": len(self.subs),
+            "last": max(back, default=0.0),
+            "events": sum(s.count for s in self.subs),
+            "min": min((s.count for s in self.subs), default=0),
+        }
+
     async def close(self) -> dict[str, Any]:
+        self.stopping = True
+        self.nats_ready = 0
         subs, self.subs = self.subs, []
 
         async def one(s: _Sub) -> None:
@@ -162,6 +261,8 @@ async def _serve() -> None:
                     reply = await state.connect(cmd)
                 elif cmd["cmd"] == "wait":
                     reply = await state.wait(cmd)
+                elif cmd["cmd"] == "live":
+                    reply = await state.live(cmd)
                 elif cmd["cmd"] == "close":
                     reply = await state.close()
                 elif cmd["cmd"] == "exit":

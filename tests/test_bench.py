@@ -43,6 +43,12 @@ SCENARIOS = [
     "`/metrics` scrape p50",
     "`hub_status` round trip",
     "`wsbus --help` (ms; baseline `python -c pass`)",
+    "1,000 idle connections: RSS per connection (KiB)",
+    "1,000 idle connections: connect all, presence on (s)",
+    "broadcast to 1,000: send -> last delivery",
+    "restart with 200 subscribers: SIGTERM -> the last one live again (s; all resumed: yes)",
+    "latency p99 beside 200 idle connections (ms)",
+    "fan-out 1000 subs, 1 SQLite hub: server CPU µs/delivery (baseline core NATS",
     "`wsbus send`, stdin to durable ok (ms; baseline agent-bus `bus_send.py`",
 ]
 LEGACY_KEYS = [
@@ -123,6 +129,12 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert fan["complete"] is True, fan
     row = next(line for line in table if line.startswith("| publish on hub A → deliver on hub B"))
     assert "error" not in row and " - |" not in row, row
+    assert results["nats_fanout_1000"]["bare-nats"]["complete"] is True
+    # scale: an idle crowd, a restart under a crowd, latency beside one; against both
+    for key in ("scale_idle", "scale_restart", "scale_latency"):
+        for label in ("wsbus", "bare"):
+            assert results[key][label]["complete"] is True, (key, label, results[key][label])
+    assert results["scale_restart"]["wsbus"]["resumed"] is True
 
 
 @pytest.mark.timeout(300)
