@@ -19,6 +19,8 @@ import signal
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
+from wsbus.limits import LISTEN_BACKLOG
+
 from .common import IDLE_PATH, PUB_PATH, raise_nofile
 
 __all__ = ["main"]
@@ -52,7 +54,13 @@ class Bare:
 async def serve_forever(host: str, port: int) -> None:
     bare = Bare()
     async with serve(
-        bare.handle, host, port, compression=None, ping_interval=20, ping_timeout=20
+        bare.handle,
+        host,
+        port,
+        compression=None,
+        ping_interval=20,
+        ping_timeout=20,
+        backlog=LISTEN_BACKLOG,  # as the hub: a restart compares servers, not queues
     ) as server:
         sock = next(iter(server.sockets))
         print(f"bare websockets listening on ws://{host}:{sock.getsockname()[1]}", flush=True)

@@ -40,7 +40,7 @@ from wsbus.codec import JSON
 from wsbus.errors import ErrorCode, FrameError
 from wsbus.guards import Guards
 from wsbus.hub import Hub
-from wsbus.limits import RateLimits, Throttle
+from wsbus.limits import LISTEN_BACKLOG, RateLimits, Throttle
 from wsbus.metrics import CONTENT_TYPE_LATEST
 from wsbus.redact import redact
 from wsbus.refs import new_ref
@@ -221,7 +221,7 @@ class HttpShim:
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=3.0)
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self.host, self.port, backlog=4096, ssl_context=self.ssl_context
+            self._runner, self.host, self.port, backlog=LISTEN_BACKLOG, ssl_context=self.ssl_context
         )
         await site.start()
         addresses = self._runner.addresses  # the real port when asked for port 0

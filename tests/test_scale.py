@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from wsbus import Client, Event
 from wsbus.hub import Hub
 from wsbus.hubconfig import HubConfig
+from wsbus.limits import LISTEN_BACKLOG
 from wsbus.server import WsServer, WsSession, ws_broadcast
 from wsbus.store import MemoryStore
 
@@ -115,3 +117,22 @@ def test_the_default_max_connections_fits_the_open_file_limit(
     assert err.count("\n") == 1, err
     assert "max_connections (20000) is above what the open-file limit (3000) allows" in err
     assert "LimitNOFILE" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="no ss (iproute2) to read the backlog")
+async def test_the_websocket_port_queues_a_reconnecting_crowd() -> None:
+    """A listen backlog of LISTEN_BACKLOG (asyncio's default, 100, drops the SYNs of a
+    crowd reconnecting at once; their TCP retries a second later)."""
+    hub = Hub(MemoryStore(), HubConfig(prune_interval=0), ws_broadcast)
+    await hub.start()
+    server = WsServer(hub, "127.0.0.1", 0)
+    await server.start()
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=10
+        ).stdout.split()
+        # State Recv-Q Send-Q ...: for a listening socket Send-Q is its backlog
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert int(out[2]) == min(LISTEN_BACKLOG, somaxconn), out
+    finally:
+        await server.stop()

@@ -25,6 +25,7 @@ import msgspec
 from .config import Settings
 
 __all__ = [
+    "LISTEN_BACKLOG",
     "Bucket",
     "ConnectionBudget",
     "RateLimits",
@@ -34,6 +35,12 @@ __all__ = [
     "address_key",
     "connection_budget",
 ]
+
+
+#: connections the kernel may hold not yet accepted, on both ports (capped by
+#: net.core.somaxconn): a crowd reconnecting after a restart arrives at once, and a
+#: SYN dropped from a full queue is retried by the client's TCP only a second later
+LISTEN_BACKLOG = 4096
 
 
 class Bucket:

@@ -20,7 +20,7 @@ from .config import Settings
 from .connection import Closed, Conversation, StreamSession
 from .guards import Guards
 from .hub import Hub
-from .limits import ConnectionBudget, RateLimits, connection_budget
+from .limits import LISTEN_BACKLOG, ConnectionBudget, RateLimits, connection_budget
 from .schema import SUBPROTOCOLS
 from .session import Session
 
@@ -178,6 +178,7 @@ class WsServer:
             server_header="wsbus",
             origins=cast(Any, self.guards.websocket_origins()),
             ssl=self.ssl_context,
+            backlog=LISTEN_BACKLOG,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
