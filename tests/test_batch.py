@@ -9,6 +9,7 @@ from typing import Any
 
 from wsbus import Client
 from wsbus.fanout import BATCH_BYTES, BATCH_EVENTS, batches
+from wsbus.presence import TICK
 from wsbus.schema import Event, Events, Presence, Presences, Send
 
 from .helpers import RawClient, async_wait_for
@@ -83,6 +84,24 @@ async def test_presence_is_gathered_for_batch_readers_and_written_before_events(
     changes = [(p.name, p.state) for p in items[:first_event] if isinstance(p, Presence)]
     assert changes[-21:] == [*((f"n{i}", "up") for i in range(20)), ("n0", "down")]
     assert len(reader.of(Presences)) <= 2  # its own "up" may have gone in a tick before
+    await hub.stop()
+
+
+async def test_a_change_after_a_quiet_spell_goes_at_once_and_a_crowd_in_one_frame() -> None:
+    hub = await make_hub()
+    reader = await join(hub, "reader", capabilities=["batch"])
+    await asyncio.sleep(TICK * 1.2)  # quiet: reader's own "up" went out, a tick passed
+    before = len(reader.frames)
+    await join(hub, "first")
+    # written at once, not held for a tick
+    assert [(p.name, p.state) for p in flat(reader.frames[before:])] == [("first", "up")]
+    crowd = [await join(hub, f"c{i}") for i in range(30)]
+    assert len(reader.frames) == before + 1  # the crowd right after it: gathered
+    await async_wait_for(lambda: len(flat(reader.frames[before:])) == 31, timeout=TICK * 8)
+    assert len(reader.frames) == before + 2  # ... into one frame at the tick's end
+    assert isinstance(reader.frames[-1], Presences)
+    assert [p.name for p in reader.frames[-1].changes] == [f"c{i}" for i in range(30)]
+    del crowd
     await hub.stop()
 
 

@@ -4,11 +4,13 @@ The router (:mod:`wsbus.routing`) says which names changed when a session attach
 or detaches; this part turns each change into a ``presence`` frame, written once to
 every member of the channel that asked for presence (``hello.presence``).
 
-A member that reads ``presences`` frames (``hello.capabilities``: ``batch``) gets a
-channel's changes gathered for :data:`TICK` seconds and written as one frame, so a
-crowd reconnecting costs one frame per member per tick instead of one per change;
-the gathered changes are always written before the events that follow them
-(:meth:`Hub._deliver` flushes first). Other members get each change at once.
+A member that reads ``presences`` frames (``hello.capabilities``: ``batch``) gets
+changes at most once per :data:`TICK` seconds (longer in a large channel): a change
+after a quiet spell is written at once, and the changes that follow within the tick
+are gathered and written as one frame at its end, so a crowd reconnecting costs one
+frame per member per tick instead of one per change. The gathered changes are
+always written before the events that follow them (:meth:`Hub._deliver` flushes
+first). Other members get each change at once.
 
 With several hubs on one bus (:meth:`Announcer.share`), each local change is also
 written to the bus's presence bucket, and the other hubs' changes come back from it:
@@ -19,6 +21,7 @@ when that changes.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -33,9 +36,10 @@ __all__ = ["TICK", "Announcer", "SharedPresence"]
 
 Info = dict[str, Any]
 
-#: seconds a channel's presence changes are gathered for the members that read
-#: ``presences`` frames (a crowd of n joining over t seconds costs n·t/TICK writes)
-TICK = 0.1
+#: at most one presence write per member per TICK seconds, for the members that
+#: read ``presences`` frames (a crowd of n joining over t seconds costs n·t/TICK
+#: writes); a change after a quiet spell is not held
+TICK = 0.25
 #: seconds more of gathering per member of the largest channel waiting: a flush
 #: writes once to every member (about 5 µs each), so however large the channel,
 #: writing presence takes at most about a tenth of the hub's time (10,000 members:
@@ -65,6 +69,8 @@ class Announcer:
         #: channel -> the changes not yet written to its batch-reading members
         self.gathered: dict[str, list[PresenceFrame]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: the loop time of the last flush: the next one is due a tick after it
+        self._flushed = -math.inf
 
     def share(self, shared: SharedPresence) -> None:
         """Write this hub's changes to the bus's presence, and hear the others'."""
@@ -129,8 +135,13 @@ class Announcer:
             self.writer.push(now_, frame)
         self.gathered.setdefault(channel, []).append(frame)
         if self._timer is None:
-            delay = max(TICK, self.router.size(channel) * TICK_PER_MEMBER)
-            self._timer = asyncio.get_running_loop().call_later(delay, self.flush)
+            loop = asyncio.get_running_loop()
+            tick = max(TICK, self.router.size(channel) * TICK_PER_MEMBER)
+            wait = self._flushed + tick - loop.time()
+            if wait <= 0:
+                self.flush()  # after a quiet spell: at once
+            else:
+                self._timer = loop.call_later(wait, self.flush)
 
     def flush(self) -> None:
         """Write the gathered changes to each channel's batch-reading members: one
@@ -138,6 +149,9 @@ class Announcer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self.gathered:
+            return
+        self._flushed = asyncio.get_running_loop().time()
         gathered, self.gathered = self.gathered, {}
         for channel, frames in gathered.items():
             members = cast(list[Session], self.router.channel_sessions(channel))

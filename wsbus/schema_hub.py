@@ -156,10 +156,11 @@ class Events(Frame, tag="events"):
 
 class Presences(Frame, tag="presences"):
     """Several presence changes in one frame, in the order they happened (to a client
-    whose ``hello.capabilities`` has ``batch``): the hub gathers a channel's changes
-    for 0.1 s (a crowd reconnecting), longer in a large channel (50 µs per member:
-    0.5 s at 10,000), and writes them at once, always before the events that follow
-    them."""
+    whose ``hello.capabilities`` has ``batch``): the hub writes presence to such a
+    member at most every 0.25 s (longer in a large channel: 50 µs per member, 0.5 s
+    at 10,000); a change after a quiet spell goes at once, and the changes that
+    follow within that time (a crowd reconnecting) are gathered into one frame,
+    always written before the events that follow them."""
 
     changes: list[Presence]
 
