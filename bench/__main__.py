@@ -75,7 +75,9 @@ def _notes(
         "user+sys of the server process (all threads) from the first send to the last delivery.",
         f"durable publish: {p.durable_conns} connections x {p.durable_window} sends in flight + 1 "
         "counting subscriber; wsbus time = first send .. last ok (committed); bare = first "
-        "send .. last delivery (it has no ok).",
+        "send .. last delivery (it has no ok); server CPU and client CPU (the harness "
+        "process, all of its connections) over the same span, per event: on 2 CPUs, "
+        "events/s <= 2 s / (server + client CPU per event).",
         "RSS: server RSS after connecting (handshaken, warm-up delivered) minus before, per "
         "connection.",
         "every wsbus hub here runs with --rate-events 0 --rate-bytes 0 (the default "

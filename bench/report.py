@@ -162,6 +162,12 @@ def rows(
             "cpu_us_per_delivery",
         )
     pair("durable publish (64 in flight): events/s", "durable", "events_per_s")
+    pair(f"durable publish: server CPU {MICRO}s/event", "durable", "cpu_us_per_event")
+    pair(
+        f"durable publish: client CPU {MICRO}s/event (the harness: 4 publishers + 1 subscriber)",
+        "durable",
+        "client_cpu_us_per_event",
+    )
     a, at = _get(results, "durable_fsync", "wsbus", "events_per_s")
     d, _ = _get(results, "durable", "wsbus", "events_per_s")
     add(

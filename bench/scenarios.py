@@ -407,6 +407,7 @@ async def durable_publish(server: ServerProcess, events: int, p: Params) -> dict
                 await ws.send(frame, text=True)
 
         cpu0 = server.cpu()
+        client0 = time.process_time()
         start = time.perf_counter()
         with contextlib.suppress(TimeoutError):  # the outer bound: a send that never returns
             async with asyncio.timeout(p.durable_deadline + 5):
@@ -414,6 +415,7 @@ async def durable_publish(server: ServerProcess, events: int, p: Params) -> dict
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_done.wait(), max(0.1, deadline - time.monotonic()))
         cpu1 = server.cpu()
+        client1 = time.process_time()
         if errors:
             raise BenchError(f"{server.label}: hub answered errors: {errors[:3]}")
         span = max(state["last"] - start, 1e-9)
@@ -429,6 +431,7 @@ async def durable_publish(server: ServerProcess, events: int, p: Params) -> dict
             "span_s": span,
             "events_per_s": state["done"] / span,
             "cpu_us_per_event": (cpu1 - cpu0) / max(int(state["done"]), 1) * 1e6,
+            "client_cpu_us_per_event": (client1 - client0) / max(int(state["done"]), 1) * 1e6,
             "in_flight": conns * p.durable_window,
         }
     finally:
