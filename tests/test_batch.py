@@ -27,7 +27,7 @@ def flat(frames: list[Any]) -> list[Any]:
         if isinstance(f, Events):
             out += f.events
         elif isinstance(f, Presences):
-            out += f.changes
+            out += f.presences()
         else:
             out.append(f)
     return out
@@ -101,6 +101,7 @@ async def test_a_change_after_a_quiet_spell_goes_at_once_and_a_crowd_in_one_fram
     assert len(reader.frames) == before + 2  # ... into one frame at the tick's end
     assert isinstance(reader.frames[-1], Presences)
     assert [p.name for p in reader.frames[-1].changes] == [f"c{i}" for i in range(30)]
+    assert {p.channel for p in reader.frames[-1].presences()} == {"default"}
     del crowd
     await hub.stop()
 

@@ -437,7 +437,7 @@ class Client:
                 for ev in frame.events:
                     await self._inbox.event(ev)
             case Presences():
-                for change in frame.changes:
+                for change in frame.presences():
                     await self._inbox.put(change)
             case Ok():
                 self._requests.on_ok(frame)

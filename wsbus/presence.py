@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 from .broadcast import Writer
 from .routing import PresenceChange, Router
 from .schema import Presence as PresenceFrame
+from .schema import PresenceChange as ChangeItem
 from .schema import Presences as PresencesFrame
 from .session import Session
 
@@ -45,6 +46,15 @@ TICK = 0.25
 #: writing presence takes at most about a tenth of the hub's time (10,000 members:
 #: gathered for 0.5 s)
 TICK_PER_MEMBER = 50e-6
+
+
+def _gathered(channel: str, frames: list[PresenceFrame]) -> PresencesFrame:
+    """Several changes of ``channel`` as one ``presences`` frame (channel and time once)."""
+    return PresencesFrame(
+        channel=channel,
+        ts=time.time(),
+        changes=[ChangeItem(f.name, f.state, f.kind, f.model, f.role, f.host) for f in frames],
+    )
 
 
 class SharedPresence(Protocol):
@@ -157,5 +167,5 @@ class Announcer:
             members = cast(list[Session], self.router.channel_sessions(channel))
             targets = [s for s in members if s.wants_presence and s.batch]
             if targets:
-                batch = frames[0] if len(frames) == 1 else PresencesFrame(changes=frames)
+                batch = frames[0] if len(frames) == 1 else _gathered(channel, frames)
                 self.writer.push(targets, batch)

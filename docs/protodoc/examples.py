@@ -25,6 +25,7 @@ from wsbus.schema import (
     Ping,
     Pong,
     Presence,
+    PresenceChange,
     Presences,
     Receipt,
     Register,
@@ -169,10 +170,13 @@ EXAMPLES: dict[type[msgspec.Struct], msgspec.Struct] = {
         events=[_EVENT, msgspec.structs.replace(_EVENT, seq=1044, ts=_TS + 0.001, body="done")]
     ),
     Presences: Presences(
+        channel="build",
+        ts=_TS,
         changes=[
-            Presence(channel="build", name="bob", state="up", ts=_TS, kind="agent"),
-            Presence(channel="build", name="carol", state="up", ts=_TS + 0.01, kind="agent"),
-        ]
+            PresenceChange(name="bob", state="up", kind="agent", host="devbox"),
+            PresenceChange(name="carol", state="up", kind="agent", model="gpt-5-codex"),
+            PresenceChange(name="dave", state="down", kind="human"),
+        ],
     ),
     Receipt: Receipt(seq=1043, channel="build", by="bob", status="read", ts=_TS + 2.5),
     HistoryResult: HistoryResult(ref="h-1", events=[_EVENT]),

@@ -93,9 +93,11 @@ CONNECTING = f"""\
 - A frame larger than `max_frame` bytes closes the connection with 1009.
 - Batches: a client that lists `batch` in `hello.capabilities` (the Python client,
   the tools and the dashboard do) may get several events as one `events` frame (a
-  burst of fan-out, a replay) and several presence changes as one `presences` frame
-  (gathered for up to 0.1 s, always written before the events that follow them):
-  the same frames, in the same order, fewer writes. `welcome.capabilities` lists what
+  burst of fan-out, a replay) and several presence changes of a channel as one
+  `presences` frame (at most one every 0.25 s, longer in a large channel; always
+  written before the events that follow them): the same events and changes, in the
+  same order, in fewer writes and, for presence, fewer bytes (the channel and time
+  once per frame). `welcome.capabilities` lists what
   the hub granted; a client that asks for nothing gets every frame on its own.
 - Keepalive: the hub sends websocket pings every {SETTINGS.ping_interval:g} s and drops a
   peer that does not answer within as long. `ping`/`pong` frames are an

@@ -25,6 +25,7 @@ from wsbus.schema import (
     HubFrame,
     Limits,
     Member,
+    PresenceChange,
     RosterEntry,
     ThreadInfo,
 )
@@ -315,7 +316,7 @@ def render() -> str:
     parts += ["## Hub → client frames", FRAMES_INTRO]
     parts += [frame_section(c, HubFrame, "Hub → client") for c in hub]
     parts += ["## Nested structures"]
-    parts += [struct_section(c) for c in (Limits, Member, RosterEntry, ThreadInfo)]
+    parts += [struct_section(c) for c in (Limits, Member, PresenceChange, RosterEntry, ThreadInfo)]
     parts += ["## Error codes", ERRORS_INTRO, error_table()]
     parts += ["## Close codes", CLOSE_INTRO, close_table()]
     parts += [limits_section()]

@@ -132,7 +132,10 @@ export class Connection {
       return;
     }
     if (f.op === 'presences' && Array.isArray(f.changes)) {
-      for (const one of f.changes) this.frame(one);
+      // one change each: the frame gives their channel and time once
+      for (const one of f.changes) {
+        this.frame({ ...one, op: 'presence', channel: f.channel, ts: f.ts });
+      }
       return;
     }
     this.frame(f);
