@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import signal
 import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
 from wsbus.compat.http import HttpShim
 
 from wsbus import logformat, redact
@@ -19,7 +17,7 @@ from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import ConfigError, Settings, load_settings
 from wsbus.hub import Hub
 from wsbus.jetstream.engine import EngineError
-from wsbus.limits import RateLimits, connection_budget
+from wsbus.limits import RateLimits, connection_budget, fit_connections, raise_nofile
 from wsbus.log import Log
 from wsbus.logformat import FORMATS
 from wsbus.server import WsServer, ws_broadcast
@@ -225,23 +223,6 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     return p
 
 
-#: open files a hub needs besides its websocket connections: the store, its
-#: listening sockets, HTTP requests and long-polls (max_polls per name, bounded)
-FILES_BESIDES_CONNECTIONS = 1024
-
-
-def _raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            return target
-        except (ValueError, OSError):
-            return soft
-    return soft
-
-
 def make_store(settings: Settings) -> Store:
     if settings.memory:
         return MemoryStore()
@@ -410,17 +391,10 @@ async def run(args: argparse.Namespace) -> int:
             f"no live tokens in {gate.path}: nobody can connect; "
             f"create one with: wsbus token create NAME --auth {gate.path}"
         )
-    nofile = _raise_nofile()
-    fits = max(1, nofile - FILES_BESIDES_CONNECTIONS)
-    if settings.max_connections > fits:
-        if settings.max_connections == Settings().max_connections:  # the default: fit it
-            settings = msgspec.structs.replace(settings, max_connections=fits)
-        else:
-            warn(
-                f"max_connections ({settings.max_connections}) is above what the open-file "
-                f"limit ({nofile}) allows: connections past about {fits} will fail; raise "
-                "the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower --max-connections"
-            )
+    nofile = raise_nofile()
+    settings, too_many = fit_connections(settings, nofile)
+    if too_many is not None:
+        warn(too_many)
     if settings.unauthenticated_budget() >= settings.max_connections:
         warn(
             f"max_unauthenticated ({settings.unauthenticated_budget()}) is not below "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import resource
 
 import msgspec
 
@@ -34,7 +35,41 @@ __all__ = [
     "Ticket",
     "address_key",
     "connection_budget",
+    "fit_connections",
+    "raise_nofile",
 ]
+
+#: open files a hub needs besides its websocket connections: the store, its
+#: listening sockets, HTTP requests and long-polls (max_polls per name, bounded)
+FILES_BESIDES_CONNECTIONS = 1024
+
+
+def raise_nofile() -> int:
+    """Raise the open-file soft limit to the hard one; return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            return soft
+    return soft
+
+
+def fit_connections(settings: Settings, nofile: int) -> tuple[Settings, str | None]:
+    """``max_connections`` against the open-file limit ``nofile``: the default is
+    lowered to what fits; a value set above it is kept, with the warning to print."""
+    fits = max(1, nofile - FILES_BESIDES_CONNECTIONS)
+    if settings.max_connections <= fits:
+        return settings, None
+    if settings.max_connections == Settings().max_connections:  # the default: fit it
+        return msgspec.structs.replace(settings, max_connections=fits), None
+    return settings, (
+        f"max_connections ({settings.max_connections}) is above what the open-file limit "
+        f"({nofile}) allows: connections past about {fits} will fail; raise the hard limit "
+        "(ulimit -Hn, systemd LimitNOFILE=) or lower --max-connections"
+    )
 
 
 #: connections the kernel may hold not yet accepted, on both ports (capped by
