@@ -14,7 +14,7 @@ from wsbus.compat.http import HttpShim
 
 from wsbus import logformat, redact
 from wsbus.auth import Gate, TokenFileError, is_loopback
-from wsbus.config import ConfigError, Settings, load_settings
+from wsbus.config import DEFAULT_MAX_CONNECTIONS, ConfigError, Settings, load_settings
 from wsbus.hub import Hub
 from wsbus.jetstream.engine import EngineError
 from wsbus.limits import RateLimits, connection_budget, fit_connections, raise_nofile
@@ -171,7 +171,8 @@ def register(sub: Subcommands) -> argparse.ArgumentParser:
     p.add_argument(
         "--max-connections",
         type=int,
-        help=f"websocket connections in total (default {Settings().max_connections}; each "
+        help=f"websocket connections in total (default {DEFAULT_MAX_CONNECTIONS}, lowered to "
+        "what the open-file limit allows; each "
         "takes an open file: the hub raises its limit to the hard limit)",
     )
     p.add_argument(
@@ -395,10 +396,10 @@ async def run(args: argparse.Namespace) -> int:
     settings, too_many = fit_connections(settings, nofile)
     if too_many is not None:
         warn(too_many)
-    if settings.unauthenticated_budget() >= settings.max_connections:
+    if settings.unauthenticated_budget() >= settings.connections():
         warn(
             f"max_unauthenticated ({settings.unauthenticated_budget()}) is not below "
-            f"max_connections ({settings.max_connections}): connections that never send "
+            f"max_connections ({settings.connections()}): connections that never send "
             "hello can take every slot"
         )
     # handlers first: a signal that arrives while starting still stops cleanly
@@ -474,7 +475,7 @@ async def run(args: argparse.Namespace) -> int:
     where = store.location if log is None else f"{log.location}; index {store.location}"
     say(
         f"data: {where}; seq {hub.committed_seq}; open files limit {nofile}, "
-        f"max connections {settings.max_connections}"
+        f"max connections {settings.connections()}"
     )
     if gate is not None:
         say(f"auth: tokens from {gate.path} ({gate.live()} live)")

@@ -92,8 +92,11 @@ async def test_a_change_after_a_quiet_spell_goes_at_once_and_a_crowd_in_one_fram
     reader = await join(hub, "reader", capabilities=["batch"])
     await asyncio.sleep(TICK * 1.2)  # quiet: reader's own "up" went out, a tick passed
     before = len(reader.frames)
+    began = asyncio.get_running_loop().time()
     await join(hub, "first")
-    # written at once, not held for a tick
+    # written at once (once the hello's own writes are done), not held for a tick
+    await async_wait_for(lambda: len(reader.frames) > before, timeout=TICK * 8)
+    assert asyncio.get_running_loop().time() - began < TICK / 2
     assert [(p.name, p.state) for p in flat(reader.frames[before:])] == [("first", "up")]
     crowd = [await join(hub, f"c{i}") for i in range(30)]
     assert len(reader.frames) == before + 1  # the crowd right after it: gathered

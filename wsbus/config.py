@@ -90,6 +90,11 @@ class Access(TypedDict):
     ca_file: str | None
 
 
+#: websocket connections a hub takes when ``max_connections`` is not set (lowered to
+#: what the open-file limit allows)
+DEFAULT_MAX_CONNECTIONS = 50_000
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting with its default. Limits are documented in docs/CONFIG.md."""
 
@@ -153,9 +158,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_bytes: int = 4 << 20
     rate_burst: float = 5.0
     rate_abuse: float = 30.0
-    #: 10,000 idle connections take about 140 MiB on the hub (docs/SCALE.md); the
-    #: hub raises its open-file limit to the hard limit and warns when that is lower
-    max_connections: int = 50_000
+    #: None: DEFAULT_MAX_CONNECTIONS, lowered to what the open-file limit allows
+    #: (``wsbus.limits.fit_connections``); a number set is kept (with a warning when
+    #: the limit cannot hold it). 10,000 idle connections take about 140 MiB
+    #: (docs/SCALE.md).
+    max_connections: int | None = None
     #: connections not yet authenticated (no token on the upgrade, no hello yet);
     #: None: a tenth of max_connections (see unauthenticated_budget)
     max_unauthenticated: int | None = None
@@ -200,12 +207,19 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             return None
         return hub_urls(self.engine)
 
+    def connections(self) -> int:
+        """``max_connections``, or its default when not set (before the hub fits it to
+        its open-file limit)."""
+        if self.max_connections is not None:
+            return self.max_connections
+        return DEFAULT_MAX_CONNECTIONS
+
     def unauthenticated_budget(self) -> int:
         """``max_unauthenticated``, by default a tenth of ``max_connections`` (at least 1):
         the other nine tenths stay free for clients that present a token."""
         if self.max_unauthenticated is not None:
             return self.max_unauthenticated
-        return max(1, self.max_connections // 10)
+        return max(1, self.connections() // 10)
 
 
 #: setting -> environment variables, first set wins

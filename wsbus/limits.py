@@ -23,7 +23,7 @@ import resource
 
 import msgspec
 
-from .config import Settings
+from .config import DEFAULT_MAX_CONNECTIONS, Settings
 
 __all__ = [
     "LISTEN_BACKLOG",
@@ -39,32 +39,40 @@ __all__ = [
     "raise_nofile",
 ]
 
-#: open files a hub needs besides its websocket connections: the store, its
-#: listening sockets, HTTP requests and long-polls (max_polls per name, bounded)
+#: open files a hub keeps for everything but its websocket connections (the store,
+#: its listening sockets, HTTP requests and long-polls): this many, or a quarter of
+#: a smaller limit
 FILES_BESIDES_CONNECTIONS = 1024
+#: what macOS lets a process ask for when its hard limit says "unlimited"
+_OPEN_MAX = 10240
 
 
 def raise_nofile() -> int:
     """Raise the open-file soft limit to the hard one; return the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft < target:
+    unlimited = hard == resource.RLIM_INFINITY
+    for target in (max(soft, 1 << 20), _OPEN_MAX) if unlimited else (hard,):
+        if soft >= target:
+            return soft
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             return target
         except (ValueError, OSError):
-            return soft
+            continue
     return soft
 
 
 def fit_connections(settings: Settings, nofile: int) -> tuple[Settings, str | None]:
-    """``max_connections`` against the open-file limit ``nofile``: the default is
-    lowered to what fits; a value set above it is kept, with the warning to print."""
-    fits = max(1, nofile - FILES_BESIDES_CONNECTIONS)
+    """``max_connections`` against the open-file limit ``nofile``: when not set, the
+    default, lowered to what fits; a number set above it is kept, with the warning
+    to print."""
+    fits = max(1, nofile - min(FILES_BESIDES_CONNECTIONS, nofile // 4))
+    if settings.max_connections is None:
+        return msgspec.structs.replace(
+            settings, max_connections=min(DEFAULT_MAX_CONNECTIONS, fits)
+        ), None
     if settings.max_connections <= fits:
         return settings, None
-    if settings.max_connections == Settings().max_connections:  # the default: fit it
-        return msgspec.structs.replace(settings, max_connections=fits), None
     return settings, (
         f"max_connections ({settings.max_connections}) is above what the open-file limit "
         f"({nofile}) allows: connections past about {fits} will fail; raise the hard limit "
@@ -321,7 +329,7 @@ class ConnectionBudget:
 def connection_budget(settings: Settings) -> ConnectionBudget:
     """The budget the settings describe (defaults: ``Settings()``)."""
     return ConnectionBudget(
-        total=settings.max_connections,
+        total=settings.connections(),
         unauthenticated=settings.unauthenticated_budget(),
         per_address=settings.max_unauthenticated_per_address,
         retry_after=settings.hello_timeout,

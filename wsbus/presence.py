@@ -78,7 +78,7 @@ class Announcer:
         self.remote: dict[str, dict[str, dict[str, Info]]] = {}
         #: channel -> the changes not yet written to its batch-reading members
         self.gathered: dict[str, list[PresenceFrame]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         #: the loop time of the last flush: the next one is due a tick after it
         self._flushed = -math.inf
 
@@ -148,8 +148,8 @@ class Announcer:
             loop = asyncio.get_running_loop()
             tick = max(TICK, self.router.size(channel) * TICK_PER_MEMBER)
             wait = self._flushed + tick - loop.time()
-            if wait <= 0:
-                self.flush()  # after a quiet spell: at once
+            if wait <= 0:  # after a quiet spell: at once, once what is being written is
+                self._timer = loop.call_soon(self.flush)  # (a delivery, an answer)
             else:
                 self._timer = loop.call_later(wait, self.flush)
 

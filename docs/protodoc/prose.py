@@ -373,8 +373,8 @@ SERVER_NOTES: dict[str, str] = {
     "max_bad_frames": "bad frames in a row before the connection is closed (1008)",
     "ping_interval": "seconds between websocket pings; also the pong timeout",
     "max_connections": "open websocket connections in total (HTTP 503 before the upgrade); "
-    "the default is lowered to what the open-file limit allows (the limit minus 1024; "
-    "docs/SCALE.md)",
+    "`None`: 50,000, lowered to what the open-file limit allows (the limit less 1024, or "
+    "less a quarter of a smaller limit; docs/SCALE.md)",
     "max_unauthenticated": "of those, connections without a header token that have not yet "
     "had a `hello` accepted (HTTP 503); `None`: a tenth of `max_connections`",
     "max_unauthenticated_per_address": "such connections from one address, an IPv6 /64 "

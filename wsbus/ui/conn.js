@@ -134,7 +134,7 @@ export class Connection {
     if (f.op === 'presences' && Array.isArray(f.changes)) {
       // one change each: the frame gives their channel and time once
       for (const one of f.changes) {
-        this.frame({ ...one, op: 'presence', channel: f.channel, ts: f.ts });
+        this.frame({ ...one, op: 'presence', channel: f.channel ?? one.channel, ts: f.ts ?? one.ts });
       }
       return;
     }
