@@ -50,6 +50,7 @@ from .base import (
     StoreMismatch,
 )
 from .dbfiles import FileGuard, HubLock, StoreLocked
+from .hops import Hops
 from .sqlquery import (
     COLUMNS,
     LEASE_EVENTS_SQL,
@@ -136,6 +137,8 @@ class SqliteStore(Store):
         self.failure: str | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-w")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-r")
+        #: reads go to their thread several per hop (a crowd's mail queries: hops.py)
+        self._reads = Hops(self._reader)
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="wsbus-sqlite-c")
         self._wlock = threading.Lock()
         self._w: sqlite3.Connection | None = None
@@ -154,6 +157,8 @@ class SqliteStore(Store):
         return conn
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        if pool is self._reader:
+            return await self._reads.run(fn)
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
     def _wconn(self) -> sqlite3.Connection:
