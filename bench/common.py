@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from wsbus.codec import JSON
+from wsbus.limits import raise_nofile
 from wsbus.schema import SUBPROTOCOL_JSON, Event
 
 if TYPE_CHECKING:
@@ -86,19 +86,6 @@ def child_argv(*args: str, python: str | None = None) -> list[str]:
     """``python ARGS`` for a child process that does not outlive this process
     (``python``: another interpreter than this one, e.g. of another venv)."""
     return [python or sys.executable, "-c", _SHIM, str(os.getpid()), *args]
-
-
-def raise_nofile() -> int:
-    """Raise this process's open-file limit to the hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            return soft
-        return target
-    return soft
 
 
 def body(tag: str, size: int = BODY_SIZE) -> str:

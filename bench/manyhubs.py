@@ -28,7 +28,7 @@ from .common import NATS_SUBJECT, BenchError, alone, body, step
 from .report import Row, _get, _ratio, _section
 from .scenarios import Params, durable_publish, fanout, latency, latency_summary
 from .servers import ServerProcess
-from .workers import Worker
+from .workers import Worker, share_out
 
 __all__ = ["NatsProcess", "manyhubs_rows", "section"]
 
@@ -121,9 +121,7 @@ async def nats_fanout(
     publisher; the nats-server's CPU from the first publish to the last delivery."""
     import nats
 
-    share = [subs // len(workers) + (1 if i < subs % len(workers) else 0)
-             for i in range(len(workers))]  # fmt: skip
-    active = [(w, n) for w, n in zip(workers, share, strict=True) if n]
+    active = share_out(subs, workers)
     ps = psutil.Process(server.proc.pid)
 
     def cpu() -> float:

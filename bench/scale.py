@@ -35,7 +35,7 @@ from .common import IDLE_CHANNEL, BenchError, alone, body, handshake, open_ws, s
 from .report import Row, _get, _ratio, _section
 from .scenarios import Params, _drain, _publish_frame, latency, run_tag
 from .servers import ServerProcess
-from .workers import Worker
+from .workers import Worker, share_out
 
 __all__ = ["ScaleParams", "scale_rows", "section"]
 
@@ -61,16 +61,10 @@ class ScaleParams:
         return cls(idle=1000, broadcasts=3, restart_subs=200, background=200, deadline=60.0)
 
 
-def _share(n: int, workers: list[Worker]) -> list[tuple[Worker, int]]:
-    k = len(workers)
-    shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
-    return [(w, m) for w, m in zip(workers, shares, strict=True) if m]
-
-
 async def _connect(
     s: ServerProcess, workers: list[Worker], n: int, sp: ScaleParams, **extra: Any
 ) -> list[tuple[Worker, int]]:
-    active = _share(n, workers)
+    active = share_out(n, workers)
     tag = run_tag()
 
     def cmd(w: Worker, k: int) -> dict[str, Any]:

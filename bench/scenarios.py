@@ -27,7 +27,7 @@ from .common import (
     send_frame,
 )
 from .servers import ServerProcess
-from .workers import Worker
+from .workers import Worker, share_out
 
 __all__ = ["Params", "durable_publish", "fanout", "latency", "percentile", "run_tag"]
 
@@ -232,10 +232,7 @@ async def fanout(
     mode = server.mode
     hubs = spread or [server]
     tag = run_tag()
-    share = [
-        subs // len(workers) + (1 if i < subs % len(workers) else 0) for i in range(len(workers))
-    ]
-    active = [(w, n) for w, n in zip(workers, share, strict=True) if n]
+    active = share_out(subs, workers)
     result: dict[str, Any] = {"subscribers": subs, "events": events, "rate": rate}
     rss0 = sum(h.rss() for h in hubs)
     cpu0 = sum(h.cpu() for h in hubs)

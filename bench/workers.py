@@ -51,7 +51,7 @@ from .common import (
     raise_nofile,
 )
 
-__all__ = ["Worker", "main"]
+__all__ = ["Worker", "main", "share_out"]
 
 CONNECT_PARALLEL = 16
 #: seconds between a reconnecting connection's tries (with jitter, as clients do)
@@ -59,7 +59,7 @@ RETRY = (0.05, 0.25)
 
 
 class _Sub:
-    __slots__ = ("closed", "count", "live_at", "name", "seq", "task", "ws")
+    __slots__ = ("closed", "count", "live_at", "name", "ready", "seq", "task", "ws")
 
     def __init__(self, ws: ClientConnection, name: str) -> None:
         self.ws = ws
@@ -68,6 +68,7 @@ class _Sub:
         self.seq = 0  # the last event seq received (wsbus), to resume from
         self.live_at = time.monotonic()  # when it was last handshaken
         self.closed = False
+        self.ready = False  # handshaken (subscribed, for nats)
         self.task: asyncio.Task[None] | None = None
 
 
@@ -76,7 +77,6 @@ class _State:
         self.subs: list[_Sub] = []
         self.last = 0.0
         self.stopping = False
-        self.nats_ready = 0
 
     def _got(self, sub: _Sub, ev: Any) -> None:
         sub.count += 1
@@ -158,6 +158,7 @@ class _State:
                     sub.closed = True
                     await ws.close()
                     return
+                sub.ready = True
                 sub.task = asyncio.create_task(self.count(sub, again))
 
         started = time.monotonic()
@@ -167,7 +168,7 @@ class _State:
             t.cancel()
         if pending:
             errors.append(f"{len(pending)} connections not ready in time")
-        ready = sum(1 for s in self.subs if s.task is not None and not s.closed) + self.nats_ready
+        ready = sum(1 for s in self.subs if s.ready and not s.closed)
         return {
             "ok": ready == n,
             "ready": ready,
@@ -208,7 +209,7 @@ class _State:
 
         await nc.subscribe(NATS_SUBJECT, cb=got)
         await nc.flush()
-        self.nats_ready += 1
+        sub.ready = True
 
     async def live(self, cmd: dict[str, Any]) -> dict[str, Any]:
         since: float = cmd["since"]
@@ -229,7 +230,6 @@ class _State:
 
     async def close(self) -> dict[str, Any]:
         self.stopping = True
-        self.nats_ready = 0
         subs, self.subs = self.subs, []
 
         async def one(s: _Sub) -> None:
@@ -280,6 +280,14 @@ async def _serve() -> None:
 
 def main() -> None:
     asyncio.run(_serve())
+
+
+def share_out(n: int, workers: list[Worker]) -> list[tuple[Worker, int]]:
+    """``n`` connections shared out over ``workers`` as evenly as can be (the workers
+    given none are left out)."""
+    k = len(workers)
+    shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    return [(w, m) for w, m in zip(workers, shares, strict=True) if m]
 
 
 class Worker:
