@@ -157,8 +157,6 @@ class SqliteStore(Store):
         return conn
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-        if pool is self._reader:
-            return await self._reads.run(fn)
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
     def _wconn(self) -> sqlite3.Connection:
@@ -343,7 +341,7 @@ class SqliteStore(Store):
                 rows.reverse()
             return [row_to_event(r) for r in rows]
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def get(self, seq: int) -> Event | None:
         def work() -> Event | None:
@@ -354,14 +352,14 @@ class SqliteStore(Store):
             )
             return row_to_event(row) if row else None
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def lease_events(self, since_ts: float, upto: int) -> list[Event]:
         def work() -> list[Event]:
             rows = self._rconn().execute(LEASE_EVENTS_SQL, (upto, since_ts)).fetchall()
             return [row_to_event(r) for r in rows]
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def receipts(self, seq: int) -> list[ReceiptRecord]:
         def work() -> list[ReceiptRecord]:
@@ -374,7 +372,7 @@ class SqliteStore(Store):
             )
             return [row_to_receipt(r) for r in rows]
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def receipts_of(self, seqs: Sequence[int]) -> list[ReceiptRecord]:
         wanted = sorted(set(seqs))
@@ -392,7 +390,7 @@ class SqliteStore(Store):
                 out += [row_to_receipt(r) for r in rows]
             return out
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def recent_refs(self, limit: int) -> list[tuple[str, str, int, float]]:
         def work() -> list[tuple[str, str, int, float]]:
@@ -408,7 +406,7 @@ class SqliteStore(Store):
             rows.reverse()
             return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def counts(self) -> tuple[dict[tuple[str, str], int], int]:
         def work() -> tuple[dict[tuple[str, str], int], int]:
@@ -422,7 +420,7 @@ class SqliteStore(Store):
             )
             return {(r[0], r[1]): r[2] for r in rows}, max((r[3] for r in rows), default=0)
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def pending(self, after: int) -> list[Pending]:
         def work() -> list[Pending]:
@@ -440,7 +438,7 @@ class SqliteStore(Store):
             )
             return [Pending(*row) for row in rows]
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def size(self) -> int | None:
         total = 0
@@ -451,7 +449,7 @@ class SqliteStore(Store):
 
     async def seq_at_ts(self, ts: float) -> int:
         bound = math.nextafter(ts, math.inf)  # "at most ts" = "below the next float"
-        return await self._on(self._reader, lambda: last_seq_before(self._rconn(), bound))
+        return await self._reads.run(lambda: last_seq_before(self._rconn(), bound))
 
     async def prune(self, older_than_ts: float, keep: int) -> tuple[int, int]:
         def work() -> tuple[int, int]:
@@ -500,14 +498,14 @@ class SqliteStore(Store):
             rows = self._rconn().execute(sql, args).fetchall()
             return [ThreadInfo(c, t, n, first, last) for c, t, n, first, last in rows]
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def members(self) -> list[MemberRecord]:
         def work() -> list[MemberRecord]:
             rows = self._rconn().execute("SELECT data FROM members").fetchall()
             return [member_decode(r[0]) for r in rows]
 
-        return await self._on(self._reader, work)
+        return await self._reads.run(work)
 
     async def put_member(self, member: MemberRecord) -> None:
         data = meta_encode(member)
@@ -559,7 +557,7 @@ class SqliteStore(Store):
                 self._r = None
 
         await self._on(self._checkpointer, close_checkpointer)
-        await self._on(self._reader, close_reader)
+        await self._reads.run(close_reader)
         # the last connection to close checkpoints the WAL
         await self._on(self._writer, close_writer)
         for pool in (self._checkpointer, self._reader, self._writer):
