@@ -17,7 +17,13 @@ from wsbus.auth import Gate, TokenFileError, is_loopback
 from wsbus.config import DEFAULT_MAX_CONNECTIONS, ConfigError, Settings, load_settings
 from wsbus.hub import Hub
 from wsbus.jetstream.engine import EngineError
-from wsbus.limits import RateLimits, connection_budget, fit_connections, raise_nofile
+from wsbus.limits import (
+    RateLimits,
+    connection_budget,
+    fit_connections,
+    freeze_startup_heap,
+    raise_nofile,
+)
 from wsbus.log import Log
 from wsbus.logformat import FORMATS
 from wsbus.server import WsServer, ws_broadcast
@@ -484,6 +490,7 @@ async def run(args: argparse.Namespace) -> int:
         hint = f"{base}/t/TOKEN" if gate is not None else base
         say(f"agent-bus HTTP shim on {base} (AGENT_BUS_URL={hint})")
         say(f"dashboard on {base}/ui/ · metrics on {base}/metrics")
+    freeze_startup_heap()  # before the first client: see wsbus/limits.py
     say(f"wsbus hub {hub.hub_id} listening on {server.scheme}://{shown}:{server.port}")
     if shared is not None:
         info = publish(shared, settings, server.port)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import re
 import resource
 import shutil
 import subprocess
@@ -17,11 +19,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 from wsbus import Client, Event
 from wsbus.hub import Hub
 from wsbus.hubconfig import HubConfig
-from wsbus.limits import LISTEN_BACKLOG
+from wsbus.limits import LISTEN_BACKLOG, freeze_startup_heap
 from wsbus.server import WsServer, WsSession, ws_broadcast
 from wsbus.store import MemoryStore
 
@@ -141,3 +144,80 @@ async def test_the_websocket_port_queues_a_reconnecting_crowd() -> None:
         assert int(out[2]) == min(LISTEN_BACKLOG, somaxconn), out
     finally:
         await server.stop()
+
+
+async def _written_between_hello_and_synced(
+    store: MemoryStore, hello: dict[str, object]
+) -> list[str]:
+    """Connect a plain websocket client to an in-process hub on ``store``, count the
+    writes the hub makes to its socket from the hello to ``synced``; return the ops
+    received, one string per write (ops joined by ``+``)."""
+    hub = Hub(store, HubConfig(prune_interval=0), ws_broadcast)
+    await hub.start()
+    server = WsServer(hub, "127.0.0.1", 0)
+    await server.start()
+    writes: list[bytes] = []
+    try:
+        async with connect(f"ws://127.0.0.1:{server.port}") as ws:
+            await async_wait_for(lambda: len(server._sessions) == 1)
+            (session,) = server._sessions
+            transport = session.conn.transport
+            real = transport.write
+
+            def counted(data: bytes | bytearray | memoryview) -> None:
+                writes.append(bytes(data))
+                real(data)
+
+            transport.write = counted  # type: ignore[method-assign]
+            await ws.send(json.dumps(hello))
+            ops = []
+            while not ops or ops[-1] != "synced":
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                ops.append(frame["op"])
+            transport.write = real  # type: ignore[method-assign]
+            assert ops[0] == "welcome", ops
+    finally:
+        await server.stop()
+    return [b"+".join(re.findall(rb'"op":"(\w+)"', w)).decode() for w in writes]
+
+
+async def test_welcome_and_synced_go_out_in_one_write() -> None:
+    """A crowd reconnecting with nothing to replay: one system call per connection,
+    not one per frame (docs/SCALE.md, the cork)."""
+    writes = await _written_between_hello_and_synced(
+        MemoryStore(), {"op": "hello", "name": "a", "channels": ["c"], "presence": False}
+    )
+    assert writes == ["welcome+synced"], writes
+
+
+async def test_events_held_during_the_welcome_go_out_with_it() -> None:
+    """Events that arrive between the welcome and ``synced`` are written with them, in
+    order; a replay from the store writes them as it reads them."""
+    store = MemoryStore()
+    hub = Hub(store, HubConfig(prune_interval=0), ws_broadcast)
+    await hub.start()
+    server = WsServer(hub, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with Client(f"ws://127.0.0.1:{server.port}", name="z", channels=["c"]) as sender:
+            for i in range(3):
+                await sender.send("a", f"m{i}", channel="c")
+    finally:
+        await server.stop()
+    writes = await _written_between_hello_and_synced(
+        store, {"op": "hello", "name": "a", "channels": ["c"], "presence": False, "resume": 0}
+    )
+    assert "".join(writes).count("event") == 3, writes
+    assert writes[0].startswith("welcome") and writes[-1].endswith("synced"), writes
+
+
+def test_the_start_up_heap_is_frozen_out_of_the_collector() -> None:
+    """A hub's start-up objects are not walked again by each full collection a
+    connecting crowd triggers (docs/SCALE.md)."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

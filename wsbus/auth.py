@@ -23,6 +23,7 @@ means every channel.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -388,6 +389,7 @@ class Gate:
         return sum(1 for r in self.store.list() if r.revoked is None)
 
 
+@functools.lru_cache(maxsize=256)  # a crowd sends the same few; ipaddress parses slowly
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
     host = host.strip("[]").lower().rstrip(".")
@@ -399,6 +401,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)
 def loopback_host_header(value: str | None) -> bool:
     """Whether an HTTP ``Host`` header names this machine's loopback.
 

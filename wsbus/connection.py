@@ -110,6 +110,7 @@ class Conversation:
             hello = await self._hello(session)
             if hello is None:
                 return
+            session.cork()  # nothing to replay: welcome ... synced go in one write
             refused = hub.hello(session, hello)
             if refused is not None:
                 await session.shut(refused[0], close_reason(refused[1]))
@@ -194,7 +195,8 @@ class Conversation:
 
     async def _hello(self, session: StreamSession) -> Hello | None:
         try:
-            data = await asyncio.wait_for(session.receive(), self.hello_timeout)
+            async with asyncio.timeout(self.hello_timeout):  # no task, unlike wait_for
+                data = await session.receive()
         except TimeoutError:
             await session.shut(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
             return None
@@ -251,3 +253,5 @@ class Conversation:
         except Exception:
             log.exception("replay failed for session %s", session.id)
             session.close(CloseCode.GOING_AWAY, "replay failed; reconnect and resume")
+        finally:
+            session.uncork()

@@ -19,6 +19,7 @@ objects and decoded frames. Life of a send:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -223,7 +224,8 @@ class Hub:
         """Before a scrape: the gauges the store and the engine answer (cached)."""
         await self.metrics.refresh(lambda: hubstatus.gauges(self))
 
-    def limits(self) -> Limits:
+    @functools.cached_property
+    def _limits(self) -> Limits:
         c = self.config
         return Limits(
             max_body=c.max_body,
@@ -231,6 +233,10 @@ class Hub:
             max_history=c.max_history,
             max_channels=c.max_channels,
         )
+
+    def limits(self) -> Limits:
+        """What the hub accepts, told in every ``welcome`` (the config does not change)."""
+        return self._limits
 
     # ------------------------------------------------------------------ sessions
 

@@ -17,6 +17,8 @@ sockets cannot lock out clients that hold a token.
 
 from __future__ import annotations
 
+import functools
+import gc
 import ipaddress
 import math
 import resource
@@ -60,6 +62,15 @@ def raise_nofile() -> int:
         except (ValueError, OSError):
             continue
     return soft
+
+
+def freeze_startup_heap() -> None:
+    """Put what start-up made (modules, settings, the store's caches: most of a
+    hub's objects) out of the garbage collector's reach. A crowd connecting
+    triggers full collections, and each walked all of those: 7% of a hub's CPU
+    in a storm of 1000 connections, profiled (``docs/SCALE.md``)."""
+    gc.collect()
+    gc.freeze()
 
 
 def fit_connections(settings: Settings, nofile: int) -> tuple[Settings, str | None]:
@@ -195,6 +206,7 @@ class Refusal(msgspec.Struct, frozen=True):
     retry_after: int | None = None
 
 
+@functools.lru_cache(maxsize=1024)  # asked twice per connection; ipaddress parses slowly
 def address_key(host: str) -> str | None:
     """What the per-address cap counts by: an IPv4 address, or the /64 of an IPv6
     one (a single host is usually given a whole /64). None for loopback, which is

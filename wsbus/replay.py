@@ -63,6 +63,7 @@ class Replay:
         self.metrics.deliveries.inc(len(held))
         session.live = True
         session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
+        session.uncork()  # (corked at the hello: welcome, what was held, synced in one write)
 
     async def _replay_range(
         self,

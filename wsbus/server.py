@@ -12,6 +12,7 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from .auth import bearer
@@ -58,7 +59,7 @@ def _forget_handshake(conn: ServerConnection) -> None:
 class WsSession(StreamSession):
     """A hub session on a websockets connection."""
 
-    __slots__ = ("_closing", "_text", "conn", "peer")
+    __slots__ = ("_closing", "_corked", "_text", "conn", "peer")
 
     def __init__(self, conn: ServerConnection, codec: Codec) -> None:
         super().__init__(codec)
@@ -66,11 +67,26 @@ class WsSession(StreamSession):
         self.peer = _peer(conn)
         self._text = not codec.binary
         self._closing: asyncio.Task[None] | None = None
+        #: frames gathered while corked (None: written at once)
+        self._corked: list[bytes] | None = None
 
     def write(self, payload: bytes) -> None:
-        broadcast((self.conn,), payload, text=self._text)
+        if self._corked is not None:
+            self._corked.append(payload)
+        else:
+            broadcast((self.conn,), payload, text=self._text)
+
+    def cork(self) -> None:
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        frames, self._corked = self._corked, None
+        if frames:
+            _write_frames(self.conn, frames, self._text)
 
     async def write_async(self, payload: bytes) -> None:
+        self.uncork()
         try:
             await self.conn.send(payload, text=self._text)
         except ConnectionClosed:
@@ -83,6 +99,7 @@ class WsSession(StreamSession):
             raise Closed from None
 
     async def shut(self, code: int, reason: str) -> None:
+        self.uncork()
         await self.conn.close(code, reason)
 
     def close_code(self) -> int | None:
@@ -90,12 +107,27 @@ class WsSession(StreamSession):
 
     def buffered(self) -> int:
         transport = self.conn.transport
-        return transport.get_write_buffer_size() if transport is not None else 0
+        held = sum(map(len, self._corked)) if self._corked else 0
+        return held + (transport.get_write_buffer_size() if transport is not None else 0)
 
     def close(self, code: int, reason: str) -> None:
+        self.uncork()
         self.closed = True
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self.conn.close(code, reason))
+
+
+def _write_frames(conn: ServerConnection, payloads: list[bytes], text: bool) -> None:
+    """Several frames to one connection in one system call (``websockets`` writes
+    each frame on its own). Like ``websockets.broadcast``, a connection that is
+    closing is skipped."""
+    protocol = conn.protocol
+    if protocol.state is not State.OPEN or conn.transport is None:
+        return
+    frame = protocol.send_text if text else protocol.send_binary
+    for payload in payloads:
+        frame(payload)
+    conn.transport.write(b"".join(protocol.data_to_send()))
 
 
 def ws_broadcast(
@@ -103,12 +135,13 @@ def ws_broadcast(
 ) -> list[Session]:
     """Write the same bytes to many websocket sessions (``websockets.broadcast``) and
     return the sessions whose transport buffer is now over ``limit``. Sessions of
-    another transport (``/ws`` on the HTTP port) are written one by one."""
-    ws = [s for s in sessions if type(s) is WsSession]
+    another transport (``/ws`` on the HTTP port), and corked ones, are written one
+    by one."""
+    ws = [s for s in sessions if type(s) is WsSession and s._corked is None]
     slow: list[Session] = []
     if len(ws) != len(sessions):
         for other in sessions:
-            if type(other) is not WsSession:
+            if type(other) is not WsSession or other._corked is not None:
                 other.write(payload)
                 if other.buffered() > limit:
                     slow.append(other)

@@ -72,6 +72,17 @@ class Session(abc.ABC):
         if not self.closed:
             self.write(self.codec.encode(frame))
 
+    def cork(self) -> None:
+        """Gather what is written from now on, to go out in one system call at
+        :meth:`uncork` (or before the first :meth:`write_async`): a connection with
+        nothing to replay gets ``welcome`` ... ``synced`` in one write. A transport
+        without the means writes at once (this default)."""
+        return
+
+    def uncork(self) -> None:
+        """Write what :meth:`cork` gathered, in order, and write at once again."""
+        return
+
     # -- transport hooks
 
     @abc.abstractmethod
