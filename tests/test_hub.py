@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from wsbus import mailnames
 from wsbus.codec import JSON
 from wsbus.errors import CloseCode, ErrorCode, FrameError
 from wsbus.hub import Hub, HubConfig
+from wsbus.mailnames import MailNames
 from wsbus.schema import Ack, Error, Event, Hello, History, Ok, Presence, Receipt, Send, Synced
 from wsbus.session import Session
-from wsbus.store import MemoryStore
+from wsbus.store import MemoryStore, Query, SqliteStore
 
 from .helpers import async_wait_for
 
@@ -214,6 +218,65 @@ async def test_pending_direct_events_for_a_fresh_subscriber() -> None:
     await async_wait_for(lambda: len(alice.of(Receipt)) == 2)
     bob2 = await join(hub, "bob")
     assert [e.seq for e in bob2.of(Event)] == [2, 3]
+
+
+async def test_a_name_that_never_had_mail_costs_no_store_query() -> None:
+    """A crowd of new names connecting: none of them makes the store look for mail
+    (wsbus/mailnames.py); a name a direct event went to does, and gets it."""
+    hub = await make_hub()
+    asked: list[list[str] | None] = []
+    query = hub.store.query
+
+    async def counted(q: Query) -> list[Event]:
+        if q.pending_only:
+            asked.append(q.entitled)
+        return await query(q)
+
+    hub.store.query = counted  # type: ignore[method-assign]
+    alice = await join(hub, "alice")
+    for i in range(5):
+        await join(hub, f"new{i}")
+    assert asked == []
+    hub.submit(alice, Send(ref="r", to="dave", body="for dave"))
+    await async_wait_for(lambda: alice.of(Ok))
+    dave = await join(hub, "dave")
+    assert asked == [["dave"]]
+    assert [e.body for e in dave.of(Event)] == ["for dave"]
+    await hub.stop()
+
+
+async def test_mail_from_before_a_restart_is_known_to_the_new_hub(tmp_path: Path) -> None:
+    """The names with mail come from the store at start, not only from what this
+    process fanned out: bob's message waits for him across a restart."""
+    db = tmp_path / "bus.db"
+    hub = Hub(SqliteStore(db), HubConfig(prune_interval=0))
+    await hub.start()
+    alice = await join(hub, "alice")
+    hub.submit(alice, Send(ref="r", to="bob", body="while you were away"))
+    await async_wait_for(lambda: alice.of(Ok))
+    await hub.stop()
+    hub = Hub(SqliteStore(db), HubConfig(prune_interval=0))
+    await hub.start()
+    try:
+        bob = await join(hub, "bob")
+        assert [e.body for e in bob.of(Event)] == ["while you were away"]
+        assert [e.body for e in (await join(hub, "carol")).of(Event)] == []
+    finally:
+        await hub.stop()
+
+
+def test_past_max_names_every_name_is_asked_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The set of names with mail is bounded: past MAX_NAMES the hub stops keeping
+    it and asks the store for everyone, as it did before it kept any."""
+    monkeypatch.setattr(mailnames, "MAX_NAMES", 3)
+    mail = MailNames()
+    assert mail.may_have(["x"])  # not loaded: not known
+    mail._names = set()
+    base = Event(seq=1, ts=0.0, channel="c", from_="a", to="*", body="")
+    mail.saw([msgspec.structs.replace(base, to=to) for to in ("*", "~leases", "b", "c")])
+    assert not mail.may_have(["x", "*", "~leases"]) and mail.may_have(["x", "c"])
+    mail.saw([msgspec.structs.replace(base, seq=2, to="d"), msgspec.structs.replace(base, to="e")])
+    assert mail.may_have(["x"])  # over the bound: not kept any more
 
 
 async def test_ack_checks_the_addressee() -> None:

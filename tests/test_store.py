@@ -243,6 +243,27 @@ async def test_pending_counts_the_mail_waiting_per_recipient(store: Store) -> No
     assert {(p.channel, p.recipient) for p in await store.pending(0)} == {("ops", "bob")}
 
 
+async def test_recipients_are_the_names_direct_events_went_to(store: Store) -> None:
+    """What the hub loads at start to know who may have mail (wsbus/mailnames.py):
+    every recipient of a direct event on any channel, never a broadcast or the lease
+    book, each once, whatever its receipts; at most ``limit``."""
+    assert await store.recipients(10) == []
+    await store.append(
+        [
+            ev(1, "alice", "bob"),
+            ev(2, "alice", BROADCAST),
+            ev(3, "alice", "bob", channel="ops"),
+            ev(4, "carol", "~leases"),
+            ev(5, "alice", "carol", channel="zz"),
+            ev(6, "bob", "alice", channel="ops"),
+            ev(7, "alice", "bob"),
+        ]
+    )
+    await store.append([], [rc(1, "bob", "read"), rc(7, "bob", "read")])
+    assert await store.recipients(10) == ["alice", "bob", "carol"]
+    assert len(await store.recipients(2)) == 2
+
+
 # ------------------------------------------------------------------ get, receipts, refs
 
 

@@ -34,6 +34,7 @@ from .fanout import FanOut
 from .hubconfig import HubConfig
 from .ingest import Ingest, ReceiptFor
 from .log import LocalLog, Log, Tail
+from .mailnames import MailNames
 from .metrics import HubMetrics
 from .presence import Announcer
 from .queries import Queries
@@ -123,8 +124,10 @@ class Hub:
         self.receipts = Receipts(store, self.config.ref_window)
         #: history and threads, within what a token may read
         self.queries = Queries(store, self.access, self.config.max_history)
+        #: the names that may have direct mail waiting (the others' is not asked for)
+        self.mail = MailNames()
         #: what a (re)connecting session missed, then what arrived meanwhile
-        self.replayer = Replay(store, self.config.replay_page, self.metrics)
+        self.replayer = Replay(store, self.config.replay_page, self.metrics, self.mail)
         #: presence frames to each channel's members
         self.presence = Announcer(self.router, self.writer)
         #: committed events to their recipients (one frame each, or batches)
@@ -172,6 +175,7 @@ class Hub:
         self.upkeep.pruned_seq = info.pruned_seq
         await self.prune()
         await self.reservations.load(self.store, info.last_seq)
+        await self.mail.load(self.store)
         await self.rosters.load(self.log.shared_members())
         shared = self.log.shared_presence()
         if shared is not None:
@@ -456,6 +460,7 @@ class Hub:
         now = time.time()
         if self.presence.gathered:  # presence changes go before the events after them
             self.presence.flush()
+        self.mail.saw(events)  # before any replay can read them (wsbus/mailnames.py)
         fanout = self.fanout
         batched = fanout.start()
         for ev in events:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .fanout import batches
 from .loopguard import own_loop
+from .mailnames import MailNames
 from .metrics import HubMetrics
 from .schema import BROADCAST, Synced
 from .session import Session
@@ -21,9 +22,17 @@ __all__ = ["Replay"]
 class Replay:
     """Stored events to a session, in pages (see the module docstring)."""
 
-    def __init__(self, store: Store, page: int = 500, metrics: HubMetrics | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        page: int = 500,
+        metrics: HubMetrics | None = None,
+        mail: MailNames | None = None,
+    ) -> None:
         self.store = store
         self.page = page
+        #: who may have direct mail waiting: the others' is not asked for
+        self.mail = mail or MailNames()
         #: replayed and held events count as deliveries
         self.metrics = metrics or HubMetrics()
 
@@ -42,7 +51,7 @@ class Replay:
             await self._replay_range(
                 session, channels, list(session.names), 0, min(resume, upto) + 1, True
             )
-        if channels and (resume is not None or entitled):
+        if channels and (resume is not None or (entitled and self.mail.may_have(entitled))):
             cursor = resume if resume is not None else 0
             await self._replay_range(session, channels, entitled, cursor, upto + 1, resume is None)
         if session.closed:

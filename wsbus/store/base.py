@@ -177,6 +177,12 @@ class Store(abc.ABC):
         their recipient, per (channel, recipient) (lease events are no mail). The
         caller bounds ``after``: the work is a scan of the events above it."""
 
+    @abc.abstractmethod
+    async def recipients(self, limit: int) -> list[str]:
+        """The names the retained direct events are addressed to (broadcasts and lease
+        events aside), sorted, at most ``limit`` of them (``wsbus.mailnames``). SQLite:
+        one index seek per channel and name, not a read of every event."""
+
     async def size(self) -> int | None:
         """Bytes the store takes on disk (None: it is not on disk)."""
         return None

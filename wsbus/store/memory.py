@@ -86,6 +86,10 @@ class MemoryStore(Store):
             out.reverse()
         return out
 
+    async def recipients(self, limit: int) -> list[str]:
+        names = {ev.to for ev in self._events if ev.to not in (BROADCAST, BOOK)}
+        return sorted(names)[:limit]
+
     async def pending(self, after: int) -> list[Pending]:
         found: dict[tuple[str, str], Pending] = {}
         for i in range(bisect.bisect_right(self._seqs, after), len(self._seqs)):

@@ -61,6 +61,7 @@ from .sqlquery import (
     marks,
     member_decode,
     meta_encode,
+    recipients,
     row_to_event,
     row_to_receipt,
     select_entitled_sql,
@@ -439,6 +440,9 @@ class SqliteStore(Store):
             return [Pending(*row) for row in rows]
 
         return await self._reads.run(work)
+
+    async def recipients(self, limit: int) -> list[str]:
+        return await self._reads.run(lambda: recipients(self._rconn(), limit))
 
     async def size(self) -> int | None:
         total = 0

@@ -13,7 +13,7 @@ import msgspec
 
 from ..entitlement import may_read_sql, receives_arms, receives_sql
 from ..leases import BOOK
-from ..schema import Event
+from ..schema import BROADCAST, Event
 from .base import MemberRecord, Query, ReceiptRecord
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "marks",
     "member_decode",
     "meta_encode",
+    "recipients",
     "row_to_event",
     "row_to_receipt",
     "select_entitled_sql",
@@ -216,3 +217,32 @@ def last_seq_before(conn: sqlite3.Connection, ts: float) -> int:
         else:
             hi = mid - 1
     return best
+
+
+def recipients(conn: sqlite3.Connection, limit: int) -> list[str]:
+    """The names of the direct events' recipients, at most ``limit`` of them.
+
+    A skip-scan of the ``(channel, recipient, seq)`` index: one seek per channel and
+    per recipient in it, whatever the number of events (a ``DISTINCT`` reads them all).
+    """
+    found: set[str] = set()
+    channel = ""
+    while len(found) < limit:
+        row = conn.execute(
+            "SELECT channel FROM events WHERE channel > ? ORDER BY channel LIMIT 1", (channel,)
+        ).fetchone()
+        if row is None:
+            break
+        channel, recipient = row[0], ""
+        while len(found) < limit:
+            row = conn.execute(
+                "SELECT recipient FROM events WHERE channel = ? AND recipient > ?"
+                " ORDER BY recipient LIMIT 1",
+                (channel, recipient),
+            ).fetchone()
+            if row is None:
+                break
+            recipient = row[0]
+            if recipient != BROADCAST and recipient != BOOK:
+                found.add(recipient)
+    return sorted(found)
