@@ -258,6 +258,7 @@ async def test_mail_from_before_a_restart_is_known_to_the_new_hub(tmp_path: Path
     hub = Hub(SqliteStore(db), HubConfig(prune_interval=0))
     await hub.start()
     try:
+        assert hub.mail.may_have(["bob"]) and not hub.mail.may_have(["carol"])
         bob = await join(hub, "bob")
         assert [e.body for e in bob.of(Event)] == ["while you were away"]
         assert [e.body for e in (await join(hub, "carol")).of(Event)] == []

@@ -110,7 +110,9 @@ class Conversation:
             hello = await self._hello(session)
             if hello is None:
                 return
-            session.cork()  # nothing to replay: welcome ... synced go in one write
+            # welcome … synced in one write when the replay asks the store nothing (a
+            # crowd of new names); a replay that queries uncorks first (wsbus/replay.py)
+            session.cork()
             refused = hub.hello(session, hello)
             if refused is not None:
                 await session.shut(refused[0], close_reason(refused[1]))

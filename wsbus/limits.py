@@ -68,7 +68,8 @@ def freeze_startup_heap() -> None:
     """Put what start-up made (modules, settings, the store's caches: most of a
     hub's objects) out of the garbage collector's reach. A crowd connecting
     triggers full collections, and each walked all of those: 7% of a hub's CPU
-    in a storm of 1000 connections, profiled (``docs/SCALE.md``)."""
+    in a storm of 1000 connections, profiled (``docs/SCALE.md``). What start-up
+    made and later drops in a cycle is not collected: a one-time, bounded cost."""
     gc.collect()
     gc.freeze()
 

@@ -72,7 +72,7 @@ class Replay:
         self.metrics.deliveries.inc(len(held))
         session.live = True
         session.send(Synced(seq=max(upto, held[-1].seq if held else upto), channels=channels))
-        session.uncork()  # (corked at the hello: welcome, what was held, synced in one write)
+        session.uncork()  # (corked at the hello: with no query, welcome … synced in one write)
 
     async def _replay_range(
         self,
@@ -84,6 +84,7 @@ class Replay:
         pending_only: bool,
     ) -> None:
         page = self.page
+        session.uncork()  # the welcome (and any answer) does not wait for the store
         while not session.closed:
             q = Query(
                 limit=page,

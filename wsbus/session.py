@@ -74,8 +74,10 @@ class Session(abc.ABC):
 
     def cork(self) -> None:
         """Gather what is written from now on, to go out in one system call at
-        :meth:`uncork` (or before the first :meth:`write_async`): a connection with
-        nothing to replay gets ``welcome`` ... ``synced`` in one write. A transport
+        :meth:`uncork` (or before the first :meth:`write_async`, a close, a shut): a
+        connection whose replay asks the store nothing gets ``welcome`` … ``synced``
+        in one write. Only for what takes no I/O: the bytes held count as
+        :meth:`buffered`, and a replay uncorks before its first query. A transport
         without the means writes at once (this default)."""
         return
 
