@@ -9,6 +9,7 @@ never promises more connections than the hub has open files for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import re
@@ -16,7 +17,9 @@ import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -29,6 +32,19 @@ from wsbus.server import WsServer, WsSession, ws_broadcast
 from wsbus.store import MemoryStore, Query
 
 from .helpers import async_wait_for
+
+
+@contextlib.asynccontextmanager
+async def _served(store: MemoryStore, **config: Any) -> AsyncIterator[WsServer]:
+    """A hub on ``store`` behind a websocket server on a free loopback port."""
+    hub = Hub(store, HubConfig(prune_interval=0, **config), ws_broadcast)
+    await hub.start()
+    server = WsServer(hub, "127.0.0.1", 0)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 async def test_an_idle_connection_keeps_no_headers_no_replay_task_and_no_dict() -> None:
@@ -131,63 +147,41 @@ def test_the_default_max_connections_fits_the_open_file_limit(
 async def test_the_websocket_port_queues_a_reconnecting_crowd() -> None:
     """A listen backlog of LISTEN_BACKLOG (asyncio's default, 100, drops the SYNs of a
     crowd reconnecting at once; their TCP retries a second later)."""
-    hub = Hub(MemoryStore(), HubConfig(prune_interval=0), ws_broadcast)
-    await hub.start()
-    server = WsServer(hub, "127.0.0.1", 0)
-    await server.start()
-    try:
+    async with _served(MemoryStore()) as server:
         out = subprocess.run(
             ["ss", "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=10
         ).stdout.split()
         # State Recv-Q Send-Q ...: for a listening socket Send-Q is its backlog
         somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
         assert int(out[2]) == min(LISTEN_BACKLOG, somaxconn), out
-    finally:
-        await server.stop()
-
-
-async def _written_between_hello_and_synced(
-    store: MemoryStore, hello: dict[str, object]
-) -> list[str]:
-    """Connect a plain websocket client to an in-process hub on ``store``, count the
-    writes the hub makes to its socket from the hello to ``synced``; return the ops
-    received, one string per write (ops joined by ``+``)."""
-    hub = Hub(store, HubConfig(prune_interval=0), ws_broadcast)
-    await hub.start()
-    server = WsServer(hub, "127.0.0.1", 0)
-    await server.start()
-    writes: list[bytes] = []
-    try:
-        async with connect(f"ws://127.0.0.1:{server.port}") as ws:
-            await async_wait_for(lambda: len(server._sessions) == 1)
-            (session,) = server._sessions
-            transport = session.conn.transport
-            real = transport.write
-
-            def counted(data: bytes | bytearray | memoryview) -> None:
-                writes.append(bytes(data))
-                real(data)
-
-            transport.write = counted  # type: ignore[method-assign]
-            await ws.send(json.dumps(hello))
-            ops = []
-            while not ops or ops[-1] != "synced":
-                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-                ops.append(frame["op"])
-            transport.write = real  # type: ignore[method-assign]
-            assert ops[0] == "welcome", ops
-    finally:
-        await server.stop()
-    return [b"+".join(re.findall(rb'"op":"(\w+)"', w)).decode() for w in writes]
 
 
 async def test_welcome_and_synced_go_out_in_one_write() -> None:
     """A crowd reconnecting with nothing to replay: one system call per connection,
-    not one per frame (docs/SCALE.md, the cork)."""
-    writes = await _written_between_hello_and_synced(
-        MemoryStore(), {"op": "hello", "name": "a", "channels": ["c"], "presence": False}
-    )
-    assert writes == ["welcome+synced"], writes
+    not one per frame (docs/SCALE.md, the cork). Counts the hub's writes to the
+    socket from the hello to ``synced``, and the ops each carried."""
+    writes: list[bytes] = []
+    async with _served(MemoryStore()) as server, connect(f"ws://127.0.0.1:{server.port}") as ws:
+        await async_wait_for(lambda: len(server._sessions) == 1)
+        (session,) = server._sessions
+        transport = session.conn.transport
+        real = transport.write
+
+        def counted(data: bytes | bytearray | memoryview) -> None:
+            writes.append(bytes(data))
+            real(data)
+
+        transport.write = counted  # type: ignore[method-assign]
+        hello = {"op": "hello", "name": "a", "channels": ["c"], "presence": False}
+        await ws.send(json.dumps(hello))
+        ops = []
+        while not ops or ops[-1] != "synced":
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            ops.append(frame["op"])
+        transport.write = real  # type: ignore[method-assign]
+        assert ops[0] == "welcome", ops
+    writes_ops = [b"+".join(re.findall(rb'"op":"(\w+)"', w)).decode() for w in writes]
+    assert writes_ops == ["welcome+synced"], writes_ops
 
 
 class _SlowStore(MemoryStore):
@@ -204,11 +198,7 @@ async def test_a_replay_that_queries_the_store_does_not_hold_the_welcome() -> No
     """The cork is for a connection whose replay asks the store nothing: one that
     resumes gets its ``welcome`` and its answers at once, ``synced`` after the
     query; its unsent bytes never made it a slow consumer meanwhile."""
-    hub = Hub(_SlowStore(), HubConfig(prune_interval=0, send_queue=1024), ws_broadcast)
-    await hub.start()
-    server = WsServer(hub, "127.0.0.1", 0)
-    await server.start()
-    try:
+    async with _served(_SlowStore(), send_queue=1024) as server:
         async with connect(f"ws://127.0.0.1:{server.port}") as ws:
             hello = {"op": "hello", "name": "a", "channels": ["c"], "resume": 0, "presence": False}
             await ws.send(json.dumps(hello))
@@ -222,8 +212,6 @@ async def test_a_replay_that_queries_the_store_does_not_hold_the_welcome() -> No
         assert [op for op, _ in ops] == ["welcome"] + ["pong"] * 40 + ["synced"], ops
         assert ops[-2][1] < _SlowStore.delay / 2, ops  # not after the query
         assert ops[-1][1] >= _SlowStore.delay * 0.9, ops
-    finally:
-        await server.stop()
 
 
 def test_the_start_up_heap_is_frozen_out_of_the_collector() -> None:
